@@ -1,0 +1,273 @@
+"""Project configuration: Pom's ``project_configuration.json`` as an immutable value.
+
+An existing Pom project loads unchanged: every key old Pom wrote is known, including
+its rendering keys, which this toolkit keeps (and writes back) but does not use.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from .atomic import atomic_write_text
+from .constants import CONFIG_FILENAME, DENSITY
+from .errors import ConfigError
+
+# Types: "str", "int", "float" (int accepted), "bool", "list[str]", "list".
+_USED_KEYS: dict[str, tuple[str, Any]] = {
+    "root": ("str", ""),
+    "tomogram_dir": ("str", "tomograms"),
+    "macromolecule_dir": ("str", "macromolecules"),
+    "output_dir": ("str", "output"),
+    "test_dir": ("str", "test"),
+    "ontology_annotation_box_size": ("int", 128),
+    "apix": ("float", 15.68),
+    "macromolecules": ("list[str]", ["Density"]),
+    "ontologies": ("list[str]", []),
+    "z_sum": ("int", 4),
+    "single_model_epochs": ("int", 100),
+    "single_model_batch_size": ("int", 32),
+    "shared_model_epochs": ("int", 200),
+    "shared_model_batch_size": ("int", 64),
+    "shared_model_unknown_class_threshold": ("float", 0.33),
+    "shared_model_runs_per_volume": ("int", 4),
+    "GPUS": ("str", "0"),
+    # Ours: U-Net width and depth (Pom's network is 64 and 4).
+    "model_base_filters": ("int", 64),
+    "model_depth": ("int", 4),
+}
+
+# Keys old Pom wrote that this toolkit accepts, keeps and writes back, but does not use.
+_LEGACY_KEYS: dict[str, str] = {
+    "image_dir": "str",
+    "single_model_overlap": "float",
+    "single_model_box_size": "int",
+    "shared_model_overlap": "float",
+    "shared_model_box_size": "int",
+    "shared_model_unknown_output_thresold": "float",  # sic, Pom's spelling
+    "tf_distribute_mirrored": "bool",
+    "image_size": "int",
+    "soft_ignore_in_summary": "list",
+    "gallery_categories": "list",
+    "raytraced_ontologies": "bool",
+    "camera_pitch": "float",
+    "camera_yaw": "float",
+    "z_margin_summary": "float",
+    "silhouette_alpha": "float",
+    "silhouette_threshold": "float",
+}
+
+KNOWN_KEYS = tuple(_USED_KEYS) + tuple(_LEGACY_KEYS)
+
+
+@dataclass(frozen=True)
+class ProjectConfig:
+    """Pom's project settings. Never mutated: use :func:`dataclasses.replace`."""
+
+    root: str = ""
+    tomogram_dir: str = "tomograms"
+    macromolecule_dir: str = "macromolecules"
+    output_dir: str = "output"
+    test_dir: str = "test"
+    ontology_annotation_box_size: int = 128  # crop size (px, unbinned) around each Ais box
+    apix: float = 15.68  # voxel size (A) used when an MRC header says 0 or 1
+    macromolecules: tuple[str, ...] = (DENSITY,)  # input channels, in network order
+    ontologies: tuple[str, ...] = ()  # organelle classes
+    z_sum: int = 4  # z-average window is 2 * z_sum + 1 slices
+    single_model_epochs: int = 100
+    single_model_batch_size: int = 32
+    shared_model_epochs: int = 200
+    shared_model_batch_size: int = 64
+    shared_model_unknown_class_threshold: float = 0.33
+    shared_model_runs_per_volume: int = 4  # TTA rotations when processing (1..4)
+    GPUS: str = "0"
+    model_base_filters: int = 64  # U-Net filters at the first level
+    model_depth: int = 4  # U-Net pooling levels
+    #: Pom keys kept for round trips (rendering settings and others), read-only.
+    legacy: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    #: Folder the configuration was loaded from; relative folders resolve against it.
+    base_dir: str = "."
+
+    def path(self, *parts: str) -> Path:
+        """Resolve a project-relative path (Pom's ``root`` joined to ``base_dir``)."""
+        return Path(self.base_dir, self.root, *parts)
+
+    @property
+    def tomogram_path(self) -> Path:
+        return self.path(self.tomogram_dir)
+
+    @property
+    def macromolecule_path(self) -> Path:
+        return self.path(self.macromolecule_dir)
+
+    @property
+    def output_path(self) -> Path:
+        return self.path(self.output_dir)
+
+    @property
+    def test_path(self) -> Path:
+        return self.path(self.test_dir)
+
+    def gpu_list(self) -> list[int]:
+        return parse_gpus(self.GPUS, key="GPUS")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON document, Pom's keys in Pom's order, then the legacy keys."""
+        out: dict[str, Any] = {}
+        for key in _USED_KEYS:
+            value = getattr(self, key)
+            out[key] = list(value) if isinstance(value, tuple) else value
+        for key, value in self.legacy.items():
+            out[key] = value
+        return out
+
+
+def parse_gpus(text: str, key: str = "-gpus") -> list[int]:
+    """``"0,1,3"`` -> [0, 1, 3]; a clear ConfigError otherwise."""
+    try:
+        gpus = [int(part) for part in str(text).split(",") if part.strip() != ""]
+    except ValueError:
+        raise ConfigError(f"{key}: expected a comma-separated list of GPU indices such as 0,1,3, got {text!r}") from None
+    if not gpus or any(g < 0 for g in gpus):
+        raise ConfigError(f"{key}: expected a comma-separated list of GPU indices such as 0,1,3, got {text!r}")
+    return gpus
+
+
+def _type_ok(kind: str, value: Any) -> bool:
+    if kind == "str":
+        return isinstance(value, str)
+    if kind == "int":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind == "float":
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind == "bool":
+        return isinstance(value, bool)
+    if kind == "list[str]":
+        return isinstance(value, list) and all(isinstance(v, str) for v in value)
+    if kind == "list":
+        return isinstance(value, list)
+    raise AssertionError(kind)
+
+
+_TYPE_WORDS = {"str": "a string", "int": "an integer", "float": "a number", "bool": "true or false",
+               "list[str]": "a list of strings", "list": "a list"}
+_JSON_WORDS = {str: "a string", int: "an integer", float: "a number", bool: "a boolean", list: "a list",
+               dict: "an object", type(None): "null"}
+
+
+def validate_config(document: Any) -> list[str]:
+    """Check a parsed configuration document; return every problem found (empty if valid)."""
+    if not isinstance(document, dict):
+        return [f"expected a JSON object of settings, found {_JSON_WORDS.get(type(document), type(document).__name__)}"]
+    problems = []
+    for key, value in document.items():
+        if key in _USED_KEYS:
+            kind = _USED_KEYS[key][0]
+        elif key in _LEGACY_KEYS:
+            kind = _LEGACY_KEYS[key]
+        else:
+            close = difflib.get_close_matches(key, KNOWN_KEYS, n=1, cutoff=0.6)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            problems.append(f"unknown key {key!r}{hint}")
+            continue
+        if not _type_ok(kind, value):
+            found = _JSON_WORDS.get(type(value), type(value).__name__)
+            problems.append(f"key {key!r}: expected {_TYPE_WORDS[kind]}, found {found} {json.dumps(value)}")
+    for key in ("ontology_annotation_box_size", "single_model_epochs", "single_model_batch_size",
+                "shared_model_epochs", "shared_model_batch_size", "model_base_filters", "model_depth"):
+        value = document.get(key)
+        if _type_ok("int", value) and value < 1:
+            problems.append(f"key {key!r}: expected a positive integer, found {value}")
+    value = document.get("z_sum")
+    if _type_ok("int", value) and value < 0:
+        problems.append(f"key 'z_sum': expected an integer >= 0, found {value}")
+    value = document.get("shared_model_runs_per_volume")
+    if _type_ok("int", value) and not 1 <= value <= 4:
+        problems.append(f"key 'shared_model_runs_per_volume': expected 1 to 4, found {value}")
+    value = document.get("GPUS")
+    if isinstance(value, str):
+        try:
+            parse_gpus(value, key="GPUS")
+        except ConfigError as exc:
+            problems.append(str(exc).replace("GPUS:", "key 'GPUS':", 1))
+    return problems
+
+
+def config_from_dict(document: Mapping[str, Any], base_dir: str | os.PathLike = ".", source: str = "configuration") -> ProjectConfig:
+    """Validate ``document`` and build a :class:`ProjectConfig`.
+
+    Raises
+    ------
+    ConfigError
+        Listing every problem at once, on one line.
+    """
+    problems = validate_config(dict(document) if isinstance(document, Mapping) else document)
+    if problems:
+        raise ConfigError(f"{source}: " + "; ".join(problems))
+    values: dict[str, Any] = {}
+    legacy: dict[str, Any] = {}
+    for key, value in document.items():
+        if key in _USED_KEYS:
+            kind = _USED_KEYS[key][0]
+            if kind == "list[str]":
+                value = tuple(value)
+            elif kind == "float":
+                value = float(value)
+            values[key] = value
+        else:
+            legacy[key] = value
+    return ProjectConfig(**values, legacy=MappingProxyType(legacy), base_dir=str(base_dir))
+
+
+def load_config(path: str | os.PathLike = CONFIG_FILENAME) -> ProjectConfig:
+    """Read and validate a ``project_configuration.json``.
+
+    Raises
+    ------
+    ConfigError
+        When the file is missing, is not JSON, or has unknown keys or wrong types.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no project configuration here (run 'pom init' to create one)") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from None
+    return config_from_dict(document, base_dir=path.parent, source=str(path))
+
+
+def default_config_dict() -> dict[str, Any]:
+    """Pom's defaults plus ours, as written by ``pom init``."""
+    return {key: (list(default) if isinstance(default, list) else default) for key, (_, default) in _USED_KEYS.items()}
+
+
+def write_config(config: ProjectConfig, path: str | os.PathLike) -> None:
+    """Write ``config`` atomically as JSON (Pom's layout)."""
+    atomic_write_text(path, json.dumps(config.to_dict(), indent=2) + "\n")
+
+
+def init_project(folder: str | os.PathLike = ".") -> Path:
+    """Write a default ``project_configuration.json`` in ``folder`` unless one exists."""
+    path = Path(folder) / CONFIG_FILENAME
+    if path.exists():
+        raise ConfigError(f"{path}: already exists; edit it or remove it first")
+    config = config_from_dict(default_config_dict(), base_dir=folder)
+    write_config(config, path)
+    return path
+
+
+def replace(config: ProjectConfig, **changes: Any) -> ProjectConfig:
+    """Return a copy of ``config`` with ``changes`` (the original is untouched)."""
+    return dataclasses.replace(config, **changes)

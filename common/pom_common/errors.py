@@ -1,0 +1,25 @@
+"""Exception hierarchy. Every message names the file or key and what was expected."""
+
+
+class PomError(Exception):
+    """Base class of every error this toolkit raises on purpose."""
+
+    exit_code = 1
+
+
+class ConfigError(PomError):
+    """The project configuration (or a command-line option) is invalid."""
+
+    exit_code = 2
+
+
+class InputError(PomError):
+    """An input file (tomogram, channel, annotation, dataset) is missing or unusable."""
+
+
+class ModelError(PomError):
+    """A model file is missing, not ONNX, or lacks the metadata this toolkit writes."""
+
+
+class LockError(PomError):
+    """A work claim could not be made or kept."""

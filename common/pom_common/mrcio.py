@@ -1,0 +1,163 @@
+"""MRC input and output: the only module that imports mrcfile.
+
+Arrays are (nz, ny, nx), mrcfile's native order. Reads are memory-mapped; writes are
+atomic (temporary file in the same folder, then os.replace).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import mrcfile
+import numpy as np
+
+from .atomic import atomic_path
+from .constants import UNSET_VOXEL_SIZES
+from .errors import InputError
+
+#: dtypes this toolkit reads (MRC modes 0, 1, 2, 6, 12; uint8 arrives as mode 6 or 0).
+READABLE_DTYPES = (np.int8, np.int16, np.float32, np.uint16, np.float16, np.uint8)
+
+
+@dataclass(frozen=True)
+class Volume:
+    """A memory-mapped MRC volume.
+
+    Attributes
+    ----------
+    data : np.ndarray
+        Read-only memory map, shape (nz, ny, nx).
+    voxel_size : float
+        Voxel size in A (from the header, or the fallback when the header says 0 or 1).
+    voxel_size_from_header : bool
+        False when the fallback was used.
+    path : Path
+    """
+
+    data: np.ndarray
+    voxel_size: float
+    voxel_size_from_header: bool
+    path: Path
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.data.shape)  # type: ignore[return-value]
+
+
+def read_volume(path: str | os.PathLike, fallback_voxel_size: float | None = None) -> Volume:
+    """Open an MRC volume memory-mapped, read-only.
+
+    Parameters
+    ----------
+    path
+        The .mrc file.
+    fallback_voxel_size
+        Voxel size (A) to use when the header says 0 or 1 (unset); Pom's ``apix``.
+
+    Raises
+    ------
+    InputError
+        Missing file, corrupt header, truncated data, not a 3D volume, an axis order
+        other than x, y, z, or anisotropic voxels in x and y.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: file not found")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            mrc = mrcfile.mmap(path, mode="r")
+    except (ValueError, RuntimeWarning, OSError, EOFError) as exc:
+        raise InputError(f"{path}: not a readable MRC file ({exc})") from None
+    try:
+        header = mrc.header
+        axes = (int(header.mapc), int(header.mapr), int(header.maps))
+        if axes != (1, 2, 3):
+            raise InputError(
+                f"{path}: axis order mapc/mapr/maps = {axes}, expected (1, 2, 3) (columns = x, rows = y, "
+                "sections = z); reorder the volume (e.g. relion_image_handler or IMOD) first"
+            )
+        data = mrc.data
+        if data is None or data.ndim != 3:
+            ndim = 0 if data is None else data.ndim
+            raise InputError(f"{path}: expected a 3D volume, found a {ndim}D image")
+        if data.dtype.type not in READABLE_DTYPES:
+            raise InputError(f"{path}: unsupported data type {data.dtype}")
+        vs = mrc.voxel_size
+        sizes = (float(vs.x), float(vs.y), float(vs.z))
+    finally:
+        mrc.close()  # the memory map stays valid (read-only) while referenced
+    header_size = sizes[0]
+    if abs(sizes[0] - sizes[1]) > 1e-3 * max(abs(sizes[0]), 1e-6) or (
+        sizes[2] not in UNSET_VOXEL_SIZES and abs(sizes[0] - sizes[2]) > 1e-3 * max(abs(sizes[0]), 1e-6)
+    ):
+        raise InputError(
+            f"{path}: anisotropic voxels {sizes[0]:.4g} x {sizes[1]:.4g} x {sizes[2]:.4g} A; "
+            "expected equal sizes in x, y and z (resample the volume first)"
+        )
+    if header_size in UNSET_VOXEL_SIZES or not np.isfinite(header_size):
+        if fallback_voxel_size is None:
+            return Volume(data, header_size, False, path)
+        return Volume(data, float(fallback_voxel_size), False, path)
+    return Volume(data, header_size, True, path)
+
+
+def read_voxel_size(path: str | os.PathLike, fallback_voxel_size: float | None = None) -> float:
+    """Voxel size (A) of an MRC file; see :func:`read_volume`."""
+    return read_volume(path, fallback_voxel_size).voxel_size
+
+
+def _mrc_mode_for(dtype: np.dtype) -> np.dtype:
+    dtype = np.dtype(dtype)
+    if dtype == np.uint8:
+        return np.dtype(np.uint16)  # what mrcfile (and Ais) write for uint8 data: mode 6
+    if dtype in (np.dtype(np.float32), np.dtype(np.int8), np.dtype(np.int16), np.dtype(np.uint16), np.dtype(np.float16)):
+        return dtype
+    raise ValueError(f"cannot write {dtype} to MRC; use float32 or uint8")
+
+
+def write_volume(path: str | os.PathLike, data: np.ndarray, voxel_size: float) -> None:
+    """Write ``data`` (nz, ny, nx) atomically with the voxel size set in the header."""
+    data = np.asarray(data)
+    if data.ndim != 3:
+        raise ValueError(f"expected a 3D array, got shape {data.shape}")
+    with atomic_path(path) as tmp:
+        with mrcfile.new(tmp, overwrite=True) as mrc:
+            mrc.set_data(data.astype(_mrc_mode_for(data.dtype), copy=False))
+            mrc.voxel_size = float(voxel_size)
+        _fsync(tmp)
+
+
+@contextlib.contextmanager
+def new_volume(path: str | os.PathLike, shape: tuple[int, int, int], dtype, voxel_size: float) -> Iterator[np.ndarray]:
+    """Create an MRC file to fill slice by slice through a memory map, atomically.
+
+    Yields a writable (nz, ny, nx) array. When the block ends without error the file is
+    flushed and renamed to ``path``; on error the temporary file is removed and nothing
+    appears at ``path``.
+    """
+    mode = {np.dtype(np.float32): 2, np.dtype(np.uint16): 6, np.dtype(np.int16): 1, np.dtype(np.int8): 0}[
+        _mrc_mode_for(dtype)
+    ]
+    with atomic_path(path) as tmp:
+        mrc = mrcfile.new_mmap(tmp, shape=tuple(int(s) for s in shape), mrc_mode=mode, overwrite=True)
+        try:
+            mrc.voxel_size = float(voxel_size)
+            yield mrc.data
+            mrc.update_header_stats()
+        finally:
+            mrc.close()
+        _fsync(tmp)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

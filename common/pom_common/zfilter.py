@@ -1,0 +1,158 @@
+"""z-averaging and binning, as Pom preprocesses volumes, in numba.
+
+``zfilter_bin(v, z_sum, b)`` equals ``scipy.ndimage.convolve1d(v, ones(w) / w, axis=0,
+mode='nearest')`` (w = 2 * z_sum + 1) followed by ``b x b x b`` mean binning with the odd
+edges cropped (Pom's ``bin_vol``), without copying the volume to float64: each input
+slice is read once, binned in x and y, and the z window is applied to the binned slices
+with per-slice weights (the nearest-edge rule folded into the weights).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+#: Input slices handed to the kernel at once (bounds the float32 copy of float16 input).
+_CHUNK = 16
+_NUMBA_NATIVE = (np.int8, np.uint8, np.int16, np.uint16, np.int32, np.float32, np.float64)
+
+
+@functools.cache
+def _kernels():
+    """Compile lazily (never at import); cache on disk, or in memory when no cache folder is writable."""
+    import numba
+
+    def build(cache: bool):
+        @numba.njit(parallel=True, cache=cache)
+        def bin_xy(chunk, b, out):
+            # chunk (n, ny, nx) any numeric dtype -> out (n, ny // b, nx // b) float32 block sums
+            n, ny, nx = chunk.shape
+            oy, ox = ny // b, nx // b
+            for i in numba.prange(n * oy):
+                k = i // oy
+                y = i % oy
+                acc = np.zeros(ox, dtype=np.float64)
+                for dy in range(b):
+                    row = chunk[k, y * b + dy]
+                    for dx in range(b):
+                        for x in range(ox):  # contiguous, vectorised
+                            acc[x] += row[x * b + dx]
+                for x in range(ox):
+                    out[k, y, x] = acc[x]
+
+        @numba.njit(parallel=True, cache=cache)
+        def combine_z(binned, weights, first, scale, out):
+            # out[o] = scale * sum_j weights[o, j] * binned[first[o] + j]
+            no, oy, ox = out.shape
+            nw = weights.shape[1]
+            for i in numba.prange(no * oy):
+                o = i // oy
+                y = i % oy
+                acc = np.zeros(ox, dtype=np.float64)
+                for j in range(nw):
+                    w = weights[o, j]
+                    if w != 0.0:
+                        row = binned[first[o] + j, y]
+                        for x in range(ox):  # contiguous, vectorised
+                            acc[x] += w * row[x]
+                for x in range(ox):
+                    out[o, y, x] = acc[x] * scale
+
+        return bin_xy, combine_z
+
+    try:
+        return build(cache=True)
+    except Exception as exc:  # numba raises RuntimeError when no cache locator is writable
+        logger.debug("numba on-disk cache unavailable (%s); compiling in memory", exc)
+        return build(cache=False)
+
+
+def z_weights(nz: int, z_sum: int, bin_factor: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per output slice, the weight of each input slice (window counts, nearest edges).
+
+    Returns
+    -------
+    weights : (nz // b, n_span) float64
+        Integer counts: how often input slice ``first[o] + j`` enters output slice ``o``.
+    first : (nz // b,) int64
+        Index of the first input slice contributing to each output slice.
+    """
+    nzo = nz // bin_factor
+    span = min(bin_factor + 2 * z_sum, nz)
+    weights = np.zeros((nzo, span), dtype=np.float64)
+    first = np.zeros(nzo, dtype=np.int64)
+    for o in range(nzo):
+        lo = max(o * bin_factor - z_sum, 0)
+        first[o] = lo
+        for dz in range(bin_factor):
+            for k in range(-z_sum, z_sum + 1):
+                src = min(max(o * bin_factor + dz + k, 0), nz - 1)
+                weights[o, src - lo] += 1.0
+    # Keep every window inside the array: shift its start down (trailing weights are 0).
+    n_span = weights.shape[1]
+    for o in range(nzo):
+        if first[o] + n_span > nz:
+            shift = first[o] + n_span - nz
+            weights[o] = np.roll(weights[o], shift)
+            first[o] -= shift
+    return weights, first
+
+
+def zfilter_bin(volume: np.ndarray, z_sum: int, bin_factor: int = 2) -> np.ndarray:
+    """Running mean over 2 * z_sum + 1 slices (nearest edges), then bin_factor^3 mean binning.
+
+    Parameters
+    ----------
+    volume : (nz, ny, nx) array
+        int8, uint8, int16, uint16, float16 or float32; a memory map is read slice by slice.
+    z_sum : int
+        Half window; the window is 2 * z_sum + 1 slices.
+    bin_factor : int
+        Binning in z, y and x; odd edges are cropped.
+
+    Returns
+    -------
+    (nz // b, ny // b, nx // b) float32
+    """
+    if volume.ndim != 3:
+        raise ValueError(f"expected a (nz, ny, nx) volume, got shape {volume.shape}")
+    if z_sum < 0 or bin_factor < 1:
+        raise ValueError(f"z_sum must be >= 0 and bin_factor >= 1, got {z_sum}, {bin_factor}")
+    bin_xy, combine_z = _kernels()
+    volume = np.asarray(volume)  # a memmap stays a view on the file
+    nz, ny, nx = volume.shape
+    b = bin_factor
+    weights, first = z_weights(nz, z_sum, b)
+    nzo = nz // b
+    out = np.empty((nzo, ny // b, nx // b), dtype=np.float32)
+    if nzo == 0 or ny < b or nx < b:
+        return out
+    # Only slices that some output slice uses are binned (odd z edges excluded).
+    last_needed = int(first[-1]) + weights.shape[1]
+    binned = np.empty((last_needed, ny // b, nx // b), dtype=np.float32)
+    native = volume.dtype.type in _NUMBA_NATIVE
+    for start in range(0, last_needed, _CHUNK):
+        chunk = volume[start : start + _CHUNK]
+        chunk = chunk[: min(_CHUNK, last_needed - start)]
+        if not native:
+            chunk = chunk.astype(np.float32)
+        bin_xy(chunk, b, binned[start : start + chunk.shape[0]])
+    scale = 1.0 / (b * b * b * (2 * z_sum + 1))
+    combine_z(binned, weights, first, scale, out)
+    return out
+
+
+def zfilter_bin_reference(volume: np.ndarray, z_sum: int, bin_factor: int = 2) -> np.ndarray:
+    """The scipy definition (Pom's code path), for tests and benchmarks. Needs scipy."""
+    from scipy.ndimage import convolve1d
+
+    w = 2 * z_sum + 1
+    filtered = convolve1d(np.asarray(volume, dtype=np.float64), np.ones(w) / w, axis=0, mode="nearest")
+    b = bin_factor
+    j, k, l = filtered.shape
+    filtered = filtered[: j // b * b, : k // b * b, : l // b * b]
+    return filtered.reshape(j // b, b, k // b, b, l // b, b).mean(axis=(1, 3, 5)).astype(np.float32)

@@ -1,0 +1,173 @@
+"""``pom``: Pom's commands (init, single ..., shared ...) over the project configuration.
+
+``pom --help``, ``pom init`` and ``pom shared process`` work without TensorFlow; training
+commands import it when they run and say which extra to install when it is missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import traceback
+from pathlib import Path
+
+from pom_common.config import ProjectConfig, init_project, load_config, parse_gpus
+from pom_common.constants import CONFIG_FILENAME
+from pom_common.errors import ConfigError, PomError
+from pom_common.log import configure_logging
+
+logger = logging.getLogger("pom")
+
+
+def _bool01(text: str) -> bool:
+    if text not in ("0", "1"):
+        raise argparse.ArgumentTypeError(f"expected 0 or 1, got {text!r}")
+    return text == "1"
+
+
+def _gpus(text: str) -> str:
+    parse_gpus(text)  # raises ConfigError with a clear message
+    return text
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pom", description="Organelle segmentation of cryo-ET tomograms "
+                                     "from Ais annotations (Pom-compatible).")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument("--project", default=".", help="project folder (default: the current folder)")
+    sub = parser.add_subparsers(dest="phase")
+    sub.add_parser("init", help=f"write a default {CONFIG_FILENAME} here")
+
+    single = sub.add_parser("single", help="one network per feature").add_subparsers(dest="command")
+    single.add_parser("initialize", help="sample training images from the .scns annotations")
+    train = single.add_parser("train", help="train a single-feature network")
+    train.add_argument("-o", "--ontology", help="feature to train (one of ontologies)")
+    train.add_argument("-all", "--all", dest="all_features", type=_bool01, default=False, help="1: train every ontology")
+    train.add_argument("-c", "--counterexamples", type=_bool01, default=True,
+                       help="1 (default): use other features' annotations as counterexamples")
+    train.add_argument("-gpus", "--gpus", type=str, default=None, help="GPU indices, e.g. 0,1 (default: GPUS)")
+    for name, what in (("test", "test_dir"), ("process", "tomogram_dir into output_dir")):
+        p = single.add_parser(name, help=f"apply a single-feature network to the tomograms in {what}")
+        p.add_argument("-o", "--ontology", required=True)
+        p.add_argument("-gpus", "--gpus", type=str, default=None)
+
+    shared = sub.add_parser("shared", help="one network for all features").add_subparsers(dest="command")
+    init = shared.add_parser("initialize", help="build joint labels with the single networks")
+    init.add_argument("-selective", "--selective", type=_bool01, default=True,
+                      help="1 (default): only images with annotated pixels")
+    st = shared.add_parser("train", help="train the shared network")
+    st.add_argument("-gpus", "--gpus", type=str, default=None)
+    st.add_argument("-checkpoint", "--checkpoint", default=None, help="continue training this .keras model")
+    sp = shared.add_parser("process", help="segment every tomogram (run on many servers at once)")
+    sp.add_argument("-gpus", "--gpus", type=str, default=None, help="GPU indices or 'cpu'")
+    sp.add_argument("--overwrite", action="store_true")
+    sp.add_argument("--retry-failed", action="store_true")
+    sp.add_argument("--dtype", choices=("float32", "uint8"), default="float32")
+    return parser
+
+
+def _load(project: str) -> ProjectConfig:
+    return load_config(Path(project) / CONFIG_FILENAME)
+
+
+def _gpu_list(option: str | None, config: ProjectConfig) -> list[int]:
+    return parse_gpus(option, key="-gpus") if option is not None else config.gpu_list()
+
+
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    project = Path(args.project)
+    if args.phase is None:
+        if not (project / CONFIG_FILENAME).exists():  # as Pom does: a bare run creates the configuration
+            path = init_project(project)
+            print(f"Created {path}; edit it (ontologies, macromolecules, folders), then run 'pom single initialize'.")
+            return 0
+        parser.print_help()
+        return 0
+    if args.phase == "init":
+        path = init_project(project)
+        print(f"Created {path}")
+        return 0
+    if getattr(args, "command", None) is None:
+        parser.parse_args([args.phase, "--help"])
+        return 2
+    config = _load(args.project)
+    if args.phase == "single":
+        return _single(args, config)
+    return _shared(args, config)
+
+
+def _single(args: argparse.Namespace, config: ProjectConfig) -> int:
+    if args.command == "initialize":
+        from .dataset import phase1_initialize
+
+        report = phase1_initialize(config)
+        for line in report.skipped_files:
+            print(f"skipped file: {line}")
+        for line in report.dropped:
+            print(f"dropped box: {line}")
+        for title, files in sorted(report.unknown_features.items()):
+            print(f"not in ontologies: feature {title!r} in {', '.join(sorted(files))}")
+        print(report.table(config.ontologies))
+        print(f"Wrote {len(report.written)} stacks to {config.path('training_datasets', 'phase1')}")
+        return 0
+    if args.command == "train":
+        features = list(config.ontologies) if args.all_features else [args.ontology]
+        if not args.all_features and not args.ontology:
+            raise ConfigError("pom single train: give -o FEATURE or -all 1")
+        gpus = _gpu_list(args.gpus, config)
+        from .train import train_single
+
+        for feature in features:
+            train_single(config, feature, counterexamples=args.counterexamples, gpus=gpus)
+        return 0
+    from pom_inference.pipeline import segment_folder_single
+
+    gpus = _gpu_list(args.gpus, config)
+    test = args.command == "test"
+    return segment_folder_single(config, args.ontology, test=test, gpus=gpus)
+
+
+def _shared(args: argparse.Namespace, config: ProjectConfig) -> int:
+    if args.command == "initialize":
+        from .shared import phase2_initialize
+
+        phase2_initialize(config, selective=args.selective)
+        return 0
+    if args.command == "train":
+        gpus = _gpu_list(args.gpus, config)
+        from .train import train_shared
+
+        train_shared(config, gpus=gpus, checkpoint=args.checkpoint)
+        return 0
+    from pom_inference.pipeline import process_project
+
+    gpus = None if args.gpus == "cpu" else _gpu_list(args.gpus, config)
+    return process_project(config, gpus=gpus, overwrite=args.overwrite, retry_failed=args.retry_failed,
+                           dtype=args.dtype)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    configure_logging(verbose=args.debug)
+    try:
+        return run(args, parser)
+    except PomError as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"pom: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.split(".")[0] in ("tensorflow", "tf2onnx", "onnx", "tifffile", "keras", "scipy"):
+            print(f"pom: error: this command needs the training extra ({exc.name} is missing): "
+                  "pip install 'pom-onnx[train]'", file=sys.stderr)
+            return 2
+        raise
+    except KeyboardInterrupt:
+        print("pom: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

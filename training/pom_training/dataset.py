@@ -1,0 +1,174 @@
+"""Phase 1 training data: sample images around Ais boxes exactly as Pom does.
+
+For every box of a feature whose title is an ontology: crop ontology_annotation_box_size
+pixels centred on the box; the label is the mask crop binned 2x; each input channel is
+the mean over the z window 2 * z_sum + 1 of the crop, binned 2x; Density is standardised
+per image, other channels (uint8 0..255) are mapped to -1..1. Stacks are written in Pom's
+layout, ``training_datasets/phase1/<feature>_y.tif`` and ``<feature>_<channel>.tif``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from pom_common.atomic import atomic_path
+from pom_common.config import ProjectConfig
+from pom_common.constants import BIN_FACTOR, CHANNEL_SCALE, DENSITY
+from pom_common.errors import InputError
+from pom_common.mrcio import read_volume
+from pom_common.naming import feature_filename, tomogram_stem
+from pom_common.scns import Annotation, read_scns
+
+logger = logging.getLogger(__name__)
+
+PHASE1 = Path("training_datasets", "phase1")
+LABEL = "y"
+
+
+def bin_image(image: np.ndarray, b: int = BIN_FACTOR) -> np.ndarray:
+    """Mean-bin a (h, w) image by b (h and w multiples of b); keeps Pom's dtype rules."""
+    h, w = image.shape
+    return image.reshape(h // b, b, w // b, b).mean(3).mean(1)
+
+
+def channel_path(config: ProjectConfig, stem: str, channel: str) -> Path:
+    """Where Pom expects a channel: the tomogram itself, or macromolecule_dir/<stem>__<channel>.mrc."""
+    if channel == DENSITY:
+        return config.tomogram_path / f"{stem}.mrc"
+    return config.macromolecule_path / feature_filename(stem, channel)
+
+
+def normalise_image(image: np.ndarray, channel: str) -> np.ndarray:
+    """Pom's per-image normalisation: Density standardised, other channels v / 255 * 2 - 1."""
+    if channel == DENSITY:
+        image = image - np.mean(image)
+        std = np.std(image)
+        if std != 0.0:
+            image /= std
+        return image
+    return image / CHANNEL_SCALE * 2.0 - 1.0
+
+
+@dataclass
+class Phase1Report:
+    """What happened during sampling; printed as a table by the CLI."""
+
+    images: dict[str, int] = field(default_factory=dict)
+    annotated: dict[str, int] = field(default_factory=dict)
+    tomograms: dict[str, set[str]] = field(default_factory=dict)
+    dropped: list[str] = field(default_factory=list)
+    unknown_features: dict[str, set[str]] = field(default_factory=dict)
+    skipped_files: list[str] = field(default_factory=list)
+    written: list[Path] = field(default_factory=list)
+
+    def table(self, ontologies: tuple[str, ...]) -> str:
+        width = max([len("feature")] + [len(o) for o in ontologies])
+        lines = [f"{'feature':<{width}}  {'images':>7}  {'annotated':>9}  {'tomograms':>9}"]
+        for o in ontologies:
+            lines.append(f"{o:<{width}}  {self.images.get(o, 0):>7}  {self.annotated.get(o, 0):>9}  "
+                         f"{len(self.tomograms.get(o, ())):>9}")
+        return "\n".join(lines)
+
+
+def sample_annotation(
+    annotation: Annotation,
+    channels: dict[str, np.ndarray],
+    config: ProjectConfig,
+    stacks: dict[str, dict[str, list[np.ndarray]]],
+    report: Phase1Report,
+) -> None:
+    """Append the images of one annotated tomogram to ``stacks[feature][channel]`` (pure arrays)."""
+    box = config.ontology_annotation_box_size
+    half = box // 2
+    z_sum = config.z_sum
+    name = annotation.path.name
+    n_slices, height, width = annotation.shape
+    for feature in annotation.features:
+        o = feature.title
+        if o not in config.ontologies:
+            report.unknown_features.setdefault(o, set()).add(name)
+            continue
+        report.tomograms.setdefault(o, set()).add(name)
+        for z, points in feature.boxes.items():
+            for x, y in points:
+                where = f"{name}: {o} box at z={z}, x={x}, y={y}"
+                if not (z_sum < z < n_slices - z_sum):
+                    report.dropped.append(f"{where}: too close to a z end (needs {z_sum} < z < {n_slices - z_sum})")
+                    continue
+                mask = feature.slices.get(z)
+                if mask is None:
+                    report.dropped.append(f"{where}: no mask on that slice")
+                    continue
+                y0, y1, x0, x1 = y - half, y + half, x - half, x + half
+                if y0 < 0 or x0 < 0 or y1 > height or x1 > width:
+                    report.dropped.append(f"{where}: the {box}x{box} crop leaves the {height}x{width} image")
+                    continue
+                label = bin_image(mask[y0:y1, x0:x1])
+                stacks[o][LABEL].append(label)
+                for channel, volume in channels.items():
+                    crop = volume[z - z_sum : z + z_sum + 1, y0:y1, x0:x1]
+                    stacks[o][channel].append(normalise_image(bin_image(crop.mean(0)), channel))
+                report.images[o] = report.images.get(o, 0) + 1
+                if np.any(label != 0):
+                    report.annotated[o] = report.annotated.get(o, 0) + 1
+
+
+def write_stack(path: Path, images: list[np.ndarray]) -> None:
+    """Write a float32 (n, h, w) tif stack atomically."""
+    import tifffile
+
+    array = np.asarray(images, dtype=np.float32)
+    with atomic_path(path) as tmp:
+        tifffile.imwrite(tmp, array)
+
+
+def phase1_initialize(config: ProjectConfig, progress: bool = True) -> Phase1Report:
+    """Sample every .scns in tomogram_dir into phase 1 training stacks.
+
+    Bad .scns files, missing channels and shape mismatches are reported and skipped; the
+    other files go on. Stacks are written only at the end, atomically.
+    """
+    from tqdm import tqdm
+
+    report = Phase1Report()
+    if not config.ontologies:
+        raise InputError(f"{config.path('project_configuration.json')}: 'ontologies' is empty; "
+                         "list the features to segment, e.g. [\"Mitochondrion\", \"Void\"]")
+    files = sorted(config.tomogram_path.glob("*.scns"))
+    if not files:
+        raise InputError(f"{config.tomogram_path}: no .scns annotation files found")
+    stacks: dict[str, dict[str, list[np.ndarray]]] = {
+        o: OrderedDict((c, []) for c in (LABEL, *config.macromolecules)) for o in config.ontologies
+    }
+    for scns in tqdm(files, desc="annotations", unit="file", disable=not progress):
+        try:
+            annotation = read_scns(scns)
+            stem = tomogram_stem(scns)
+            channels = {}
+            for channel in config.macromolecules:
+                volume = read_volume(channel_path(config, stem, channel), config.apix)
+                if volume.shape != annotation.shape:
+                    raise InputError(f"{volume.path}: shape {volume.shape} differs from the annotation "
+                                     f"{scns.name} frame {annotation.shape}")
+                channels[channel] = volume.data
+        except InputError as exc:
+            report.skipped_files.append(str(exc))
+            logger.warning("skipped: %s", exc)
+            continue
+        sample_annotation(annotation, channels, config, stacks, report)
+    out_dir = config.path(str(PHASE1))
+    os.makedirs(out_dir, exist_ok=True)
+    for o, channels in stacks.items():
+        if not channels[LABEL]:
+            continue
+        for channel, images in channels.items():
+            path = out_dir / f"{o}_{channel}.tif"
+            write_stack(path, images)
+            report.written.append(path)
+    return report
