@@ -1,1 +1,124 @@
-"""placeholder"""
+"""``pom-infer``: segment tomograms with an exported model, without TensorFlow or a project.
+
+    pom-infer process MODEL.onnx --tomograms DIR_OR_LIST.txt --output DIR [--gpus 0,1 | cpu] ...
+    pom-infer status --output DIR
+    pom-infer info MODEL.onnx
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import traceback
+from pathlib import Path
+
+from pom_common.config import parse_gpus
+from pom_common.errors import ConfigError, PomError
+from pom_common.log import configure_logging
+from pom_common.workqueue import STATE_DIR, WorkQueue, check_lease
+
+
+def _gpus(text: str) -> list[int] | None:
+    if text.strip().lower() == "cpu":
+        return None
+    return parse_gpus(text, key="--gpus")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pom-infer", description="Segment cryo-ET tomograms with a Pom ONNX model.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug messages")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("process", help="segment every tomogram (run it on many servers at once)")
+    p.add_argument("model", help="the .onnx model (its metadata names channels, z_sum and classes)")
+    p.add_argument("--tomograms", required=True, help="folder of .mrc tomograms, or a .txt list of paths")
+    p.add_argument("--macromolecules", action="append", default=[],
+                   help="folder with <TS>__<Channel>.mrc inputs (default: beside each tomogram)")
+    p.add_argument("--output", required=True, help="output folder for <TS>__<Class>.mrc")
+    p.add_argument("--gpus", default="0", help="GPU indices, one worker each (e.g. 0,1,3), or 'cpu' (default: 0)")
+    p.add_argument("--tta", type=int, default=4, choices=(1, 2, 3, 4, 8), help="rotations (1-4) or 8 with flips")
+    p.add_argument("--dtype", choices=("float32", "uint8"), default="float32")
+    p.add_argument("--classes", default=None, help="comma-separated subset of the model's classes")
+    p.add_argument("--overwrite", action="store_true", help="redo tomograms already done")
+    p.add_argument("--lease-seconds", type=float, default=120.0, help="a claim not refreshed for this long is taken over")
+    p.add_argument("--retry-failed", action="store_true", help="try tomograms that failed before again")
+    p.add_argument("--voxel-size", type=float, default=None, help="A, for headers that say 0 or 1")
+    p.add_argument("--batch", type=int, default=8, help="slices per ONNX Runtime call")
+    s = sub.add_parser("status", help="done / running / failed / pending in an output folder")
+    s.add_argument("--output", required=True)
+    s.add_argument("--tomograms", default=None, help="also count tomograms not started yet")
+    i = sub.add_parser("info", help="print a model's metadata")
+    i.add_argument("model")
+    return parser
+
+
+def cmd_process(args) -> int:
+    from .pipeline import ProcessOptions, _usable, devices_from, process, report, tomograms_from
+
+    tomograms = tomograms_from(args.tomograms)
+    gpus = _gpus(args.gpus)
+    opts = ProcessOptions(
+        model=args.model, tomograms=tuple(str(t) for t in tomograms), output_dir=args.output,
+        channel_dirs=tuple(args.macromolecules),
+        classes=tuple(c.strip() for c in args.classes.split(",")) if args.classes else None,
+        tta=args.tta, dtype=args.dtype, overwrite=args.overwrite, retry_failed=args.retry_failed,
+        lease_seconds=check_lease(args.lease_seconds), fallback_voxel_size=args.voxel_size, batch=args.batch,
+    )
+    return report(process(opts, devices_from(_usable(gpus)), verbose=args.debug))
+
+
+def cmd_status(args) -> int:
+    from pom_common.naming import tomogram_stem
+
+    from .pipeline import tomograms_from
+
+    root = Path(args.output) / STATE_DIR
+    namespaces = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    stems = [tomogram_stem(t) for t in tomograms_from(args.tomograms)] if args.tomograms else None
+    if not namespaces:
+        print(f"{args.output}: nothing processed here yet")
+        return 0
+    for namespace in namespaces:
+        state = WorkQueue(args.output, namespace=namespace).status(stems)
+        print(f"model {namespace}: {len(state['done'])} done, {len(state['running'])} running, "
+              f"{len(state['failed'])} failed, {len(state['pending'])} pending")
+        for claim in state["running"]:
+            print(f"  running {claim.stem}: {claim.host} pid {claim.pid}, heartbeat {claim.age:.0f} s ago"
+                  + (" (stale: will be taken over)" if claim.stale else ""))
+        for stem, error in state["failed"]:
+            print(f"  failed  {stem}: {error}")
+        for stem in state["pending"]:
+            print(f"  pending {stem}")
+    return 0
+
+
+def cmd_info(args) -> int:
+    from .session import read_model_info
+
+    info = read_model_info(args.model)
+    doc = json.loads(info.to_json())
+    print(json.dumps(doc, indent=2))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    configure_logging(verbose=args.debug)
+    try:
+        return {"process": cmd_process, "status": cmd_status, "info": cmd_info}[args.command](args)
+    except PomError as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"pom-infer: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("pom-infer: interrupted; claims released", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+__all__ = ["main"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -151,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     configure_logging(verbose=args.debug)
+    if not args.debug:  # TensorFlow's C++ start-up chatter (CUDA probing) is not for users
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     try:
         return run(args, parser)
     except PomError as exc:

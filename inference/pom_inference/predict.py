@@ -1,0 +1,49 @@
+"""Prediction with test-time augmentation over slices (arrays in, arrays out; no file I/O)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from pom_common.constants import rotations_for
+
+from .preprocess import pad_to_multiple
+
+#: Slices per ONNX Runtime call.
+DEFAULT_BATCH = 8
+
+
+def _forward(image: np.ndarray, k: int, flip: bool) -> np.ndarray:
+    # (N, H, W, C): rotate by k * 90 degrees in (H, W), then flip H
+    image = np.rot90(image, k, axes=(1, 2))
+    return image[:, ::-1] if flip else image
+
+
+def _inverse(image: np.ndarray, k: int, flip: bool) -> np.ndarray:
+    if flip:
+        image = image[:, ::-1]
+    return np.rot90(image, -k, axes=(1, 2))
+
+
+def predict_slices(run: Callable[[np.ndarray], np.ndarray], slices: np.ndarray, multiple: int, tta: int = 4,
+                   batch: int = DEFAULT_BATCH) -> np.ndarray:
+    """Segment (N, H, W, C) slices, averaging over the TTA transforms.
+
+    Every pixel gets a value: slices are reflect-padded to the size multiple and the
+    prediction is cropped back. ``tta`` is 1..4 rotations, or 8 (rotations x flip).
+
+    Returns
+    -------
+    (N, H, W, K) float32
+    """
+    padded, (h, w) = pad_to_multiple(slices, multiple)
+    transforms = rotations_for(tta)
+    total = None
+    for k, flip in transforms:
+        view = np.ascontiguousarray(_forward(padded, k, flip), dtype=np.float32)
+        parts = [run(view[i : i + batch]) for i in range(0, len(view), batch)]
+        result = _inverse(np.concatenate(parts), k, flip)
+        total = result.astype(np.float32) if total is None else total + result
+    total /= len(transforms)
+    return np.ascontiguousarray(total[:, :h, :w])

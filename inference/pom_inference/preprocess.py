@@ -1,0 +1,58 @@
+"""Volume preprocessing exactly as training saw it (pure arrays, no onnxruntime)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pom_common.constants import CHANNEL_SCALE
+from pom_common.modelmeta import STANDARDISE, ModelInfo
+from pom_common.zfilter import zfilter_bin
+
+
+def normalise_volume(binned: np.ndarray, how: str) -> np.ndarray:
+    """In place: standardise over the whole volume (Density), or v / 255 * 2 - 1."""
+    if how == STANDARDISE:
+        mean = float(binned.mean(dtype=np.float64))
+        std = float(binned.std(dtype=np.float64))
+        binned -= mean
+        if std != 0.0:
+            binned /= std
+    else:
+        binned *= 2.0 / CHANNEL_SCALE
+        binned -= 1.0
+    return binned
+
+
+def prepare_inputs(channels: dict[str, np.ndarray], info: ModelInfo) -> np.ndarray:
+    """z-filter, bin and normalise each channel; stack channels last.
+
+    Parameters
+    ----------
+    channels : name -> (nz, ny, nx) volume (memory maps welcome), all the same shape.
+    info : the model's metadata (channel order, z_sum, bin factor, normalisation).
+
+    Returns
+    -------
+    (nz // b, ny // b, nx // b, C) float32
+    """
+    first = channels[info.channels[0]]
+    b = info.bin_factor
+    shape = (first.shape[0] // b, first.shape[1] // b, first.shape[2] // b, len(info.channels))
+    out = np.empty(shape, dtype=np.float32)
+    for j, name in enumerate(info.channels):
+        binned = zfilter_bin(channels[name], info.z_sum, b)
+        out[..., j] = normalise_volume(binned, info.normalisation_of(name))
+    return out
+
+
+def pad_to_multiple(images: np.ndarray, multiple: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """Reflect-pad (N, H, W, C) at the bottom/right so H and W are multiples of ``multiple``.
+
+    Returns the padded array and the original (H, W) to crop back to.
+    """
+    _, h, w, _ = images.shape
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if ph == 0 and pw == 0:
+        return images, (h, w)
+    mode = "reflect" if (h > 1 and w > 1) else "edge"
+    return np.pad(images, ((0, 0), (0, ph), (0, pw), (0, 0)), mode=mode), (h, w)

@@ -1,0 +1,308 @@
+"""Training loops for the single-feature and shared networks (Keras), with export.
+
+Data come from Pom's on-disk stacks (training_datasets/phase1, phase2); the trained
+networks are written as ``.keras`` and as self-describing ``.onnx`` files.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pom_common.atomic import temporary_path
+from pom_common.config import ProjectConfig
+from pom_common.constants import BIN_FACTOR, UNKNOWN
+from pom_common.errors import ConfigError, InputError
+
+from .dataset import LABEL, PHASE1
+
+logger = logging.getLogger(__name__)
+
+PHASE2 = Path("training_datasets", "phase2")
+MODELS1 = Path("models", "phase1")
+MODELS2 = Path("models", "phase2")
+SHARED_NAME = "shared"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Settings of one training run (derived from the project configuration)."""
+
+    epochs: int
+    batch_size: int
+    base_filters: int
+    depth: int
+    learning_rate: float = 1e-3  # Adam; Pom used 2.5e-5, which needs far more epochs
+    seed: int = 0
+
+    @classmethod
+    def single(cls, config: ProjectConfig) -> TrainConfig:
+        return cls(config.single_model_epochs, config.single_model_batch_size, config.model_base_filters,
+                   config.model_depth)
+
+    @classmethod
+    def shared(cls, config: ProjectConfig) -> TrainConfig:
+        return cls(config.shared_model_epochs, config.shared_model_batch_size, config.model_base_filters,
+                   config.model_depth)
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def augment8(images: np.ndarray) -> np.ndarray:
+    """(N, H, W, ...) -> (8N, H, W, ...): the 4 rotations, each also flipped (Pom's add_redundancy)."""
+    out = []
+    for img in images:
+        for k in range(4):
+            rotated = np.rot90(img, k, axes=(0, 1))
+            out.append(rotated)
+            out.append(np.flip(rotated, axis=0))
+    return np.ascontiguousarray(np.array(out, dtype=np.float32))
+
+
+def _read_tif(path: Path) -> np.ndarray:
+    import tifffile
+
+    try:
+        return tifffile.imread(path).astype(np.float32)
+    except FileNotFoundError:
+        raise InputError(f"{path}: not found (run 'pom single initialize' first)") from None
+    except Exception as exc:
+        raise InputError(f"{path}: not a readable tif stack ({exc})") from None
+
+
+def _available_phase1(config: ProjectConfig) -> list[str]:
+    folder = config.path(str(PHASE1))
+    return sorted(p.name[: -len("_y.tif")] for p in folder.glob("*_y.tif"))
+
+
+def load_single_dataset(config: ProjectConfig, feature: str, counterexamples: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Inputs (N, h, w, C) and targets (N, h, w, 2) = (label, loss weight) for one feature.
+
+    With counterexamples, the other features' images that have annotated pixels join
+    with label 0 and weight = their own annotation (so only their annotated pixels count).
+    """
+    if feature not in config.ontologies:
+        raise ConfigError(f"-o {feature!r}: not in ontologies {list(config.ontologies)}")
+    folder = config.path(str(PHASE1))
+    available = _available_phase1(config)
+    if feature not in available:
+        raise InputError(f"no training data for {feature!r} in {folder} (features with data: "
+                         f"{available or 'none'}); annotate it in Ais and run 'pom single initialize'")
+
+    def channels(o: str) -> np.ndarray:
+        stacks = [_read_tif(folder / f"{o}_{c}.tif") for c in config.macromolecules]
+        return np.stack(stacks, axis=-1)
+
+    y = _read_tif(folder / f"{feature}_{LABEL}.tif")
+    xs, ys = [channels(feature)], [np.stack([y, np.ones_like(y)], axis=-1)]
+    if counterexamples:
+        for o in config.ontologies:
+            if o == feature or o not in available:
+                continue
+            oy = _read_tif(folder / f"{o}_{LABEL}.tif")
+            keep = oy.reshape(len(oy), -1).sum(axis=1) > 0
+            if keep.any():
+                xs.append(channels(o)[keep])
+                ys.append(np.stack([np.zeros_like(oy[keep]), oy[keep]], axis=-1))
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def load_shared_dataset(config: ProjectConfig) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+    """Phase 2 inputs (N, h, w, C) and one-hot targets (N, h, w, K); K = ontologies + Unknown."""
+    folder = config.path(str(PHASE2))
+    classes = (*config.ontologies, UNKNOWN)
+    x = np.stack([_read_tif(folder / f"in_{c}.tif") for c in config.macromolecules], axis=-1)
+    y = np.stack([_read_tif(folder / f"out_{o}.tif") for o in classes], axis=-1)
+    if x.shape[:3] != y.shape[:3]:
+        raise InputError(f"{folder}: in_*.tif {x.shape[:3]} and out_*.tif {y.shape[:3]} differ")
+    return x, y, classes
+
+
+def training_voxel_size(config: ProjectConfig) -> float:
+    """Unbinned voxel size (A) of the training tomograms, as recorded by phase 1."""
+    info = config.path(str(PHASE1), "info.json")
+    try:
+        return float(json.loads(info.read_text())["voxel_size"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return float(config.apix)
+
+
+# ----------------------------------------------------------------------------- devices
+
+
+def make_strategy(gpus: list[int]):
+    """MirroredStrategy over the listed GPUs; the default strategy on CPU (said in one line)."""
+    import tensorflow as tf
+
+    physical = tf.config.list_physical_devices("GPU")
+    if not physical:
+        logger.info("TensorFlow sees no GPU: training on the CPU")
+        return tf.distribute.get_strategy()
+    missing = [g for g in gpus if g >= len(physical)]
+    if missing:
+        raise ConfigError(f"-gpus: GPU {missing} not present; TensorFlow sees {len(physical)} GPU(s) (0..{len(physical) - 1})")
+    try:
+        tf.config.set_visible_devices([physical[g] for g in gpus], "GPU")
+    except RuntimeError:
+        pass  # already initialised in this process (e.g. -all 1): keep the first choice
+    logger.info("training on GPU %s", ",".join(map(str, gpus)))
+    if len(gpus) == 1:
+        return tf.distribute.OneDeviceStrategy("/gpu:0")
+    return tf.distribute.MirroredStrategy()
+
+
+# ----------------------------------------------------------------------------- fitting
+
+
+def _callbacks(epochs: int, checkpoint: Path, label: str):
+    import keras
+
+    class Progress(keras.callbacks.Callback):
+        """One line per epoch: loss, and time left."""
+
+        def on_train_begin(self, logs=None):
+            self.start = time.perf_counter()
+            self.best = math.inf
+            self.best_weights = None
+
+        def on_epoch_end(self, epoch, logs=None):
+            loss = float((logs or {}).get("loss", math.nan))
+            elapsed = time.perf_counter() - self.start
+            left = elapsed / (epoch + 1) * (epochs - epoch - 1)
+            better = loss < self.best
+            if better:
+                self.best = loss
+                self.best_weights = self.model.get_weights()
+                tmp = temporary_path(checkpoint).with_suffix(".keras")
+                try:
+                    self.model.save(tmp)
+                    os.replace(tmp, checkpoint)
+                finally:
+                    if tmp.exists():
+                        tmp.unlink()
+            logger.info("%s epoch %d/%d  loss %.4f%s  %.1f s/epoch  %s left", label, epoch + 1, epochs, loss,
+                        " (best)" if better else "", elapsed / (epoch + 1), _duration(left))
+
+    return Progress()
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+def fit(model, x: np.ndarray, y: np.ndarray, tc: TrainConfig, loss, checkpoint: Path, label: str) -> list[float]:
+    """Compile and fit; restore the best-loss weights at the end. Returns the loss per epoch."""
+    import keras
+
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=tc.learning_rate), loss=loss)
+    progress = _callbacks(tc.epochs, checkpoint, label)
+    history = model.fit(x, y, batch_size=min(tc.batch_size, len(x)), epochs=tc.epochs, shuffle=True,
+                        verbose=0, callbacks=[progress])
+    if progress.best_weights is not None:
+        model.set_weights(progress.best_weights)
+    return [float(v) for v in history.history["loss"]]
+
+
+def _save_keras(model, path: Path) -> None:
+    tmp = temporary_path(path).with_suffix(".keras")
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+# ----------------------------------------------------------------------------- commands
+
+
+def train_single(config: ProjectConfig, feature: str, counterexamples: bool = True, gpus: list[int] | None = None,
+                 tc: TrainConfig | None = None) -> dict:
+    """Train, save and export the network of one feature. Returns a summary dict."""
+    x, y = load_single_dataset(config, feature, counterexamples)
+    tc = tc or TrainConfig.single(config)
+    multiple = 2**tc.depth
+    if x.shape[1] % multiple or x.shape[2] % multiple:
+        raise ConfigError(f"model_depth {tc.depth}: training images {x.shape[1]}x{x.shape[2]} are not multiples of "
+                          f"{multiple}; lower model_depth or use an ontology_annotation_box_size multiple of {2 * multiple}")
+    import keras
+
+    from .export import export_onnx, model_metadata
+    from .losses import masked_binary_crossentropy
+    from .models import build_unet
+
+    keras.utils.set_random_seed(tc.seed)
+    x8, y8 = augment8(x), augment8(y)
+    out_dir = config.path(str(MODELS1))
+    os.makedirs(out_dir, exist_ok=True)
+    strategy = make_strategy(gpus if gpus is not None else config.gpu_list())
+    logger.info("training %s: %d images (x8 augmented = %d), channels %s, %d epochs", feature, len(x), len(x8),
+                list(config.macromolecules), tc.epochs)
+    with strategy.scope():
+        model = build_unet(x.shape[-1], 1, tc.base_filters, tc.depth, activation="sigmoid")
+    checkpoint = out_dir / f"{feature}_checkpoint.keras"
+    losses = fit(model, x8, y8, tc, masked_binary_crossentropy, checkpoint, feature)
+    keras_path = out_dir / f"{feature}.keras"
+    _save_keras(model, keras_path)
+    meta = model_metadata(config, kind="single", classes=(feature,), tc=tc, voxel_size=training_voxel_size(config),
+                          extra={"counterexamples": counterexamples, "images": int(len(x)), "losses": losses})
+    onnx_path = export_onnx(model, out_dir / f"{feature}.onnx", meta)
+    checkpoint.unlink(missing_ok=True)
+    logger.info("saved %s and %s", keras_path, onnx_path)
+    return {"losses": losses, "keras": keras_path, "onnx": onnx_path}
+
+
+def train_shared(config: ProjectConfig, gpus: list[int] | None = None, checkpoint: str | None = None,
+                 tc: TrainConfig | None = None) -> dict:
+    """Train, save and export the shared network (ontologies + Unknown, softmax)."""
+    x, y, classes = load_shared_dataset(config)
+    tc = tc or TrainConfig.shared(config)
+    import keras
+
+    from .export import export_onnx, model_metadata
+    from .models import build_unet
+
+    keras.utils.set_random_seed(tc.seed)
+    x8, y8 = augment8(x), augment8(y)
+    out_dir = config.path(str(MODELS2))
+    os.makedirs(out_dir, exist_ok=True)
+    strategy = make_strategy(gpus if gpus is not None else config.gpu_list())
+    with strategy.scope():
+        if checkpoint:
+            path = Path(checkpoint)
+            try:
+                model = keras.models.load_model(path, compile=False)
+            except Exception as exc:
+                raise InputError(f"{path}: cannot load the checkpoint ({exc})") from None
+            if model.output_shape[-1] != len(classes) or model.input_shape[-1] != x.shape[-1]:
+                raise InputError(f"{path}: the checkpoint has {model.input_shape[-1]} inputs and "
+                                 f"{model.output_shape[-1]} outputs; expected {x.shape[-1]} and {len(classes)}")
+        else:
+            model = build_unet(x.shape[-1], len(classes), tc.base_filters, tc.depth, activation="softmax")
+    logger.info("training the shared network: %d images (x8 = %d), classes %s", len(x), len(x8), list(classes))
+    ckpt = out_dir / f"{SHARED_NAME}_checkpoint.keras"
+    losses = fit(model, x8, y8, tc, keras.losses.CategoricalCrossentropy(), ckpt, "shared")
+    keras_path = out_dir / f"{SHARED_NAME}.keras"
+    _save_keras(model, keras_path)
+    meta = model_metadata(config, kind="shared", classes=classes, tc=tc, voxel_size=training_voxel_size(config),
+                          extra={"images": int(len(x)), "losses": losses, "continued_from": checkpoint})
+    onnx_path = export_onnx(model, out_dir / f"{SHARED_NAME}.onnx", meta)
+    ckpt.unlink(missing_ok=True)
+    logger.info("saved %s and %s", keras_path, onnx_path)
+    return {"losses": losses, "keras": keras_path, "onnx": onnx_path}
+
+
+__all__ = ["BIN_FACTOR", "TrainConfig", "augment8", "train_shared", "train_single"]
