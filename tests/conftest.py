@@ -31,3 +31,59 @@ def ais_project(tmp_path: Path) -> Path:
 @pytest.fixture
 def python_exe() -> str:
     return sys.executable
+
+
+def make_onnx_model(path: Path, channels=("Density",), classes=("Void",), z_sum: int = 1, multiple: int = 4,
+                    kind: str = "single", seed: int = 0, metadata: bool = True) -> Path:
+    """A tiny ONNX model (3x3 conv + sigmoid/softmax, NHWC) with Pom metadata, built without TensorFlow."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from pom_common.modelmeta import ModelInfo, normalisation_for
+
+    rng = np.random.default_rng(seed)
+    c, k = len(channels), len(classes)
+    weight = rng.standard_normal((k, c, 3, 3)).astype(np.float32) * 0.5
+    bias = rng.standard_normal(k).astype(np.float32) * 0.1
+    nodes = [
+        helper.make_node("Transpose", ["input"], ["nchw"], perm=[0, 3, 1, 2]),
+        helper.make_node("Conv", ["nchw", "w", "b"], ["conv"], pads=[1, 1, 1, 1]),
+        helper.make_node("Softmax" if kind == "shared" else "Sigmoid", ["conv"], ["act"],
+                         **({"axis": 1} if kind == "shared" else {})),
+        helper.make_node("Transpose", ["act"], ["output"], perm=[0, 2, 3, 1]),
+    ]
+    graph = helper.make_graph(
+        nodes, "tiny",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", "H", "W", c])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["N", "H", "W", k])],
+        [numpy_helper.from_array(weight, "w"), numpy_helper.from_array(bias, "b")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    if metadata:
+        info = ModelInfo(kind=kind, classes=tuple(classes), channels=tuple(channels), z_sum=z_sum,
+                         normalisation={ch: normalisation_for(ch) for ch in channels}, size_multiple=multiple,
+                         voxel_size=10.0, version="test")
+        entry = model.metadata_props.add()
+        entry.key, entry.value = "pom", info.to_json()
+    onnx.save(model, str(path))
+    return path
+
+
+def make_tomograms(folder: Path, n: int, shape=(12, 20, 24), channels=(), seed: int = 0, voxel_size: float = 10.0):
+    """n small float32 tomograms TS_000..; uint8 channel volumes beside them."""
+    import numpy as np
+
+    from pom_common.mrcio import write_volume
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    paths = []
+    for i in range(n):
+        path = folder / f"TS_{i:03d}.mrc"
+        write_volume(path, rng.standard_normal(shape).astype(np.float32), voxel_size)
+        for channel in channels:
+            write_volume(folder / f"TS_{i:03d}__{channel}.mrc", rng.integers(0, 256, shape).astype(np.uint8), voxel_size)
+        paths.append(path)
+    return paths

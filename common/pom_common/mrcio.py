@@ -130,6 +130,7 @@ def write_volume(path: str | os.PathLike, data: np.ndarray, voxel_size: float) -
         with mrcfile.new(tmp, overwrite=True) as mrc:
             mrc.set_data(data.astype(_mrc_mode_for(data.dtype), copy=False))
             mrc.voxel_size = float(voxel_size)
+            _label(mrc)
         _fsync(tmp)
 
 
@@ -148,11 +149,22 @@ def new_volume(path: str | os.PathLike, shape: tuple[int, int, int], dtype, voxe
         mrc = mrcfile.new_mmap(tmp, shape=tuple(int(s) for s in shape), mrc_mode=mode, overwrite=True)
         try:
             mrc.voxel_size = float(voxel_size)
+            _label(mrc)
             yield mrc.data
             mrc.update_header_stats()
         finally:
             mrc.close()
         _fsync(tmp)
+
+
+#: The header label we write; mrcfile's default label holds a timestamp, which would make
+#: identical results differ byte for byte between runs.
+LABEL = b"Created by pom-onnx"
+
+
+def _label(mrc) -> None:
+    mrc.header.label[0] = LABEL
+    mrc.header.nlabl = 1
 
 
 def _fsync(path: Path) -> None:

@@ -33,7 +33,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .atomic import atomic_write_text
+from .atomic import TMP_MARK, atomic_write_text
 from .errors import LockError
 
 STATE_DIR = ".pom"
@@ -126,14 +126,46 @@ class WorkQueue:
             return None
 
     def mark_done(self, claim: Claim, details: dict) -> None:
-        atomic_write_text(self.done_path(claim.stem), json.dumps({**details, "host": self.host, "pid": os.getpid(),
-                                                                  "time": time.time()}))
+        record = {**details, "stem": claim.stem, "host": self.host, "pid": os.getpid(), "time": time.time()}
+        atomic_write_text(self.done_path(claim.stem), json.dumps(record))
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.failed_path(claim.stem))
+        self._journal("done", claim.stem)
+
+    def _journal(self, event: str, stem: str) -> None:
+        """Append one line to the run history (small O_APPEND writes do not interleave)."""
+        line = json.dumps({"event": event, "stem": stem, "host": self.host, "pid": os.getpid(), "time": time.time()})
+        fd = os.open(self.state_dir / "journal.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, (line + "\n").encode())
+        finally:
+            os.close(fd)
+
+    def journal(self) -> list[dict]:
+        try:
+            lines = (self.state_dir / "journal.jsonl").read_text().splitlines()
+        except FileNotFoundError:
+            return []
+        return [json.loads(line) for line in lines if line.strip()]
 
     def mark_failed(self, claim: Claim, error: str) -> None:
         atomic_write_text(self.failed_path(claim.stem), json.dumps({"error": error, "host": self.host,
                                                                     "pid": os.getpid(), "time": time.time()}))
+        self._journal("failed", claim.stem)
+
+    def remove_temporaries(self, output_names: list[str]) -> int:
+        """Delete temporary files of these outputs left by a worker whose claim we took over.
+
+        Only call while holding the claim: the previous owner is dead, or alive but no longer
+        owner, in which case it abandons its work without recording anything.
+        """
+        removed = 0
+        for name in output_names:
+            for path in self.output_dir.glob(f".{name}{TMP_MARK}*"):
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+                    removed += 1
+        return removed
 
     def clear_done(self, stem: str) -> None:
         with contextlib.suppress(FileNotFoundError):

@@ -204,6 +204,8 @@ def run_worker(opts: ProcessOptions, device: int | None, worker: str) -> RunResu
                 continue
             attempted.add(stem)
             queue.clear_done(stem)  # outputs are about to be replaced
+            if claim.generation > 0:  # taken over from a dead worker: remove its temporary files
+                queue.remove_temporaries([p.name for p in output_paths(t, classes, output_dir)])
             return t, claim
         return None
 
@@ -242,6 +244,9 @@ def run_worker(opts: ProcessOptions, device: int | None, worker: str) -> RunResu
             except LockError_ as exc:
                 logger.warning("%s: %s", worker, exc)
             except (PomError, OSError, ValueError, MemoryError) as exc:
+                if not queue.still_owner(claim):  # taken over meanwhile: the new owner decides
+                    logger.warning("%s: %s: lost the claim while failing (%s); left to its new owner", worker, stem, exc)
+                    continue
                 message = str(exc) if isinstance(exc, PomError) else f"{type(exc).__name__}: {exc}"
                 queue.mark_failed(claim, message)
                 result.failed.append((stem, message))
