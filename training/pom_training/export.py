@@ -46,8 +46,13 @@ def export_onnx(model, path: str | Path, info: ModelInfo, opset: int = ONNX_OPSE
 
     path = Path(path)
     n_channels = int(model.input_shape[-1])
-    spec = (tf.TensorSpec((None, None, None, n_channels), tf.float32, name="input"),)
-    proto, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=opset)
+    spec = (tf.TensorSpec((None, None, None, n_channels), tf.float32, name="input"),)  # dynamic B, H, W
+
+    @tf.function(input_signature=spec)
+    def serve(x):
+        return {"output": model(x, training=False)}
+
+    proto, _ = tf2onnx.convert.from_function(serve, input_signature=spec, opset=opset)
     entry = proto.metadata_props.add()
     entry.key, entry.value = METADATA_KEY, info.to_json()
     onnx.checker.check_model(proto)
