@@ -153,6 +153,6 @@ def zfilter_bin_reference(volume: np.ndarray, z_sum: int, bin_factor: int = 2) -
     w = 2 * z_sum + 1
     filtered = convolve1d(np.asarray(volume, dtype=np.float64), np.ones(w) / w, axis=0, mode="nearest")
     b = bin_factor
-    j, k, l = filtered.shape
-    filtered = filtered[: j // b * b, : k // b * b, : l // b * b]
-    return filtered.reshape(j // b, b, k // b, b, l // b, b).mean(axis=(1, 3, 5)).astype(np.float32)
+    nz, ny, nx = filtered.shape
+    filtered = filtered[: nz // b * b, : ny // b * b, : nx // b * b]
+    return filtered.reshape(nz // b, b, ny // b, b, nx // b, b).mean(axis=(1, 3, 5)).astype(np.float32)

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import traceback
 from pathlib import Path
 
 from pom_common.config import parse_gpus
-from pom_common.errors import ConfigError, PomError
+from pom_common.errors import PomError
 from pom_common.log import configure_logging
 from pom_common.workqueue import STATE_DIR, WorkQueue, check_lease
 
