@@ -1,0 +1,259 @@
+"""``make bench``: speed and memory of pom-onnx against the way Pom does it, as ratios.
+
+Every figure is a median of several repeats after a warm-up, measured in this one run.
+Results are printed and written to docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def timed(fn, repeats: int, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+# ----------------------------------------------------------------------------- 1. z-filter
+
+
+def bench_zfilter(shape=(200, 960, 928), z_sum=4, repeats=5) -> dict:
+    from scipy.ndimage import convolve1d
+
+    from pom_common.zfilter import zfilter_bin
+
+    volume = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
+
+    def scipy_way():  # Pom: convolve1d (nearest) then reshape-mean binning
+        w = 2 * z_sum + 1
+        f = convolve1d(volume, np.ones(w) / w, axis=0, mode="nearest")
+        nz, ny, nx = f.shape
+        return f[: nz // 2 * 2, : ny // 2 * 2, : nx // 2 * 2].reshape(nz // 2, 2, ny // 2, 2, nx // 2, 2).mean(5).mean(3).mean(1)
+
+    ours = timed(lambda: zfilter_bin(volume, z_sum), repeats)
+    floor = timed(lambda: volume.sum(), repeats)
+    reference = timed(scipy_way, max(2, repeats // 2))
+    return {"shape": shape, "ours": ours, "scipy": reference, "floor": floor,
+            "speedup_vs_scipy": reference / ours, "ratio_to_floor": ours / floor}
+
+
+# ----------------------------------------------------------------------------- 2. ORT vs Keras
+
+
+def _export(model, path: Path, classes, channels, depth):
+    from pom_common.config import ProjectConfig
+    from pom_training.export import export_onnx, model_metadata
+    from pom_training.train import TrainConfig
+
+    config = ProjectConfig(macromolecules=tuple(channels), ontologies=tuple(classes), z_sum=2)
+    meta = model_metadata(config, "shared", tuple(classes), TrainConfig(1, 1, 64, depth), 10.0)
+    return export_onnx(model, path, meta)
+
+
+def bench_ort_vs_keras(tmp: Path, size=512, filters=64, depth=4, repeats=5) -> list[dict]:
+    from pom_inference.session import load_model
+    from pom_training.models import build_unet
+
+    rows = []
+    for n_channels in (1, 3):
+        model = build_unet(n_channels, 1, filters, depth)
+        path = _export(model, tmp / f"ort{n_channels}.onnx", ("A",), [f"c{i}" for i in range(n_channels)], depth)
+        ort_model = load_model(path, quiet=True)
+        x = np.random.default_rng(1).standard_normal((1, size, size, n_channels), dtype=np.float32)
+        t_call = timed(lambda: model(x, training=False), repeats)
+        t_predict = timed(lambda: model.predict(x, verbose=0), repeats)
+        t_ort = timed(lambda: ort_model.run(x), repeats)
+        rows.append({"channels": n_channels, "keras_call": t_call, "keras_predict": t_predict, "ort": t_ort,
+                     "speedup_vs_call": t_call / t_ort, "speedup_vs_predict": t_predict / t_ort})
+    return rows
+
+
+# ----------------------------------------------------------------------------- 3. end to end
+
+
+def bench_end_to_end(tmp: Path, shape=(32, 256, 256), filters=64, depth=4, repeats=3) -> dict:
+    import keras
+
+    from pom_common.mrcio import write_volume
+    from pom_inference.pipeline import ProcessOptions, process
+    from pom_training.models import build_unet
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from pom_way import segment_pom_way
+
+    classes = ("Void", "Cytoplasm", "Mitochondrion", "Unknown")
+    tomogram = tmp / "e2e" / "TS_bench.mrc"
+    tomogram.parent.mkdir()
+    write_volume(tomogram, np.random.default_rng(2).standard_normal(shape, dtype=np.float32), 10.0)
+    keras.utils.set_random_seed(0)
+    model = build_unet(1, len(classes), filters, depth, activation="softmax")
+    onnx_path = _export(model, tmp / "shared.onnx", classes, ["Density"], depth)
+
+    def ours():
+        opts = ProcessOptions(model=str(onnx_path), tomograms=(str(tomogram),), output_dir=str(tmp / "ours"),
+                              tta=4, overwrite=True, progress=False)
+        assert not process(opts, [None]).failed
+
+    out_dir = tmp / "pom"
+    out_dir.mkdir()
+    outs = [str(out_dir / f"TS_bench__{c}.mrc") for c in classes]
+    t_ours = timed(ours, repeats)
+    t_pom = timed(lambda: segment_pom_way(model, str(tomogram), outs, z_sum=2, runs=4, apix=10.0), repeats)
+    return {"shape": shape, "ours": t_ours, "pom": t_pom, "speedup": t_pom / t_ours}
+
+
+# ----------------------------------------------------------------------------- 4. peak memory
+
+
+def bench_memory(tmp: Path, base=(64, 512, 512)) -> dict:
+    from pom_common.mrcio import write_volume
+    from pom_training.models import build_unet
+
+    model = build_unet(1, 2, 8, 2, activation="softmax")
+    onnx_path = _export(model, tmp / "small.onnx", ("A", "B"), ["Density"], 2)
+    peaks = {}
+    for label, shape in (("1x", base), ("4x", (base[0] * 4, base[1], base[2]))):
+        folder = tmp / f"mem{label}"
+        folder.mkdir()
+        path = folder / "TS_mem.mrc"
+        write_volume(path, np.random.default_rng(3).standard_normal(shape, dtype=np.float32), 10.0)
+        out = subprocess.run([sys.executable, str(Path(__file__).parent / "rss_child.py"), str(onnx_path), str(path),
+                              str(folder / "out")], capture_output=True, text=True, check=True)
+        peaks[label] = float(out.stdout.strip().splitlines()[-1])
+        peaks[f"{label}_input_mib"] = path.stat().st_size / 2**20
+    peaks["ratio"] = peaks["4x"] / peaks["1x"]
+    return peaks
+
+
+# ----------------------------------------------------------------------------- 5. coordination
+
+
+def _claim_worker(folder: str, n_jobs: int, queue) -> None:
+    from pom_common.workqueue import WorkQueue
+
+    q = WorkQueue(folder, 60, namespace="bench")
+    times = []
+    for i in range(n_jobs):
+        start = time.perf_counter()
+        claim = q.try_claim(f"job{i:04d}")
+        if claim is None:
+            continue
+        if not q.is_done(claim.stem):
+            q.mark_done(claim, {})
+        q.release(claim)
+        times.append(time.perf_counter() - start)
+    q.close()
+    queue.put(times)
+
+
+def bench_claims(tmp: Path, workers=4, jobs=200) -> dict:
+    ctx = multiprocessing.get_context("spawn")
+    results = ctx.Queue()
+    procs = [ctx.Process(target=_claim_worker, args=(str(tmp / "claims"), jobs, results)) for _ in range(workers)]
+    for p in procs:
+        p.start()
+    times = [t for _ in procs for t in results.get()]
+    for p in procs:
+        p.join()
+    return {"claims": len(times), "median_ms": statistics.median(times) * 1000,
+            "p95_ms": sorted(times)[int(len(times) * 0.95)] * 1000}
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def machine() -> str:
+    cpu = platform.processor() or "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{platform.node()}: {cpu}, {os.cpu_count()} cores, {mem:.0f} GiB, Python {platform.python_version()}"
+
+
+def verdict(ok: bool) -> str:
+    return "met" if ok else "MISSED"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="smaller sizes (smoke run)")
+    parser.add_argument("--output", default=str(ROOT / "docs" / "benchmarks.md"))
+    args = parser.parse_args(argv)
+    lines = [f"# Benchmarks\n\nMachine: {machine()}  \nDate: {time.strftime('%Y-%m-%d %H:%M')}  \n"
+             "Medians of repeats after a warm-up; every ratio from this one run.\n"]
+
+    def say(text=""):
+        print(text, flush=True)
+        lines.append(text)
+
+    with tempfile.TemporaryDirectory() as tmpdir:
+        tmp = Path(tmpdir)
+        z = bench_zfilter(shape=(40, 240, 232) if args.quick else (200, 960, 928), repeats=3 if args.quick else 5)
+        say("## 1. zfilter_bin (z_sum 4, bin 2), float32 " + "x".join(map(str, z["shape"])))
+        say("| ours | scipy (Pom) | read floor (sum) | vs scipy | vs floor |\n|---|---|---|---|---|")
+        say(f"| {z['ours']:.3f} s | {z['scipy']:.3f} s | {z['floor']:.3f} s | {z['speedup_vs_scipy']:.1f}x faster "
+            f"(target >= 20x: {verdict(z['speedup_vs_scipy'] >= 20)}) | {z['ratio_to_floor']:.2f}x the floor "
+            f"(target <= 1.5x: {verdict(z['ratio_to_floor'] <= 1.5)}) |")
+        say()
+        size = 128 if args.quick else 512
+        rows = bench_ort_vs_keras(tmp, size=size, repeats=2 if args.quick else 5)
+        say(f"## 2. ONNX Runtime vs Keras, U-Net 64 filters depth 4, one {size}x{size} image")
+        say("| channels | Keras model() | Keras predict | ONNX Runtime | vs model() | vs predict |\n|---|---|---|---|---|---|")
+        for r in rows:
+            say(f"| {r['channels']} | {r['keras_call']:.3f} s | {r['keras_predict']:.3f} s | {r['ort']:.3f} s | "
+                f"{r['speedup_vs_call']:.2f}x (target >= 1.4x: {verdict(r['speedup_vs_call'] >= 1.4)}) | "
+                f"{r['speedup_vs_predict']:.2f}x |")
+        say()
+        e = bench_end_to_end(tmp, shape=(16, 128, 128) if args.quick else (32, 256, 256),
+                             repeats=1 if args.quick else 3)
+        say("## 3. One tomogram end to end (read, preprocess, 4-run TTA, write 4 classes), "
+            + "x".join(map(str, e["shape"])) + ", U-Net 64/4")
+        say(f"| ours | Pom's way | speed-up |\n|---|---|---|\n| {e['ours']:.2f} s | {e['pom']:.2f} s | "
+            f"{e['speedup']:.2f}x (target >= 2x: {verdict(e['speedup'] >= 2)}) |")
+        say()
+        m = bench_memory(tmp, base=(16, 128, 128) if args.quick else (64, 512, 512))
+        say("## 4. Peak resident memory of processing one tomogram (VmHWM)")
+        say(f"| 1x ({m['1x_input_mib']:.0f} MiB input) | 4x ({m['4x_input_mib']:.0f} MiB input) | ratio |\n|---|---|---|\n"
+            f"| {m['1x']:.0f} MiB | {m['4x']:.0f} MiB | {m['ratio']:.2f}x (target <= 1.5x: {verdict(m['ratio'] <= 1.5)}) |")
+        say()
+        c = bench_claims(tmp)
+        say("## 5. Coordination: claim + mark done + release, 4 workers, 200 empty jobs")
+        say(f"| cycles | median | p95 |\n|---|---|---|\n| {c['claims']} | {c['median_ms']:.2f} ms | {c['p95_ms']:.2f} ms "
+            f"(target <= 20 ms: {verdict(c['median_ms'] <= 20)}) |")
+        say()
+        say("GPU: no accelerator was lent to the session that ran this; the H100 figure is not measured here.")
+    if not args.quick:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text("\n".join(lines) + "\n")
+        print(f"written to {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
