@@ -157,6 +157,20 @@ def new_volume(path: str | os.PathLike, shape: tuple[int, int, int], dtype, voxe
         _fsync(tmp)
 
 
+def release_pages(array: np.ndarray) -> None:
+    """Write a memory-mapped output's dirty pages to the file and drop them from this process."""
+    import mmap
+
+    mapping = getattr(array, "_mmap", None)
+    if mapping is None:
+        return
+    try:
+        mapping.flush()
+        mapping.madvise(mmap.MADV_DONTNEED)
+    except (AttributeError, OSError, ValueError):
+        pass
+
+
 #: The header label we write; mrcfile's default label holds a timestamp, which would make
 #: identical results differ byte for byte between runs.
 LABEL = b"Created by pom-onnx"

@@ -18,6 +18,19 @@ logger = logging.getLogger(__name__)
 
 #: Input slices handed to the kernel at once (bounds the float32 copy of float16 input).
 _CHUNK = 16
+#: Bytes of a memory-mapped input read between releases of its pages, so the resident
+#: memory of a worker does not grow with the size of the tomogram.
+_DROP_BYTES = 256 * 2**20
+
+
+def _drop_pages(mapping) -> None:
+    """Release the (clean, file-backed) pages of a read-only memory map from this process."""
+    import mmap
+
+    try:
+        mapping.madvise(mmap.MADV_DONTNEED)
+    except (AttributeError, OSError, ValueError):
+        pass
 _NUMBA_NATIVE = (np.int8, np.uint8, np.int16, np.uint16, np.int32, np.float32, np.float64)
 
 
@@ -62,7 +75,51 @@ def _kernels():
                 for x in range(ox):
                     out[o, y, x] = acc[x] * scale
 
-        return bin_xy, combine_z
+        @numba.njit(parallel=True, cache=cache)
+        def fused(volume, b, weights, first, last_plane, scale, y0, y1, out):
+            # For output rows y0..y1: stream every input slice once through a small ring of
+            # binned rows (kept in cache), emitting output rows as their windows complete.
+            nz = volume.shape[0]
+            ox = out.shape[2]
+            no = out.shape[0]
+            span = weights.shape[1]
+            for y in numba.prange(y0, y1):
+                ring = np.empty((span, ox), dtype=np.float32)
+                acc = np.empty(ox, dtype=np.float64)
+                o = 0
+                for p in range(nz):
+                    if o >= no:
+                        break
+                    slot = ring[p % span]
+                    if b == 2:  # the common case, written out so it vectorises
+                        r0 = volume[p, 2 * y]
+                        r1 = volume[p, 2 * y + 1]
+                        for x in range(ox):
+                            slot[x] = (np.float32(r0[2 * x]) + np.float32(r0[2 * x + 1])) + (
+                                np.float32(r1[2 * x]) + np.float32(r1[2 * x + 1]))
+                    else:
+                        for x in range(ox):
+                            slot[x] = 0.0
+                        for dy in range(b):
+                            row = volume[p, y * b + dy]
+                            for dx in range(b):
+                                for x in range(ox):
+                                    slot[x] += row[x * b + dx]
+                    while o < no and last_plane[o] == p:
+                        for x in range(ox):
+                            acc[x] = 0.0
+                        for j in range(span):
+                            w = weights[o, j]
+                            if w != 0.0:
+                                src = ring[(first[o] + j) % span]
+                                for x in range(ox):
+                                    acc[x] += w * src[x]
+                        dst = out[o, y]
+                        for x in range(ox):
+                            dst[x] = acc[x] * scale
+                        o += 1
+
+        return bin_xy, combine_z, fused
 
     try:
         return build(cache=True)
@@ -122,7 +179,8 @@ def zfilter_bin(volume: np.ndarray, z_sum: int, bin_factor: int = 2) -> np.ndarr
         raise ValueError(f"expected a (nz, ny, nx) volume, got shape {volume.shape}")
     if z_sum < 0 or bin_factor < 1:
         raise ValueError(f"z_sum must be >= 0 and bin_factor >= 1, got {z_sum}, {bin_factor}")
-    bin_xy, combine_z = _kernels()
+    bin_xy, combine_z, fused = _kernels()
+    mapping = getattr(volume, "_mmap", None)  # np.memmap: its pages can be dropped after use
     volume = np.asarray(volume)  # a memmap stays a view on the file
     nz, ny, nx = volume.shape
     b = bin_factor
@@ -130,6 +188,17 @@ def zfilter_bin(volume: np.ndarray, z_sum: int, bin_factor: int = 2) -> np.ndarr
     nzo = nz // b
     out = np.empty((nzo, ny // b, nx // b), dtype=np.float32)
     if nzo == 0 or ny < b or nx < b:
+        return out
+    scale = 1.0 / (b * b * b * (2 * z_sum + 1))
+    if volume.dtype.type in _NUMBA_NATIVE:
+        # Last input slice each output slice needs (its window is complete after it).
+        last_plane = np.array([first[o] + np.nonzero(weights[o])[0].max() for o in range(nzo)], dtype=np.int64)
+        rows = ny // b
+        block = rows if mapping is None else max(1, _DROP_BYTES // max(1, nz * b * volume.strides[1]))
+        for y0 in range(0, rows, block):
+            fused(volume, b, weights, first, last_plane, scale, y0, min(rows, y0 + block), out)
+            if mapping is not None:
+                _drop_pages(mapping)
         return out
     # Only slices that some output slice uses are binned (odd z edges excluded).
     last_needed = int(first[-1]) + weights.shape[1]
@@ -141,7 +210,6 @@ def zfilter_bin(volume: np.ndarray, z_sum: int, bin_factor: int = 2) -> np.ndarr
         if not native:
             chunk = chunk.astype(np.float32)
         bin_xy(chunk, b, binned[start : start + chunk.shape[0]])
-    scale = 1.0 / (b * b * b * (2 * z_sum + 1))
     combine_z(binned, weights, first, scale, out)
     return out
 

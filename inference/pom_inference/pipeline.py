@@ -25,7 +25,7 @@ import numpy as np
 from pom_common.config import ProjectConfig
 from pom_common.constants import DENSITY
 from pom_common.errors import InputError, PomError
-from pom_common.mrcio import new_volume, read_volume
+from pom_common.mrcio import new_volume, read_volume, release_pages
 from pom_common.naming import feature_filename, list_tomograms, tomogram_stem
 from pom_common.workqueue import Claim, WorkQueue
 
@@ -36,6 +36,8 @@ logger = logging.getLogger("pom.process")
 
 #: Slices segmented at once (bounds the memory of predictions).
 SLAB = 16
+#: Bytes written to the memory-mapped outputs between flushes that release their pages.
+RELEASE_BYTES = 64 * 2**20
 
 
 @dataclass(frozen=True)
@@ -124,6 +126,7 @@ def segment(model, prepared: Prepared, opts: ProcessOptions, outputs: list[Path]
     dtype = np.uint8 if opts.dtype == "uint8" else np.float32
     with contextlib.ExitStack() as stack:
         arrays = [stack.enter_context(new_volume(p, (nz, ny, nx), dtype, prepared.voxel_size)) for p in outputs]
+        written = 0
         for z0 in range(0, nz, SLAB):
             if claim is not None and claim.lost.is_set():
                 raise LockError_(f"{prepared.tomogram.name}: claim taken over by another worker; abandoned")
@@ -131,6 +134,11 @@ def segment(model, prepared: Prepared, opts: ProcessOptions, outputs: list[Path]
             for array, k in zip(arrays, class_index):
                 p = probs[..., k]
                 array[z0 : z0 + len(p)] = np.rint(np.clip(p, 0, 1) * 255) if dtype == np.uint8 else p
+            written += probs[..., 0].nbytes * len(arrays)
+            if written > RELEASE_BYTES:  # keep resident memory independent of the volume size
+                for array in arrays:
+                    release_pages(array)
+                written = 0
         if claim is not None and queue is not None and not queue.still_owner(claim):
             raise LockError_(f"{prepared.tomogram.name}: claim taken over by another worker; abandoned")
 
@@ -154,11 +162,12 @@ def _install_signal_handlers() -> None:
     signal.signal(signal.SIGINT, handler)
 
 
-def run_worker(opts: ProcessOptions, device: int | None, worker: str) -> RunResult:
+def run_worker(opts: ProcessOptions, device: int | None, worker: str, model=None) -> RunResult:
     """Process tomograms until every one is done or failed (waiting for others' claims)."""
     from .session import load_model
 
-    model = load_model(opts.model, device=device, threads=opts.threads)
+    if model is None:
+        model = load_model(opts.model, device=device, threads=opts.threads)
     info = model.info
     classes = opts.classes or info.classes
     unknown = [c for c in classes if c not in info.classes]
@@ -282,9 +291,11 @@ def process(opts: ProcessOptions, devices: list[int | None], verbose: bool = Fal
     """Run one worker per device (processes), wait, and report every tomogram's state."""
     if not opts.tomograms:
         raise InputError("no tomograms to process")
-    from .session import read_model_info
+    from .session import load_model
 
-    info = read_model_info(opts.model)  # fail early on a bad model, before any worker starts
+    # Fail early on a bad model, before any worker starts; a single worker reuses this session.
+    model = load_model(opts.model, device=devices[0], threads=opts.threads, quiet=len(devices) > 1)
+    info = model.info
     classes = opts.classes or info.classes
     unknown = [c for c in classes if c not in info.classes]
     if unknown:
@@ -292,7 +303,7 @@ def process(opts: ProcessOptions, devices: list[int | None], verbose: bool = Fal
     if len(devices) == 1:
         _install_signal_handlers()
         try:
-            run_worker(opts, devices[0], worker=_name(devices[0]))
+            run_worker(opts, devices[0], worker=_name(devices[0]), model=model)
         except _Stop as stop:
             logger.warning("stopped by %s; claims released", stop)
             raise KeyboardInterrupt from None
@@ -300,6 +311,7 @@ def process(opts: ProcessOptions, devices: list[int | None], verbose: bool = Fal
             signal.signal(signal.SIGINT, signal.default_int_handler)
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
     else:
+        del model
         ctx = multiprocessing.get_context("spawn")
         procs = [ctx.Process(target=_worker_main, args=(opts, d, _name(d), verbose), name=_name(d)) for d in devices]
         for p in procs:
