@@ -24,7 +24,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/run.py
 
 demo: $(STAMP)
-	@echo "not yet: the demo lands with the demo issue"
+	$(BIN)/python -m pom_training.demo --folder demo
 
 lint: $(STAMP)
 	$(BIN)/ruff check common inference training tests bench

@@ -115,6 +115,13 @@ class ProjectConfig:
     def test_path(self) -> Path:
         return self.path(self.test_dir)
 
+    def require_dir(self, key: str) -> Path:
+        """The folder a key names; ConfigError naming the key when it does not exist."""
+        folder = self.path(getattr(self, key))
+        if not folder.is_dir():
+            raise ConfigError(f"key {key!r}: folder {folder} does not exist")
+        return folder
+
     def gpu_list(self) -> list[int]:
         return parse_gpus(self.GPUS, key="GPUS")
 

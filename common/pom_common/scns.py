@@ -21,11 +21,6 @@ import numpy as np
 
 from .errors import InputError
 
-try:  # numpy >= 2
-    from numpy._core import multiarray as _multiarray
-except ImportError:  # pragma: no cover - numpy 1.x
-    from numpy.core import multiarray as _multiarray
-
 Box = tuple[int, int]  # (x, y) = (column, row), unbinned pixels
 
 
@@ -124,30 +119,99 @@ def _stub_for(module: str, name: str) -> type:
     return _STUBS[key]
 
 
-def _safe_dtype(dtype: Any) -> np.dtype:
-    dtype = np.dtype(dtype)
-    if dtype.hasobject:
-        raise pickle.UnpicklingError("arrays of Python objects are not allowed")
+class _DtypeSpec:
+    """Stand-in for a pickled ``numpy.dtype``: only plain numeric dtypes are ever built.
+
+    numpy's own ``dtype.__setstate__`` trusts its input (flags, fields), so it is never called.
+    """
+
+    def __init__(self, spec: Any = "u1", align: Any = False, copy: Any = False) -> None:
+        self.spec, self.byteorder = spec, "="
+
+    def __setstate__(self, state: Any) -> None:
+        if isinstance(state, tuple) and len(state) > 1 and state[1] in ("<", ">", "|", "="):
+            self.byteorder = state[1]
+        if isinstance(state, tuple) and len(state) > 4 and any(v is not None for v in state[2:5]):
+            raise pickle.UnpicklingError("structured or sub-array dtypes are not allowed")
+
+    def resolve(self) -> np.dtype:
+        return _plain_dtype(self.spec, self.byteorder)
+
+
+def _plain_dtype(spec: Any, byteorder: str = "=") -> np.dtype:
+    if isinstance(spec, _DtypeSpec):
+        return spec.resolve()
+    if isinstance(spec, bytes):
+        spec = spec.decode("latin1")
+    if isinstance(spec, type) and issubclass(spec, np.generic):
+        spec = np.dtype(spec).str
+    if not isinstance(spec, str) or len(spec) > 8:
+        raise pickle.UnpicklingError("unexpected dtype")
+    dtype = np.dtype(spec)
+    if dtype.kind not in "biufc" or dtype.fields is not None or dtype.subdtype is not None:
+        raise pickle.UnpicklingError(f"dtype {dtype} is not allowed")
+    if byteorder in ("<", ">"):
+        dtype = dtype.newbyteorder(byteorder)
     return dtype
 
 
-def _reconstruct(subtype: Any, shape: Any, dtype: Any) -> np.ndarray:
-    # Always a plain ndarray (a pickled np.memmap does not reopen any file).
-    return _multiarray._reconstruct(np.ndarray, shape, dtype)
+class _ArrayClass:
+    """What ``numpy.ndarray``/``numpy.memmap`` resolve to: a marker, never instantiated."""
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        raise pickle.UnpicklingError("direct array construction is not allowed")
 
 
-def _scalar(dtype: Any, *args: Any) -> Any:
-    return _multiarray.scalar(_safe_dtype(dtype), *args)
+#: Largest array a .scns may hold (a 4096 x 4096 mask is 16 MiB).
+_MAX_ARRAY_BYTES = 1 << 30
+
+
+class _ArrayBuilder:
+    """Collects numpy's pickled array state and builds a fresh, plain, owned array from bytes."""
+
+    array: np.ndarray | None = None
+
+    def __init__(self, shape: Any = None, dtype: Any = None) -> None:
+        pass
+
+    def __setstate__(self, state: Any) -> None:
+        if not isinstance(state, tuple) or len(state) != 5:
+            raise pickle.UnpicklingError("unexpected array state")
+        _version, shape, dtype, fortran, raw = state
+        dtype = _plain_dtype(dtype)
+        if not isinstance(shape, tuple) or not all(isinstance(n, int) and 0 <= n < 1 << 31 for n in shape):
+            raise pickle.UnpicklingError("unexpected array shape")
+        count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+        if not isinstance(raw, (bytes, bytearray)) or count * dtype.itemsize != len(raw) or len(raw) > _MAX_ARRAY_BYTES:
+            raise pickle.UnpicklingError("array data does not match its shape")
+        self.array = np.frombuffer(bytes(raw), dtype=dtype).reshape(shape, order="F" if fortran else "C").copy()
+
+
+def _reconstruct(subtype: Any, shape: Any, dtype: Any) -> _ArrayBuilder:
+    # numpy's ndarray reduce: _reconstruct(cls, (0,), b'b') then BUILD with the state.
+    if subtype is not _ArrayClass:
+        raise pickle.UnpicklingError("unexpected array class")
+    return _ArrayBuilder()
+
+
+def _scalar(dtype: Any, data: Any = b"") -> Any:
+    dtype = _plain_dtype(dtype)
+    if not isinstance(data, bytes) or len(data) != dtype.itemsize:
+        raise pickle.UnpicklingError("scalar data does not match its dtype")
+    return np.frombuffer(data, dtype=dtype)[0]
 
 
 def _create_array(f: Any, args: Any, state: Any, npdict: Any = None) -> np.ndarray:
     # dill's array constructor, restricted to numpy's own reconstruction.
     if f is not _reconstruct or not isinstance(args, tuple):
         raise pickle.UnpicklingError("unexpected array constructor")
-    array = _reconstruct(*args)
-    array.__setstate__(state)
-    _safe_dtype(array.dtype)
-    return array
+    builder = _reconstruct(*args)
+    builder.__setstate__(state)
+    return builder.array
+
+
+def _as_array(value: Any) -> Any:
+    return value.array if isinstance(value, _ArrayBuilder) else value
 
 
 def _reconstructor(cls: Any, base: Any, state: Any) -> Any:
@@ -191,16 +255,12 @@ class _RestrictedUnpickler(pickle.Unpickler):
                 return _scalar
         if module == "numpy":
             if name in ("ndarray", "memmap"):
-                return np.ndarray
+                return _ArrayClass
             if name == "dtype":
-                return np.dtype
+                return _DtypeSpec
             numpy_type = _numpy_type(name)
             if numpy_type is not None:
                 return numpy_type
-        if module in ("numpy.dtypes",) and name.endswith("DType"):
-            value = getattr(np.dtypes, name, None)
-            if isinstance(value, type) and issubclass(value, np.dtype) and name != "ObjectDType":
-                return value
         if (module, name) == ("_codecs", "encode"):
             return _latin1_encode
         if (module, name) == ("copyreg", "_reconstructor"):
@@ -282,6 +342,7 @@ def _feature(obj: Any, index: int, height: int, width: int, path: Path) -> Featu
     slices: dict[int, np.ndarray | None] = {}
     for z, mask in raw_slices.items():
         z = _int(z, f"{where} slice index", path)
+        mask = _as_array(mask)
         if mask is None:
             slices[z] = None
             continue
@@ -321,6 +382,15 @@ def read_scns(path: str | os.PathLike) -> Annotation:
     if data[:1] != b"\x80":
         raise ScnsError(f"{path}: not a pickle (an Ais .scns starts with a pickle header)")
     frame = _unpickle(path, data)
+    try:
+        return _to_annotation(path, frame)
+    except ScnsError:
+        raise
+    except Exception as exc:  # any other shape of garbage: still one clear error
+        raise ScnsError(f"{path}: not a usable Ais annotation ({type(exc).__name__}: {exc})") from None
+
+
+def _to_annotation(path: Path, frame: Any) -> Annotation:
     if not isinstance(frame, _Stub) or not frame._pickled_name.endswith(".SEFrame"):
         found = frame._pickled_name if isinstance(frame, _Stub) else type(frame).__name__
         raise ScnsError(f"{path}: expected a pickled Ais SEFrame, found {found}")
@@ -333,7 +403,7 @@ def read_scns(path: str | os.PathLike) -> Annotation:
     n_slices = _int(attrs["n_slices"], "n_slices", path, minimum=1)
     height = _int(attrs["height"], "height", path, minimum=1)
     width = _int(attrs["width"], "width", path, minimum=1)
-    pixel_size = attrs.get("pixel_size")
+    pixel_size = _as_array(attrs.get("pixel_size"))
     try:
         pixel_size = float(pixel_size) if pixel_size is not None else None
     except (TypeError, ValueError):

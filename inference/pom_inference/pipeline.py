@@ -24,7 +24,7 @@ import numpy as np
 
 from pom_common.config import ProjectConfig
 from pom_common.constants import DENSITY
-from pom_common.errors import InputError, PomError
+from pom_common.errors import ConfigError, InputError, PomError
 from pom_common.mrcio import new_volume, read_volume, release_pages
 from pom_common.naming import feature_filename, list_tomograms, tomogram_stem
 from pom_common.workqueue import Claim, WorkQueue
@@ -398,6 +398,12 @@ def devices_from(gpus: list[int] | None) -> list[int | None]:
 
 def _project_process(config: ProjectConfig, model: Path, tomograms: list[Path], output_dir: Path,
                      gpus: list[int] | None, classes=None, tta: int = 1, **kwargs) -> int:
+    from .session import read_model_info
+
+    info = read_model_info(model)
+    if tuple(info.channels) != tuple(config.macromolecules):
+        raise ConfigError(f"{model}: the model expects channels {list(info.channels)} but 'macromolecules' is "
+                          f"{list(config.macromolecules)}; retrain it or fix the configuration")
     opts = ProcessOptions(model=str(model), tomograms=tuple(str(t) for t in tomograms), output_dir=str(output_dir),
                           channel_dirs=(str(config.macromolecule_path),), classes=classes, tta=tta,
                           fallback_voxel_size=config.apix, **kwargs)
@@ -423,7 +429,7 @@ def segment_folder_single(config: ProjectConfig, feature: str, test: bool, gpus:
     if feature not in config.ontologies:
         raise InputError(f"-o {feature!r}: not in ontologies {list(config.ontologies)}")
     model = config.path("models", "phase1", f"{feature}.onnx")
-    source = config.test_path if test else config.tomogram_path
+    source = config.require_dir("test_dir" if test else "tomogram_dir")
     tomograms = list_tomograms(source)
     if not tomograms:
         raise InputError(f"{source}: no tomograms (*.mrc without '__') found")
@@ -437,7 +443,7 @@ def process_project(config: ProjectConfig, gpus: list[int] | None, overwrite: bo
                     retry_failed: bool = False, dtype: str = "float32") -> int:
     """``pom shared process``: every tomogram in tomogram_dir with the shared model into output_dir."""
     model = config.path("models", "phase2", "shared.onnx")
-    tomograms = list_tomograms(config.tomogram_path)
+    tomograms = list_tomograms(config.require_dir("tomogram_dir"))
     if not tomograms:
         raise InputError(f"{config.tomogram_path}: no tomograms (*.mrc without '__') found")
     return _project_process(config, model, tomograms, config.output_path, gpus,

@@ -12,11 +12,12 @@ from pom_common.zfilter import zfilter_bin
 def normalise_volume(binned: np.ndarray, how: str) -> np.ndarray:
     """In place: standardise over the whole volume (Density), or v / 255 * 2 - 1."""
     if how == STANDARDISE:
-        mean = float(binned.mean(dtype=np.float64))
-        std = float(binned.std(dtype=np.float64))
-        binned -= mean
-        if std != 0.0:
-            binned /= std
+        with np.errstate(invalid="ignore", over="ignore"):  # NaN/Inf inputs are refused by the caller
+            mean = float(binned.mean(dtype=np.float64))
+            std = float(binned.std(dtype=np.float64))
+            binned -= mean
+            if std != 0.0:
+                binned /= std
     else:
         binned *= 2.0 / CHANNEL_SCALE
         binned -= 1.0

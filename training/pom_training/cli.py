@@ -15,7 +15,7 @@ from pathlib import Path
 
 from pom_common.config import ProjectConfig, init_project, load_config, parse_gpus
 from pom_common.constants import CONFIG_FILENAME
-from pom_common.errors import ConfigError, PomError
+from pom_common.errors import ConfigError, InputError, PomError
 from pom_common.log import configure_logging
 
 logger = logging.getLogger("pom")
@@ -39,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--project", default=".", help="project folder (default: the current folder)")
     sub = parser.add_subparsers(dest="phase")
     sub.add_parser("init", help=f"write a default {CONFIG_FILENAME} here")
+    pv = sub.add_parser("preview", help="PNG previews of processed tomograms (output_dir/previews/)")
+    pv.add_argument("-folder", "--folder", default=None, help="segmentation folder (default: output_dir)")
 
     single = sub.add_parser("single", help="one network per feature").add_subparsers(dest="command")
     single.add_parser("initialize", help="sample training images from the .scns annotations")
@@ -88,6 +90,16 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.phase == "init":
         path = init_project(project)
         print(f"Created {path}")
+        return 0
+    if args.phase == "preview":
+        from .preview import preview_project
+
+        config = _load(args.project)
+        pngs = preview_project(config, Path(args.folder) if args.folder else None)
+        for png in pngs:
+            print(png)
+        if not pngs:
+            raise InputError(f"{config.output_path}: no processed tomograms to preview")
         return 0
     if getattr(args, "command", None) is None:
         parser.parse_args([args.phase, "--help"])

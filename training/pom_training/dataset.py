@@ -140,13 +140,13 @@ def phase1_initialize(config: ProjectConfig, progress: bool = True) -> Phase1Rep
     if not config.ontologies:
         raise InputError(f"{config.path('project_configuration.json')}: 'ontologies' is empty; "
                          "list the features to segment, e.g. [\"Mitochondrion\", \"Void\"]")
-    files = sorted(config.tomogram_path.glob("*.scns"))
+    files = sorted(config.require_dir("tomogram_dir").glob("*.scns"))
     if not files:
         raise InputError(f"{config.tomogram_path}: no .scns annotation files found")
     stacks: dict[str, dict[str, list[np.ndarray]]] = {
         o: OrderedDict((c, []) for c in (LABEL, *config.macromolecules)) for o in config.ontologies
     }
-    for scns in tqdm(files, desc="annotations", unit="file", disable=not progress):
+    for scns in tqdm(files, desc="annotations", unit="file", disable=None if progress else True):
         try:
             annotation = read_scns(scns)
             stem = tomogram_stem(scns)
@@ -161,7 +161,14 @@ def phase1_initialize(config: ProjectConfig, progress: bool = True) -> Phase1Rep
             report.skipped_files.append(str(exc))
             logger.warning("skipped: %s", exc)
             continue
+        if not any(f.n_boxes for f in annotation.features):
+            report.skipped_files.append(f"{scns}: no boxes in any feature (place boxes in Ais with shift+click)")
+            continue
         sample_annotation(annotation, channels, config, stacks, report)
+    if not any(channels[LABEL] for channels in stacks.values()):
+        raise InputError(f"{config.tomogram_path}: no training images could be sampled from {len(files)} .scns "
+                         f"file(s) for ontologies {list(config.ontologies)}"
+                         + (f"; features found: {sorted(report.unknown_features)}" if report.unknown_features else ""))
     out_dir = config.path(str(PHASE1))
     os.makedirs(out_dir, exist_ok=True)
     for o, channels in stacks.items():

@@ -75,7 +75,7 @@ def phase2_initialize(config: ProjectConfig, selective: bool = True, device: int
     if len(x) == 0:
         raise InputError(f"{folder}: no annotated training images")
     predictions = np.zeros((*own.shape, len(config.ontologies)), dtype=np.float32)
-    for j, o in enumerate(tqdm(config.ontologies, desc="single models", unit="model", disable=not progress)):
+    for j, o in enumerate(tqdm(config.ontologies, desc="single models", unit="model", disable=None if progress else True)):
         model = load_model(config.path(str(MODELS1), f"{o}.onnx"), device=device, quiet=True)
         if tuple(model.info.channels) != tuple(config.macromolecules):
             raise ModelError(f"{model.path}: expects channels {list(model.info.channels)}, the configuration "

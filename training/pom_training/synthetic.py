@@ -1,0 +1,226 @@
+"""Seeded synthetic cryo-ET tomograms with dense ground truth and Ais-like sparse annotations.
+
+A lamella slab (tilted, wavy) with vacuum above and below (Void); inside it cytoplasm with
+ribosome-like particles (Cytoplasm), mitochondria (double membrane, granular matrix,
+Mitochondrion) and vesicles (single membrane, light lumen, Vesicle). Dense = dark, as in raw
+tomograms. Channels: Membrane and Ribosome, uint8 0..255. Annotations: a few boxes per
+feature on a few slices, painted with the ground truth inside the boxes, saved as ``.scns``
+pickles with Ais's class layout (``Ais.core.se_frame``).
+"""
+
+from __future__ import annotations
+
+import pickle
+import sys
+import types
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pom_common.mrcio import write_volume
+
+CLASSES = ("Void", "Cytoplasm", "Mitochondrion", "Vesicle")
+VOID, CYTOPLASM, MITOCHONDRION, VESICLE = range(4)
+#: Colours (RGB 0..1) used when no Ais feature library is found.
+PALETTE = {"Void": (0.55, 0.55, 0.6), "Cytoplasm": (0.26, 0.84, 0.64), "Mitochondrion": (0.95, 0.45, 0.2),
+           "Vesicle": (0.3, 0.5, 1.0), "Unknown": (0.9, 0.9, 0.2)}
+
+
+@dataclass(frozen=True)
+class Phantom:
+    density: np.ndarray  # (nz, ny, nx) float32, standardised, dense = dark
+    labels: np.ndarray  # (nz, ny, nx) int8, CLASSES indices
+    membrane: np.ndarray  # (nz, ny, nx) uint8
+    ribosome: np.ndarray  # (nz, ny, nx) uint8
+
+
+def _smooth_noise(rng, shape, sigma):
+    from scipy.ndimage import gaussian_filter
+
+    return gaussian_filter(rng.standard_normal(shape).astype(np.float32), sigma)
+
+
+def make_phantom(seed: int, shape=(48, 192, 192), n_mito: int = 2, n_vesicles: int = 5) -> Phantom:
+    """One tomogram with its ground truth and channels (deterministic for a seed)."""
+    from scipy.ndimage import gaussian_filter
+
+    rng = np.random.default_rng(seed)
+    nz, ny, nx = shape
+    z, y, x = np.meshgrid(np.arange(nz), np.arange(ny), np.arange(nx), indexing="ij", sparse=True)
+    # Lamella: two tilted, wavy surfaces.
+    tilt = rng.uniform(-0.06, 0.06, 2)
+    wave = 1.5 * np.sin(x / rng.uniform(25, 40) + rng.uniform(0, 6)) * np.cos(y / rng.uniform(30, 50))
+    centre = nz / 2 + tilt[0] * (x - nx / 2) + tilt[1] * (y - ny / 2) + wave
+    half = rng.uniform(0.27, 0.33) * nz
+    inside = np.abs(z - centre) < half
+    labels = np.where(inside, CYTOPLASM, VOID).astype(np.int8)
+    density = np.where(inside, 0.3, 0.0).astype(np.float32)
+    membrane = np.zeros(shape, np.float32)
+    # Mitochondria: ellipsoids with a double membrane and a granular matrix.
+    placed: list[tuple[float, float, float, float]] = []
+
+    def free(cy, cx, r):
+        return all((cy - py) ** 2 + (cx - px) ** 2 > (r + pr + 6) ** 2 for py, px, _, pr in placed)
+
+    for _ in range(n_mito):
+        for _attempt in range(50):
+            ry, rx = rng.uniform(22, 34), rng.uniform(30, 46)
+            cy, cx = rng.uniform(0.15, 0.85) * ny, rng.uniform(0.15, 0.85) * nx
+            if free(cy, cx, max(ry, rx)):
+                break
+        rz = rng.uniform(0.5, 0.8) * half
+        cz = nz / 2 + rng.uniform(-0.2, 0.2) * half
+        placed.append((cy, cx, cz, max(ry, rx)))
+        r = np.sqrt(((z - cz) / rz) ** 2 + ((y - cy) / ry) ** 2 + ((x - cx) / rx) ** 2)
+        body = (r < 1.0) & inside
+        labels[body] = MITOCHONDRION
+        scale = min(ry, rx)
+        outer = body & (r > 1.0 - 2.0 / scale)
+        inner = body & (r < 1.0 - 4.0 / scale) & (r > 1.0 - 6.0 / scale)
+        matrix = body & (r <= 1.0 - 6.0 / scale)
+        density[body] = 0.2
+        density[matrix] = 0.58
+        density[outer | inner] = 1.25
+        membrane[outer | inner] = 1.0
+        granules = gaussian_filter((rng.random(shape) < 0.004).astype(np.float32), 1.2) * 6
+        density[matrix] += granules[matrix]
+    # Vesicles: spheres with a single membrane and a light lumen.
+    for _ in range(n_vesicles):
+        for _attempt in range(50):
+            rad = rng.uniform(9, 16)
+            cy, cx = rng.uniform(0.1, 0.9) * ny, rng.uniform(0.1, 0.9) * nx
+            if free(cy, cx, rad):
+                break
+        cz = nz / 2 + rng.uniform(-0.4, 0.4) * half
+        placed.append((cy, cx, cz, rad))
+        r = np.sqrt((z - cz) ** 2 + (y - cy) ** 2 + (x - cx) ** 2)
+        body = (r < rad) & inside
+        labels[body] = VESICLE
+        shell = body & (r > rad - 2.0)
+        density[body] = 0.14
+        density[shell] = 1.25
+        membrane[shell] = 1.0
+    # Ribosome-like particles in the cytoplasm.
+    cyto = labels == CYTOPLASM
+    seeds = (rng.random(shape) < 0.0025) & cyto
+    ribosomes = gaussian_filter(seeds.astype(np.float32), 1.6) * 40
+    ribosomes = np.clip(ribosomes, 0, 1) * cyto
+    density += 0.9 * ribosomes
+    # Imaging: blur, noise, dense = dark, standardised.
+    tomogram = -gaussian_filter(density, (1.1, 0.7, 0.7)) + 0.35 * _smooth_noise(rng, shape, 0.8) * 2.5
+    tomogram += 0.15 * (x / nx - 0.5)
+    tomogram = ((tomogram - tomogram.mean()) / tomogram.std()).astype(np.float32)
+    mem = gaussian_filter(membrane, 0.8) * rng.uniform(0.8, 1.0) + 0.05 * _smooth_noise(rng, shape, 1.0)
+    rib = gaussian_filter(ribosomes, 1.0) * 2.0 + 0.05 * _smooth_noise(rng, shape, 1.0)
+    to_u8 = lambda v: np.clip(np.rint(v * 255), 0, 255).astype(np.uint8)  # noqa: E731
+    return Phantom(tomogram, labels, to_u8(np.clip(mem * 1.6, 0, 1)), to_u8(np.clip(rib, 0, 1)))
+
+
+# ----------------------------------------------------------------------------- annotations
+
+
+def plan_boxes(labels: np.ndarray, seed: int, slices: int = 3, boxes_per_feature: int = 3,
+               box: int = 96) -> dict[str, dict[int, list[list[int]]]]:
+    """Like a person in Ais: a few slices, a few boxes per feature, mostly on boundaries."""
+    rng = np.random.default_rng(seed)
+    nz, ny, nx = labels.shape
+    half = box // 2
+    zs = sorted({nz // 2, int(nz * 0.35), int(nz * 0.65)})[:slices]
+    plan: dict[str, dict[int, list[list[int]]]] = {}
+    for f, title in enumerate(CLASSES):
+        per_z: dict[int, list[list[int]]] = {}
+        for z in zs:
+            ys, xs = np.nonzero(labels[z] == f)
+            ok = (ys >= half) & (ys < ny - half) & (xs >= half) & (xs < nx - half)
+            ys, xs = ys[ok], xs[ok]
+            if len(ys) == 0:
+                continue
+            picks = rng.choice(len(ys), size=min(boxes_per_feature, len(ys)), replace=False)
+            per_z[z] = [[int(xs[i]), int(ys[i])] for i in picks]  # Ais: [x, y] = [column, row]
+        if per_z:
+            plan[title] = per_z
+    return plan
+
+
+def _ais_classes():
+    """Classes whose pickled names are Ais's (``Ais.core.se_frame.SEFrame`` ...)."""
+    module = types.ModuleType("Ais.core.se_frame")
+    for name in ("SEFrame", "Segmentation"):
+        setattr(module, name, type(name, (), {"__module__": "Ais.core.se_frame"}))
+    return module
+
+
+def write_scns(path: Path, tomogram_path: Path, labels: np.ndarray, plan, box: int, pixel_size_nm: float) -> None:
+    """Save an annotation in Ais's pickle layout; masks = ground truth inside the boxes (+ margin)."""
+    module = _ais_classes()
+    nz, ny, nx = labels.shape
+    frame = module.SEFrame()
+    frame.path, frame.title = str(tomogram_path), tomogram_path.stem
+    frame.n_slices, frame.height, frame.width, frame.pixel_size = nz, ny, nx, pixel_size_nm
+    frame.includes_map, frame.map = False, None
+    frame.features = []
+    margin = 8
+    for title, per_z in plan.items():
+        f = CLASSES.index(title)
+        feature = module.Segmentation()
+        feature.title, feature.box_size, feature.colour = title, box, PALETTE[title]
+        feature.boxes, feature.slices = {}, {}
+        for z, centres in per_z.items():
+            window = np.zeros((ny, nx), bool)
+            for x, y in centres:
+                h = box // 2 + margin
+                window[max(0, y - h): y + h, max(0, x - h): x + h] = True
+            feature.boxes[z] = centres
+            feature.slices[z] = ((labels[z] == f) & window).astype(np.uint8)
+        frame.features.append(feature)
+    names = ("Ais", "Ais.core", "Ais.core.se_frame")
+    saved = {n: sys.modules.get(n) for n in names}
+    try:
+        sys.modules["Ais"], sys.modules["Ais.core"] = types.ModuleType("Ais"), types.ModuleType("Ais.core")
+        sys.modules["Ais.core.se_frame"] = module
+        data = pickle.dumps(frame, protocol=4)
+    finally:
+        for n, m in saved.items():
+            if m is None:
+                sys.modules.pop(n, None)
+            else:
+                sys.modules[n] = m
+    path.write_bytes(data)
+
+
+def write_project(root: Path, n_train: int = 3, n_test: int = 2, shape=(48, 192, 192), seed: int = 2026,
+                  voxel_size: float = 10.0, box: int = 96, settings: dict | None = None) -> dict:
+    """A complete demo project: configuration, tomograms, channels, .scns, held-out ground truth."""
+    import json
+
+    from pom_common.config import config_from_dict, default_config_dict, write_config
+
+    for sub in ("tomograms", "macromolecules", "test", "ground_truth"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    stems = {"train": [], "test": []}
+    for i in range(n_train + n_test):
+        role = "train" if i < n_train else "test"
+        stem = f"TS_{i + 1:03d}"
+        ph = make_phantom(seed + i, shape)
+        tomo = root / "tomograms" / f"{stem}.mrc"
+        write_volume(tomo, ph.density, voxel_size)
+        write_volume(root / "macromolecules" / f"{stem}__Membrane.mrc", ph.membrane, voxel_size)
+        write_volume(root / "macromolecules" / f"{stem}__Ribosome.mrc", ph.ribosome, voxel_size)
+        write_volume(root / "ground_truth" / f"{stem}__labels.mrc", ph.labels, voxel_size)
+        if role == "train":
+            plan = plan_boxes(ph.labels, seed + 100 + i, box=box)
+            write_scns(root / "tomograms" / f"{stem}.scns", tomo, ph.labels, plan, box, voxel_size / 10)
+        else:
+            for name in (f"{stem}.mrc",):
+                write_volume(root / "test" / name, ph.density, voxel_size)
+            write_volume(root / "test" / f"{stem}__Membrane.mrc", ph.membrane, voxel_size)
+            write_volume(root / "test" / f"{stem}__Ribosome.mrc", ph.ribosome, voxel_size)
+        stems[role].append(stem)
+    doc = default_config_dict()
+    doc.update({"macromolecules": ["Density", "Membrane", "Ribosome"], "ontologies": list(CLASSES),
+                "ontology_annotation_box_size": box, "apix": voxel_size, "z_sum": 2, "GPUS": "0,1"})
+    doc.update(settings or {})
+    write_config(config_from_dict(doc, base_dir=root), root / "project_configuration.json")
+    (root / "ground_truth" / "classes.json").write_text(json.dumps(dict(enumerate(CLASSES))))
+    return stems
