@@ -72,8 +72,32 @@ def test_prepare_inputs_normalises_like_training():
     rng = np.random.default_rng(1)
     density = rng.standard_normal((10, 8, 8)).astype(np.float32) * 3 + 2
     membrane = rng.integers(0, 256, (10, 8, 8)).astype(np.uint16)
-    info = ModelInfo(kind="single", classes=("A",), channels=("Density", "Membrane"), z_sum=1)
+    info = ModelInfo(kind="single", classes=("A",), channels=("Density", "Membrane"), z_sum=1,
+                     normalisation={"Density": "standardise", "Membrane": "uint8_to_unit"})
     x = prepare_inputs({"Density": density, "Membrane": membrane}, info)
     assert x.shape == (5, 4, 4, 2)
     assert abs(float(x[..., 0].mean())) < 1e-5 and float(x[..., 0].std()) == pytest.approx(1, rel=1e-4)
     assert x[..., 1].min() >= -1 and x[..., 1].max() <= 1
+
+
+def test_local_standardisation_matches_a_window_reference():
+    from scipy.ndimage import uniform_filter
+
+    from pom_inference.preprocess import standardise_local
+
+    rng = np.random.default_rng(5)
+    volume = rng.standard_normal((3, 21, 30)).astype(np.float32)
+    volume[:, :, 15:] += 4  # a bright half: whole-volume standardisation would shift the other half
+    for window in (4, 7, 40):
+        mean = uniform_filter(volume.astype(np.float64), (1, window, window), mode="reflect")
+        sq = uniform_filter(volume.astype(np.float64) ** 2, (1, window, window), mode="reflect")
+        expected = (volume - mean) / np.sqrt(np.maximum(sq - mean**2, 0))
+        got = standardise_local(volume.copy(), window)
+        np.testing.assert_allclose(got, expected, atol=1e-4)
+
+
+def test_local_standardisation_of_a_flat_image():
+    from pom_inference.preprocess import standardise_local
+
+    flat = np.full((1, 8, 8), 3.0, np.float32)
+    assert np.all(standardise_local(flat, 4) == 0)

@@ -42,6 +42,9 @@ _USED_KEYS: dict[str, tuple[str, Any]] = {
     # Ours: U-Net width and depth (Pom's network is 64 and 4).
     "model_base_filters": ("int", 64),
     "model_depth": ("int", 4),
+    # Ours: how processing normalises Density: "local" (crop-sized window, matches training)
+    # or "volume" (whole volume, as Pom's process).
+    "density_normalisation": ("str", "local"),
 }
 
 # Keys old Pom wrote that this toolkit accepts, keeps and writes back, but does not use.
@@ -90,6 +93,7 @@ class ProjectConfig:
     GPUS: str = "0"
     model_base_filters: int = 64  # U-Net filters at the first level
     model_depth: int = 4  # U-Net pooling levels
+    density_normalisation: str = "local"  # "local" (crop-sized window) or "volume" (Pom)
     #: Pom keys kept for round trips (rendering settings and others), read-only.
     legacy: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     #: Folder the configuration was loaded from; relative folders resolve against it.
@@ -198,6 +202,9 @@ def validate_config(document: Any) -> list[str]:
     value = document.get("shared_model_runs_per_volume")
     if _type_ok("int", value) and not 1 <= value <= 4:
         problems.append(f"key 'shared_model_runs_per_volume': expected 1 to 4, found {value}")
+    value = document.get("density_normalisation")
+    if isinstance(value, str) and value not in ("local", "volume"):
+        problems.append(f"key 'density_normalisation': expected \"local\" or \"volume\", found {json.dumps(value)}")
     value = document.get("GPUS")
     if isinstance(value, str):
         try:

@@ -13,13 +13,20 @@ from .constants import BIN_FACTOR, DENSITY, METADATA_VERSION
 from .errors import ModelError
 
 METADATA_KEY = "pom"
-#: Normalisations: Density standardised over the volume; uint8 channels to -1..1.
+#: Normalisations. Density: standardised over the whole volume (Pom's process), or by the
+#: mean and std of the window around each pixel that matches the training crops
+#: (``standardise_local``, the default: training images are standardised per crop);
+#: uint8 channels: v / 255 * 2 - 1.
 STANDARDISE = "standardise"
+STANDARDISE_LOCAL = "standardise_local"
 UINT8_TO_UNIT = "uint8_to_unit"
+NORMALISATIONS = (STANDARDISE, STANDARDISE_LOCAL, UINT8_TO_UNIT)
 
 
-def normalisation_for(channel: str) -> str:
-    return STANDARDISE if channel == DENSITY else UINT8_TO_UNIT
+def normalisation_for(channel: str, local: bool = True) -> str:
+    if channel != DENSITY:
+        return UINT8_TO_UNIT
+    return STANDARDISE_LOCAL if local else STANDARDISE
 
 
 @dataclass(frozen=True)
@@ -32,6 +39,7 @@ class ModelInfo:
     z_sum: int
     bin_factor: int = BIN_FACTOR
     normalisation: dict[str, str] = field(default_factory=dict)
+    normalisation_window: int = 64  # binned pixels: the training crop size, for standardise_local
     size_multiple: int = 16
     voxel_size: float = 0.0  # unbinned voxel size (A) of the training tomograms
     training: dict[str, Any] = field(default_factory=dict)
@@ -55,6 +63,7 @@ class ModelInfo:
                 channels=tuple(str(c) for c in doc["channels"]), z_sum=int(doc["z_sum"]),
                 bin_factor=int(doc.get("bin_factor", BIN_FACTOR)),
                 normalisation={str(k): str(v) for k, v in dict(doc.get("normalisation", {})).items()},
+                normalisation_window=int(doc.get("normalisation_window", 64)),
                 size_multiple=int(doc["size_multiple"]), voxel_size=float(doc.get("voxel_size", 0.0)),
                 training=dict(doc.get("training", {})), version=str(doc.get("version", "")),
                 metadata_version=str(doc.get("metadata_version", METADATA_VERSION)),
@@ -65,8 +74,10 @@ class ModelInfo:
             raise ModelError(f"{source}: Pom metadata is malformed (kind {info.kind!r}, classes {info.classes}, "
                              f"channels {info.channels})")
         for channel in info.channels:
-            if info.normalisation.get(channel, normalisation_for(channel)) not in (STANDARDISE, UINT8_TO_UNIT):
+            if info.normalisation.get(channel, normalisation_for(channel)) not in NORMALISATIONS:
                 raise ModelError(f"{source}: unknown normalisation for channel {channel!r}")
+        if info.normalisation_window < 1:
+            raise ModelError(f"{source}: normalisation_window must be >= 1")
         return info
 
     def normalisation_of(self, channel: str) -> str:

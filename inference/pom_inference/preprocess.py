@@ -5,12 +5,43 @@ from __future__ import annotations
 import numpy as np
 
 from pom_common.constants import CHANNEL_SCALE
-from pom_common.modelmeta import STANDARDISE, ModelInfo
+from pom_common.modelmeta import STANDARDISE, STANDARDISE_LOCAL, ModelInfo
 from pom_common.zfilter import zfilter_bin
 
 
-def normalise_volume(binned: np.ndarray, how: str) -> np.ndarray:
-    """In place: standardise over the whole volume (Density), or v / 255 * 2 - 1."""
+def _box_mean(image: np.ndarray, window: int) -> np.ndarray:
+    """Mean over a window x window box around each pixel (edges mirrored), via an integral image."""
+    h, w = image.shape
+    before, after = window // 2, window - window // 2
+    padded = np.pad(image.astype(np.float64), ((before, after), (before, after)), mode="symmetric")
+    integral = np.zeros((padded.shape[0] + 1, padded.shape[1] + 1))
+    integral[1:, 1:] = padded.cumsum(0).cumsum(1)
+    total = (integral[window : window + h, window : window + w] - integral[:h, window : window + w]
+             - integral[window : window + h, :w] + integral[:h, :w])
+    return total / (window * window)
+
+
+def standardise_local(binned: np.ndarray, window: int) -> np.ndarray:
+    """In place, slice by slice: (v - local mean) / local std over a window x window box.
+
+    Training images are standardised per crop (Pom); this gives every pixel the statistics
+    of the crop-sized window around it, so slices with vacuum or thick organelles look to the
+    network as the training crops did. A window with no variance is only centred.
+    """
+    for z in range(binned.shape[0]):
+        image = binned[z]
+        mean = _box_mean(image, window)
+        var = _box_mean(image.astype(np.float64) ** 2, window) - mean**2
+        std = np.sqrt(np.maximum(var, 0.0))
+        std[std < 1e-6] = 1.0
+        binned[z] = (image - mean) / std
+    return binned
+
+
+def normalise_volume(binned: np.ndarray, how: str, window: int = 64) -> np.ndarray:
+    """In place: standardise (whole volume or local window; Density), or v / 255 * 2 - 1."""
+    if how == STANDARDISE_LOCAL:
+        return standardise_local(binned, window)
     if how == STANDARDISE:
         with np.errstate(invalid="ignore", over="ignore"):  # NaN/Inf inputs are refused by the caller
             mean = float(binned.mean(dtype=np.float64))
@@ -42,7 +73,7 @@ def prepare_inputs(channels: dict[str, np.ndarray], info: ModelInfo) -> np.ndarr
     out = np.empty(shape, dtype=np.float32)
     for j, name in enumerate(info.channels):
         binned = zfilter_bin(channels[name], info.z_sum, b)
-        out[..., j] = normalise_volume(binned, info.normalisation_of(name))
+        out[..., j] = normalise_volume(binned, info.normalisation_of(name), info.normalisation_window)
     return out
 
 

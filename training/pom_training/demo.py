@@ -33,8 +33,8 @@ from .synthetic import CLASSES, PALETTE, write_project
 logger = logging.getLogger("pom.demo")
 
 #: Tiny settings: the same code path as a GPU run, sized for a 2-core CPU.
-TINY = {"model_base_filters": 8, "model_depth": 3, "single_model_epochs": 12, "single_model_batch_size": 64,
-        "shared_model_epochs": 16, "shared_model_batch_size": 64, "shared_model_runs_per_volume": 4}
+TINY = {"model_base_filters": 8, "model_depth": 3, "single_model_epochs": 8, "single_model_batch_size": 64,
+        "shared_model_epochs": 12, "shared_model_batch_size": 64, "shared_model_runs_per_volume": 4, "GPUS": "0"}
 
 
 def score(project: Path, stems: list[str], classes: tuple[str, ...]) -> dict:

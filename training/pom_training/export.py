@@ -27,8 +27,11 @@ def model_metadata(config: ProjectConfig, kind: str, classes: tuple[str, ...], t
                 "base_filters": tc.base_filters, "depth": tc.depth,
                 "ontology_annotation_box_size": config.ontology_annotation_box_size}
     training.update(extra or {})
+    local = config.density_normalisation == "local"
     return ModelInfo(kind=kind, classes=tuple(classes), channels=tuple(config.macromolecules), z_sum=config.z_sum,
-                     bin_factor=BIN_FACTOR, normalisation={c: normalisation_for(c) for c in config.macromolecules},
+                     bin_factor=BIN_FACTOR,
+                     normalisation={c: normalisation_for(c, local) for c in config.macromolecules},
+                     normalisation_window=max(1, config.ontology_annotation_box_size // BIN_FACTOR),
                      size_multiple=2**tc.depth, voxel_size=float(voxel_size), training=training, version=__version__)
 
 

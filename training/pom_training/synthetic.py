@@ -41,7 +41,7 @@ def _smooth_noise(rng, shape, sigma):
     return gaussian_filter(rng.standard_normal(shape).astype(np.float32), sigma)
 
 
-def make_phantom(seed: int, shape=(48, 192, 192), n_mito: int = 2, n_vesicles: int = 5) -> Phantom:
+def make_phantom(seed: int, shape=(48, 192, 192), n_mito: int = 2, n_vesicles: int = 6) -> Phantom:
     """One tomogram with its ground truth and channels (deterministic for a seed)."""
     from scipy.ndimage import gaussian_filter
 
@@ -79,16 +79,19 @@ def make_phantom(seed: int, shape=(48, 192, 192), n_mito: int = 2, n_vesicles: i
         outer = body & (r > 1.0 - 2.0 / scale)
         inner = body & (r < 1.0 - 4.0 / scale) & (r > 1.0 - 6.0 / scale)
         matrix = body & (r <= 1.0 - 6.0 / scale)
+        # Lamellar cristae: inner-membrane sheets across the matrix, every ~9 px along its long axis.
+        along = (x - cx) if rx >= ry else (y - cy)
+        cristae = matrix & (np.abs(np.mod(along + rng.uniform(0, 9), 9.0) - 4.5) < 0.8)
         density[body] = 0.2
-        density[matrix] = 0.58
-        density[outer | inner] = 1.25
-        membrane[outer | inner] = 1.0
+        density[matrix] = 0.75
+        density[outer | inner | cristae] = 1.25
+        membrane[outer | inner | cristae] = 1.0
         granules = gaussian_filter((rng.random(shape) < 0.004).astype(np.float32), 1.2) * 6
         density[matrix] += granules[matrix]
     # Vesicles: spheres with a single membrane and a light lumen.
     for _ in range(n_vesicles):
         for _attempt in range(50):
-            rad = rng.uniform(9, 16)
+            rad = rng.uniform(12, 20)
             cy, cx = rng.uniform(0.1, 0.9) * ny, rng.uniform(0.1, 0.9) * nx
             if free(cy, cx, rad):
                 break
@@ -120,24 +123,53 @@ def make_phantom(seed: int, shape=(48, 192, 192), n_mito: int = 2, n_vesicles: i
 # ----------------------------------------------------------------------------- annotations
 
 
-def plan_boxes(labels: np.ndarray, seed: int, slices: int = 3, boxes_per_feature: int = 3,
-               box: int = 96) -> dict[str, dict[int, list[list[int]]]]:
-    """Like a person in Ais: a few slices, a few boxes per feature, mostly on boundaries."""
+def plan_boxes(labels: np.ndarray, seed: int, slices: int = 3, boxes_per_feature: int = 4,
+               box: int = 96, z_margin: int = 3) -> dict[str, dict[int, list[list[int]]]]:
+    """Like a person in Ais: a few slices per feature, a few boxes each, mostly on boundaries.
+
+    Slices are chosen where the feature is well represented (for Void: where the lamella
+    surface crosses the image); box centres lie on the feature, most near its boundary.
+    """
+    from scipy.ndimage import binary_erosion
+
     rng = np.random.default_rng(seed)
     nz, ny, nx = labels.shape
     half = box // 2
-    zs = sorted({nz // 2, int(nz * 0.35), int(nz * 0.65)})[:slices]
+    inner = labels[:, half: ny - half, half: nx - half]
     plan: dict[str, dict[int, list[list[int]]]] = {}
     for f, title in enumerate(CLASSES):
+        fraction = (inner == f).mean(axis=(1, 2))
+        candidates = [z for z in range(z_margin, nz - z_margin) if fraction[z] > 0.02]
+        # Prefer slices where the feature covers a good part of the image, but not all of it;
+        # Ais opens at the middle slice, so every feature present there is annotated there too.
+        candidates.sort(key=lambda z: abs(fraction[z] - 0.5) if f in (VOID, CYTOPLASM) else -fraction[z])
+        middle = nz // 2
+        chosen: list[int] = [middle] if f != VOID and fraction[middle] > 0.02 else []
+        for z in candidates:
+            if all(abs(z - c) >= 4 for c in chosen):
+                chosen.append(z)
+            if len(chosen) == slices:
+                break
         per_z: dict[int, list[list[int]]] = {}
-        for z in zs:
-            ys, xs = np.nonzero(labels[z] == f)
-            ok = (ys >= half) & (ys < ny - half) & (xs >= half) & (xs < nx - half)
-            ys, xs = ys[ok], xs[ok]
-            if len(ys) == 0:
-                continue
-            picks = rng.choice(len(ys), size=min(boxes_per_feature, len(ys)), replace=False)
-            per_z[z] = [[int(xs[i]), int(ys[i])] for i in picks]  # Ais: [x, y] = [column, row]
+        for z in chosen:
+            mask = labels[z] == f
+            edge = mask & ~binary_erosion(mask, iterations=6)
+            core = binary_erosion(mask, iterations=6)
+            pool = []
+            # Small objects get a box centred on them; large ones mostly a box on their boundary.
+            for region in ((core, mask) if f in (VESICLE, CYTOPLASM) and z == middle else (edge, mask)):
+                ys, xs = np.nonzero(region)
+                ok = (ys >= half) & (ys < ny - half) & (xs >= half) & (xs < nx - half)
+                pool.append((ys[ok], xs[ok]))
+            centres = []
+            for k in range(boxes_per_feature):
+                ys, xs = pool[0] if (k % 3 != 2 and len(pool[0][0])) else pool[1]
+                if len(ys) == 0:
+                    continue
+                i = rng.integers(len(ys))
+                centres.append([int(xs[i]), int(ys[i])])  # Ais: [x, y] = [column, row]
+            if centres:
+                per_z[z] = centres
         if per_z:
             plan[title] = per_z
     return plan
