@@ -88,5 +88,5 @@ def test_overlay_png(tmp_path):
     mask[5:10, 5:10] = True
     overlay_png(tmp_path / "p.png", density, {"Void": mask}, {"Void": (1.0, 0.0, 0.0)})
     image = np.asarray(Image.open(tmp_path / "p.png"))
-    assert image.shape == (20, 30, 3)
-    assert image[7, 7, 0] > image[7, 7, 1]  # red overlay where the mask is
+    assert image.shape == (20 * 13, 30 * 13, 3)  # enlarged to >= 384 px
+    assert image[7 * 13, 7 * 13, 0] > image[7 * 13, 7 * 13, 1]  # red overlay where the mask is

@@ -112,9 +112,10 @@ def prepare(tomogram: Path, model_info, opts: ProcessOptions) -> Prepared:
     if not density.voxel_size_from_header and opts.fallback_voxel_size is None:
         voxel = model_info.voxel_size or 1.0
         logger.warning("%s: header voxel size unset; using the model's %.4g A", tomogram.name, voxel)
-    inputs = prepare_inputs(volumes, model_info)
-    if not np.isfinite(inputs).all():
-        raise InputError(f"{tomogram}: contains NaN or Inf values")
+    try:
+        inputs = prepare_inputs(volumes, model_info)
+    except InputError as exc:
+        raise InputError(f"{tomogram}: {exc}") from None
     return Prepared(tomogram, inputs, voxel * b, time.perf_counter() - start)
 
 

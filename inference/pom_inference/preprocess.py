@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from pom_common.constants import CHANNEL_SCALE
+from pom_common.errors import InputError
 from pom_common.modelmeta import STANDARDISE, STANDARDISE_LOCAL, ModelInfo
 from pom_common.zfilter import zfilter_bin
 
@@ -73,6 +74,8 @@ def prepare_inputs(channels: dict[str, np.ndarray], info: ModelInfo) -> np.ndarr
     out = np.empty(shape, dtype=np.float32)
     for j, name in enumerate(info.channels):
         binned = zfilter_bin(channels[name], info.z_sum, b)
+        if not np.isfinite(binned).all():
+            raise InputError(f"channel {name!r} contains NaN or Inf values")
         out[..., j] = normalise_volume(binned, info.normalisation_of(name), info.normalisation_window)
     return out
 

@@ -52,6 +52,10 @@ def feature_colours(library: str | os.PathLike | None = None) -> dict[str, tuple
     return colours
 
 
+#: Previews smaller than this (pixels, longer side) are enlarged by an integer factor.
+MIN_PREVIEW_SIZE = 384
+
+
 def overlay_png(path: Path, density: np.ndarray, masks: dict[str, np.ndarray],
                 colours: dict[str, tuple[float, float, float]], alpha: float = 0.45) -> None:
     """A density slice (ny, nx) in grey with one coloured overlay per class, written atomically."""
@@ -64,5 +68,9 @@ def overlay_png(path: Path, density: np.ndarray, masks: dict[str, np.ndarray],
         colour = np.asarray(colours.get(name, (1.0, 0.0, 1.0)))
         m = mask.astype(bool)[..., None]
         rgb = np.where(m, (1 - alpha) * rgb + alpha * colour, rgb)
+    image = Image.fromarray((rgb * 255).astype(np.uint8))
+    scale = -(-MIN_PREVIEW_SIZE // max(image.size))  # binned slices are small: enlarge, pixels kept sharp
+    if scale > 1:
+        image = image.resize((image.size[0] * scale, image.size[1] * scale), Image.NEAREST)
     with atomic_path(path) as tmp:
-        Image.fromarray((rgb * 255).astype(np.uint8)).save(tmp, format="PNG")
+        image.save(tmp, format="PNG")
