@@ -148,6 +148,7 @@ def test_list_file_and_status(setup, capsys):
     assert infer_main(["status", "--output", str(tmp / "o"), "--tomograms", str(tmp / "tomos")]) == 0
     out = capsys.readouterr().out
     assert "3 done, 0 running, 0 failed, 17 pending" in out
+    assert not list((tmp / "o" / ".pom" / "shared").glob(".clock-*"))  # status leaves nothing behind
 
 
 def test_info(setup, capsys):

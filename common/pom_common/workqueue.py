@@ -330,6 +330,8 @@ class WorkQueue:
                 out["failed"].append((stem, failure.get("error", "?")))
             else:
                 out["pending"].append(stem)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._probe)  # status is read-only: leave no probe behind
         return out
 
 

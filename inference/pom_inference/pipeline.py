@@ -233,7 +233,6 @@ def run_worker(opts: ProcessOptions, device: int | None, worker: str, model=None
                     if not waiting:
                         break
                     time.sleep(poll)  # held by others: wait for them to finish or go stale
-                    attempted -= {tomogram_stem(t) for t in waiting}
                     continue
                 pending = submit(item)
             t, claim, future = pending
