@@ -18,7 +18,7 @@ import numpy as np
 
 from pom_common.atomic import temporary_path
 from pom_common.config import ProjectConfig
-from pom_common.constants import BIN_FACTOR, UNKNOWN
+from pom_common.constants import UNKNOWN
 from pom_common.errors import ConfigError, InputError
 
 from .dataset import LABEL, PHASE1
@@ -305,4 +305,4 @@ def train_shared(config: ProjectConfig, gpus: list[int] | None = None, checkpoin
     return {"losses": losses, "keras": keras_path, "onnx": onnx_path}
 
 
-__all__ = ["BIN_FACTOR", "TrainConfig", "augment8", "train_shared", "train_single"]
+__all__ = ["TrainConfig", "augment8", "train_shared", "train_single"]
