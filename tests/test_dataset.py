@@ -1,3 +1,4 @@
+import json
 import shutil
 
 import numpy as np
@@ -18,6 +19,8 @@ def test_reproduces_original_pom(ais_project):
     assert report.images == {"Cytoplasm": 10, "Mitochondrion": 8, "Vesicle": 9, "Void": 6}
     assert report.annotated == {"Cytoplasm": 10, "Mitochondrion": 7, "Vesicle": 8, "Void": 6}
     assert len(report.dropped) == 5
+    info = json.loads((ais_project / "training_datasets" / "phase1" / "info.json").read_text())
+    assert info["voxel_size"] == pytest.approx(15.68)
     out = ais_project / "training_datasets" / "phase1"
     for o in config.ontologies:
         for channel in ("y", *config.macromolecules):

@@ -9,6 +9,7 @@ layout, ``training_datasets/phase1/<feature>_y.tif`` and ``<feature>_<channel>.t
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections import OrderedDict
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pom_common.atomic import atomic_path
+from pom_common.atomic import atomic_path, atomic_write_text
 from pom_common.config import ProjectConfig
 from pom_common.constants import BIN_FACTOR, CHANNEL_SCALE, DENSITY
 from pom_common.errors import InputError
@@ -66,6 +67,7 @@ class Phase1Report:
     unknown_features: dict[str, set[str]] = field(default_factory=dict)
     skipped_files: list[str] = field(default_factory=list)
     written: list[Path] = field(default_factory=list)
+    voxel_sizes: dict[str, float] = field(default_factory=dict)  # tomogram -> A, from its header
 
     def table(self, ontologies: tuple[str, ...]) -> str:
         width = max([len("feature")] + [len(o) for o in ontologies])
@@ -157,6 +159,8 @@ def phase1_initialize(config: ProjectConfig, progress: bool = True) -> Phase1Rep
                     raise InputError(f"{volume.path}: shape {volume.shape} differs from the annotation "
                                      f"{scns.name} frame {annotation.shape}")
                 channels[channel] = volume.data
+                if channel == DENSITY:
+                    report.voxel_sizes[stem] = volume.voxel_size
         except InputError as exc:
             report.skipped_files.append(str(exc))
             logger.warning("skipped: %s", exc)
@@ -178,4 +182,8 @@ def phase1_initialize(config: ProjectConfig, progress: bool = True) -> Phase1Rep
             path = out_dir / f"{o}_{channel}.tif"
             write_stack(path, images)
             report.written.append(path)
+    if report.voxel_sizes:  # recorded in the exported models as the pixel size they were trained at
+        sizes = sorted(report.voxel_sizes.values())
+        info = {"voxel_size": sizes[len(sizes) // 2], "tomograms": report.voxel_sizes}
+        atomic_write_text(out_dir / "info.json", json.dumps(info, indent=1) + "\n")
     return report
