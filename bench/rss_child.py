@@ -6,7 +6,7 @@ from pom_inference.pipeline import ProcessOptions, process
 
 
 def main(model: str, tomogram: str, output: str) -> None:
-    opts = ProcessOptions(model=model, tomograms=(tomogram,), output_dir=output, tta=4, progress=False)
+    opts = ProcessOptions(model=model, tomograms=(tomogram,), output_dir=output, tta=4)
     result = process(opts, [None])
     assert not result.failed, result.failed
     with open("/proc/self/status") as status:

@@ -112,7 +112,7 @@ def bench_end_to_end(tmp: Path, shape=(32, 256, 256), filters=64, depth=4, repea
 
     def ours():
         opts = ProcessOptions(model=str(onnx_path), tomograms=(str(tomogram),), output_dir=str(tmp / "ours"),
-                              tta=4, overwrite=True, progress=False)
+                              tta=4, overwrite=True)
         assert not process(opts, [None]).failed
 
     out_dir = tmp / "pom"

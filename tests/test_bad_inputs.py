@@ -123,9 +123,11 @@ class out_capsys:  # noqa: N801 - adapter so one_line_error can read an already 
 
 
 def test_scns_without_boxes(ais_project, capsys):
-    from .test_scns import _write_fake_frame
+    from pom_training.synthetic import write_scns
 
-    _write_fake_frame(ais_project / "tomograms" / "TS_002.scns", boxes={})
+    tomogram = ais_project / "tomograms" / "TS_002.mrc"
+    write_scns(ais_project / "tomograms" / "TS_002.scns", tomogram, np.zeros((40, 160, 160), np.int8),
+               plan={"Void": {}}, box=64, pixel_size_nm=1.568)  # a feature, but not one box
     code, out = _initialize(ais_project, capsys)
     assert code == 0 and "TS_002.scns: no boxes" in out.out
 

@@ -71,7 +71,7 @@ sys.exit(main(sys.argv[1:]))
 
 def test_killed_worker_leaves_nothing_and_is_taken_over(setup):
     tmp, model, _ = setup
-    tomos = make_tomograms(tmp / "one", 1, shape=(16, 20, 24), channels=("Membrane",))
+    make_tomograms(tmp / "one", 1, shape=(16, 20, 24), channels=("Membrane",))
     out = tmp / "out"
     args = ["process", str(model), "--tomograms", str(tmp / "one"), "--output", str(out), "--gpus", "cpu",
             "--lease-seconds", "1.5"]
@@ -90,7 +90,6 @@ def test_killed_worker_leaves_nothing_and_is_taken_over(setup):
     assert not list(out.glob(".TS_000__*"))  # the dead worker's temporaries were cleaned up
     state = WorkQueue(out, namespace="shared")
     assert state.is_done("TS_000") and state._generations("TS_000") == []
-    assert tomos
 
 
 def test_sigterm_releases_claims(setup):

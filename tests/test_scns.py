@@ -136,29 +136,3 @@ def test_all_module_generations(tmp_path, module, monkeypatch):
     assert ann.shape == (10, 16, 20) and ann.pixel_size is None
     assert ann.features[0].boxes == {5: ((10, 12),)}
 
-
-def _write_fake_frame(path, boxes, module="Ais.core.se_frame", shape=(40, 160, 160)):
-    """Pickle a minimal SEFrame the way Ais would (classes under `module`)."""
-    import types
-
-    parts = module.split(".")
-    saved = {name: sys.modules.get(name) for name in (".".join(parts[: i + 1]) for i in range(len(parts)))}
-    try:
-        for i in range(1, len(parts)):
-            sys.modules[".".join(parts[:i])] = types.ModuleType(".".join(parts[:i]))
-        fake = types.ModuleType(module)
-        sys.modules[module] = fake
-        for name in ("SEFrame", "Segmentation"):
-            cls = type(name, (), {"__module__": module})
-            setattr(fake, name, cls)
-        frame = fake.SEFrame()
-        feature = fake.Segmentation()
-        feature.title, feature.boxes, feature.slices = "Void", boxes, {z: np.zeros(shape[1:], np.uint8) for z in boxes}
-        frame.n_slices, frame.height, frame.width, frame.features = *shape, [feature]
-        path.write_bytes(pickle.dumps(frame, protocol=4))
-    finally:
-        for name, module_object in saved.items():
-            if module_object is None:
-                sys.modules.pop(name, None)
-            else:
-                sys.modules[name] = module_object

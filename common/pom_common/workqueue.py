@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .atomic import TMP_MARK, atomic_write_text
-from .errors import LockError
+from .errors import ConfigError
 
 STATE_DIR = ".pom"
 _CLAIM_RE = re.compile(r"^(?P<stem>.+)\.claim\.(?P<gen>\d+)$")
@@ -47,7 +47,6 @@ class Claim:
     stem: str
     generation: int
     path: Path
-    token: str
     lost: threading.Event = field(default_factory=threading.Event)
 
 
@@ -210,10 +209,11 @@ class WorkQueue:
         if claim is None:
             return None
         # Another worker may have created a higher generation meanwhile: then it owns it.
-        if self._generations(stem)[-1] != generation:
+        present = self._generations(stem)
+        if present[-1] != generation:
             self._remove(claim)
             return None
-        for older in self._generations(stem):
+        for older in present:
             if older < generation:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(self._claim_path(stem, older))
@@ -224,20 +224,18 @@ class WorkQueue:
 
     def _create(self, stem: str, generation: int) -> Claim | None:
         path = self._claim_path(stem, generation)
-        token = secrets.token_hex(8)
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
             return None
         try:
-            os.write(fd, json.dumps({"host": self.host, "pid": os.getpid(), "start": time.time(),
-                                     "token": token}).encode())
+            os.write(fd, json.dumps({"host": self.host, "pid": os.getpid(), "start": time.time()}).encode())
         finally:
             os.close(fd)
-        return Claim(stem, generation, path, token)
+        return Claim(stem, generation, path)
 
     def still_owner(self, claim: Claim) -> bool:
-        """True while no higher generation exists and our claim file is ours."""
+        """True while our generation is the highest one present."""
         if claim.lost.is_set():
             return False
         gens = self._generations(claim.stem)
@@ -337,5 +335,5 @@ class WorkQueue:
 
 def check_lease(seconds: float) -> float:
     if not seconds > 0:
-        raise LockError(f"--lease-seconds: expected a positive number, got {seconds}")
+        raise ConfigError(f"--lease-seconds: expected a positive number, got {seconds}")
     return float(seconds)

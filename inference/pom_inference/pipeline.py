@@ -24,9 +24,9 @@ import numpy as np
 
 from pom_common.config import ProjectConfig
 from pom_common.constants import DENSITY
-from pom_common.errors import ConfigError, InputError, PomError
+from pom_common.errors import ConfigError, InputError, LockError, PomError
 from pom_common.mrcio import new_volume, read_volume, release_pages
-from pom_common.naming import feature_filename, list_tomograms, tomogram_stem
+from pom_common.naming import feature_filename, is_derived, list_tomograms, tomogram_stem
 from pom_common.workqueue import Claim, WorkQueue
 
 from .predict import DEFAULT_BATCH, predict_slices
@@ -58,7 +58,7 @@ class ProcessOptions:
     batch: int = DEFAULT_BATCH
     poll_seconds: float | None = None  # wait between looks at claims held by others
     threads: int | None = None
-    progress: bool = True
+    expect_channels: tuple[str, ...] | None = None  # refuse a model whose inputs differ (project runs)
 
 
 @dataclass
@@ -130,7 +130,7 @@ def segment(model, prepared: Prepared, opts: ProcessOptions, outputs: list[Path]
         written = 0
         for z0 in range(0, nz, SLAB):
             if claim is not None and claim.lost.is_set():
-                raise LockError_(f"{prepared.tomogram.name}: claim taken over by another worker; abandoned")
+                raise LockError(f"{prepared.tomogram.name}: claim taken over by another worker; abandoned")
             probs = predict_slices(model.run, x[z0 : z0 + SLAB], model.info.size_multiple, opts.tta, opts.batch)
             for array, k in zip(arrays, class_index):
                 p = probs[..., k]
@@ -141,11 +141,16 @@ def segment(model, prepared: Prepared, opts: ProcessOptions, outputs: list[Path]
                     release_pages(array)
                 written = 0
         if claim is not None and queue is not None and not queue.still_owner(claim):
-            raise LockError_(f"{prepared.tomogram.name}: claim taken over by another worker; abandoned")
+            raise LockError(f"{prepared.tomogram.name}: claim taken over by another worker; abandoned")
 
 
-class LockError_(PomError):
-    """The claim was lost while working (another worker took it over)."""
+def select_classes(info, requested: tuple[str, ...] | None, model: str) -> tuple[tuple[str, ...], list[int]]:
+    """The classes to write (default: all of the model's) and their output indices."""
+    classes = requested or info.classes
+    unknown = [c for c in classes if c not in info.classes]
+    if unknown:
+        raise InputError(f"--classes {unknown}: not produced by {model} (its classes: {list(info.classes)})")
+    return classes, [info.classes.index(c) for c in classes]
 
 
 # ----------------------------------------------------------------------------- worker
@@ -170,11 +175,7 @@ def run_worker(opts: ProcessOptions, device: int | None, worker: str, model=None
     if model is None:
         model = load_model(opts.model, device=device, threads=opts.threads)
     info = model.info
-    classes = opts.classes or info.classes
-    unknown = [c for c in classes if c not in info.classes]
-    if unknown:
-        raise InputError(f"--classes {unknown}: not produced by {opts.model} (its classes: {list(info.classes)})")
-    class_index = [info.classes.index(c) for c in classes]
+    classes, class_index = select_classes(info, opts.classes, opts.model)
     output_dir = Path(opts.output_dir)
     os.makedirs(output_dir, exist_ok=True)
     queue = WorkQueue(output_dir, opts.lease_seconds, namespace=namespace_of(opts.model))
@@ -250,7 +251,7 @@ def run_worker(opts: ProcessOptions, device: int | None, worker: str, model=None
                 logger.info("%s  done in %.1f s (read+preprocess %.1f s, segment %.1f s)  %s  %s", stem,
                             prepared.seconds + time.perf_counter() - started, prepared.seconds,
                             time.perf_counter() - started, model.provider, worker)
-            except LockError_ as exc:
+            except LockError as exc:
                 logger.warning("%s: %s", worker, exc)
             except (PomError, OSError, ValueError, MemoryError) as exc:
                 if not queue.still_owner(claim):  # taken over meanwhile: the new owner decides
@@ -291,16 +292,19 @@ def process(opts: ProcessOptions, devices: list[int | None], verbose: bool = Fal
     """Run one worker per device (processes), wait, and report every tomogram's state."""
     if not opts.tomograms:
         raise InputError("no tomograms to process")
-    from .session import load_model
+    from .session import announce, load_model
 
-    # Fail early on a bad model, before any worker starts; a single worker reuses this session.
-    model = load_model(opts.model, device=devices[0], threads=opts.threads, quiet=len(devices) > 1)
+    # Fail early on a bad model, before any worker starts. A single worker reuses this session;
+    # with several, the parent checks on the CPU and leaves the GPUs to the workers.
+    single = len(devices) == 1
+    model = load_model(opts.model, device=devices[0] if single else None, threads=opts.threads, quiet=True)
     info = model.info
-    classes = opts.classes or info.classes
-    unknown = [c for c in classes if c not in info.classes]
-    if unknown:
-        raise InputError(f"--classes {unknown}: not produced by {opts.model} (its classes: {list(info.classes)})")
-    if len(devices) == 1:
+    if opts.expect_channels is not None and tuple(info.channels) != tuple(opts.expect_channels):
+        raise ConfigError(f"{opts.model}: the model expects channels {list(info.channels)} but 'macromolecules' is "
+                          f"{list(opts.expect_channels)}; retrain it or fix the configuration")
+    classes, _ = select_classes(info, opts.classes, opts.model)
+    if single:
+        announce(model, devices[0])
         _install_signal_handlers()
         try:
             run_worker(opts, devices[0], worker=_name(devices[0]), model=model)
@@ -375,7 +379,7 @@ def tomograms_from(source: str | os.PathLike) -> list[Path]:
                 continue
             p = Path(line)
             p = p if p.is_absolute() else source.parent / p
-            if "__" not in p.name:
+            if not is_derived(p):
                 paths.append(p)
         return paths
     raise InputError(f"{source}: expected a folder of .mrc tomograms or a .txt list of paths")
@@ -398,15 +402,9 @@ def devices_from(gpus: list[int] | None) -> list[int | None]:
 
 def _project_process(config: ProjectConfig, model: Path, tomograms: list[Path], output_dir: Path,
                      gpus: list[int] | None, classes=None, tta: int = 1, **kwargs) -> int:
-    from .session import read_model_info
-
-    info = read_model_info(model)
-    if tuple(info.channels) != tuple(config.macromolecules):
-        raise ConfigError(f"{model}: the model expects channels {list(info.channels)} but 'macromolecules' is "
-                          f"{list(config.macromolecules)}; retrain it or fix the configuration")
     opts = ProcessOptions(model=str(model), tomograms=tuple(str(t) for t in tomograms), output_dir=str(output_dir),
                           channel_dirs=(str(config.macromolecule_path),), classes=classes, tta=tta,
-                          fallback_voxel_size=config.apix, **kwargs)
+                          fallback_voxel_size=config.apix, expect_channels=tuple(config.macromolecules), **kwargs)
     return report(process(opts, devices_from(_usable(gpus))))
 
 
@@ -414,10 +412,9 @@ def _usable(gpus: list[int] | None) -> list[int] | None:
     """GPU indices, or None (one CPU worker) when ONNX Runtime has no CUDA provider here."""
     if gpus is None:
         return None
-    import onnxruntime as ort
+    from .session import cuda_listed
 
-    ort.set_default_logger_severity(4)
-    if "CUDAExecutionProvider" not in ort.get_available_providers():
+    if not cuda_listed():
         logger.info("ONNX Runtime has no CUDA provider here: one CPU worker instead of GPU %s",
                     ",".join(map(str, gpus)))
         return None

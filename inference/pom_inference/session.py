@@ -50,6 +50,11 @@ def _options(ort, threads: int | None):
     return options
 
 
+def cuda_listed() -> bool:
+    """Whether this ONNX Runtime build offers the CUDA provider (whether it works is seen per session)."""
+    return CUDA in _ort().get_available_providers()
+
+
 def read_model_info(path: str | os.PathLike) -> ModelInfo:
     """The Pom metadata of an ONNX model file (raises ModelError for anything else)."""
     return load_model(path, device=None, quiet=True).info
@@ -91,15 +96,21 @@ def load_model(path: str | os.PathLike, device: int | None = None, threads: int 
     if len(inputs) != 1 or (isinstance(inputs[0].shape[-1], int) and inputs[0].shape[-1] != len(info.channels)):
         raise ModelError(f"{path}: the graph's input {inputs[0].shape} does not match its metadata "
                          f"channels {list(info.channels)}")
+    model = Model(session=session, info=info, provider="cuda" if active == CUDA else "cpu", path=path,
+                  input_name=inputs[0].name)
     if not quiet:
-        if active == CUDA:
-            logger.info("ONNX Runtime: CUDA provider on GPU %s for %s", device, path.name)
-        elif device is not None:
-            logger.info("ONNX Runtime: CUDA is not usable here (GPU %s requested); running on the CPU", device)
-        else:
-            logger.info("ONNX Runtime: running on the CPU")
-    return Model(session=session, info=info, provider="cuda" if active == CUDA else "cpu", path=path,
-                 input_name=inputs[0].name)
+        announce(model, device)
+    return model
+
+
+def announce(model: Model, device: int | None) -> None:
+    """Say in one line what runs the model (and that CUDA was not usable, when it was asked for)."""
+    if model.provider == "cuda":
+        logger.info("ONNX Runtime: CUDA provider on GPU %s for %s", device, model.path.name)
+    elif device is not None:
+        logger.info("ONNX Runtime: CUDA is not usable here (GPU %s requested); running on the CPU", device)
+    else:
+        logger.info("ONNX Runtime: running on the CPU")
 
 
 def _first_line(exc: Exception) -> str:

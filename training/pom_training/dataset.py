@@ -30,6 +30,8 @@ logger = logging.getLogger(__name__)
 
 PHASE1 = Path("training_datasets", "phase1")
 LABEL = "y"
+#: Beside the phase 1 stacks: the voxel size of each training tomogram (from its header).
+INFO = "info.json"
 
 
 def bin_image(image: np.ndarray, b: int = BIN_FACTOR) -> np.ndarray:
@@ -130,6 +132,18 @@ def write_stack(path: Path, images: list[np.ndarray]) -> None:
         tifffile.imwrite(tmp, array)
 
 
+def read_stack(path: Path) -> np.ndarray:
+    """A training tif stack as float32; InputError naming the file when it is missing or unreadable."""
+    import tifffile
+
+    try:
+        return tifffile.imread(path).astype(np.float32)
+    except FileNotFoundError:
+        raise InputError(f"{path}: not found (run 'pom single initialize' first)") from None
+    except Exception as exc:
+        raise InputError(f"{path}: not a readable tif stack ({exc})") from None
+
+
 def phase1_initialize(config: ProjectConfig, progress: bool = True) -> Phase1Report:
     """Sample every .scns in tomogram_dir into phase 1 training stacks.
 
@@ -185,5 +199,5 @@ def phase1_initialize(config: ProjectConfig, progress: bool = True) -> Phase1Rep
     if report.voxel_sizes:  # recorded in the exported models as the pixel size they were trained at
         sizes = sorted(report.voxel_sizes.values())
         info = {"voxel_size": sizes[len(sizes) // 2], "tomograms": report.voxel_sizes}
-        atomic_write_text(out_dir / "info.json", json.dumps(info, indent=1) + "\n")
+        atomic_write_text(out_dir / INFO, json.dumps(info, indent=1) + "\n")
     return report

@@ -11,8 +11,8 @@ from pom_common.config import ProjectConfig
 from pom_common.constants import UNKNOWN
 from pom_common.errors import InputError, ModelError
 
-from .dataset import LABEL, PHASE1, write_stack
-from .train import MODELS1, PHASE2, _read_tif
+from .dataset import LABEL, PHASE1, read_stack, write_stack
+from .train import MODELS1, PHASE2
 
 logger = logging.getLogger(__name__)
 
@@ -63,8 +63,8 @@ def phase2_initialize(config: ProjectConfig, selective: bool = True, device: int
     folder = config.path(str(PHASE1))
     xs, ys, src = [], [], []
     for j, o in enumerate(config.ontologies):
-        y = _read_tif(folder / f"{o}_{LABEL}.tif")
-        x = np.stack([_read_tif(folder / f"{o}_{c}.tif") for c in config.macromolecules], axis=-1)
+        y = read_stack(folder / f"{o}_{LABEL}.tif")
+        x = np.stack([read_stack(folder / f"{o}_{c}.tif") for c in config.macromolecules], axis=-1)
         if selective:
             keep = y.reshape(len(y), -1).sum(axis=1) > 0
             x, y = x[keep], y[keep]

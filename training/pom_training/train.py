@@ -21,7 +21,7 @@ from pom_common.config import ProjectConfig
 from pom_common.constants import UNKNOWN
 from pom_common.errors import ConfigError, InputError
 
-from .dataset import LABEL, PHASE1
+from .dataset import INFO, LABEL, PHASE1, read_stack
 
 logger = logging.getLogger(__name__)
 
@@ -67,17 +67,6 @@ def augment8(images: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.array(out, dtype=np.float32))
 
 
-def _read_tif(path: Path) -> np.ndarray:
-    import tifffile
-
-    try:
-        return tifffile.imread(path).astype(np.float32)
-    except FileNotFoundError:
-        raise InputError(f"{path}: not found (run 'pom single initialize' first)") from None
-    except Exception as exc:
-        raise InputError(f"{path}: not a readable tif stack ({exc})") from None
-
-
 def _available_phase1(config: ProjectConfig) -> list[str]:
     folder = config.path(str(PHASE1))
     return sorted(p.name[: -len("_y.tif")] for p in folder.glob("*_y.tif"))
@@ -98,16 +87,16 @@ def load_single_dataset(config: ProjectConfig, feature: str, counterexamples: bo
                          f"{available or 'none'}); annotate it in Ais and run 'pom single initialize'")
 
     def channels(o: str) -> np.ndarray:
-        stacks = [_read_tif(folder / f"{o}_{c}.tif") for c in config.macromolecules]
+        stacks = [read_stack(folder / f"{o}_{c}.tif") for c in config.macromolecules]
         return np.stack(stacks, axis=-1)
 
-    y = _read_tif(folder / f"{feature}_{LABEL}.tif")
+    y = read_stack(folder / f"{feature}_{LABEL}.tif")
     xs, ys = [channels(feature)], [np.stack([y, np.ones_like(y)], axis=-1)]
     if counterexamples:
         for o in config.ontologies:
             if o == feature or o not in available:
                 continue
-            oy = _read_tif(folder / f"{o}_{LABEL}.tif")
+            oy = read_stack(folder / f"{o}_{LABEL}.tif")
             keep = oy.reshape(len(oy), -1).sum(axis=1) > 0
             if keep.any():
                 xs.append(channels(o)[keep])
@@ -119,8 +108,8 @@ def load_shared_dataset(config: ProjectConfig) -> tuple[np.ndarray, np.ndarray, 
     """Phase 2 inputs (N, h, w, C) and one-hot targets (N, h, w, K); K = ontologies + Unknown."""
     folder = config.path(str(PHASE2))
     classes = (*config.ontologies, UNKNOWN)
-    x = np.stack([_read_tif(folder / f"in_{c}.tif") for c in config.macromolecules], axis=-1)
-    y = np.stack([_read_tif(folder / f"out_{o}.tif") for o in classes], axis=-1)
+    x = np.stack([read_stack(folder / f"in_{c}.tif") for c in config.macromolecules], axis=-1)
+    y = np.stack([read_stack(folder / f"out_{o}.tif") for o in classes], axis=-1)
     if x.shape[:3] != y.shape[:3]:
         raise InputError(f"{folder}: in_*.tif {x.shape[:3]} and out_*.tif {y.shape[:3]} differ")
     return x, y, classes
@@ -128,7 +117,7 @@ def load_shared_dataset(config: ProjectConfig) -> tuple[np.ndarray, np.ndarray, 
 
 def training_voxel_size(config: ProjectConfig) -> float:
     """Unbinned voxel size (A) of the training tomograms, as recorded by phase 1."""
-    info = config.path(str(PHASE1), "info.json")
+    info = config.path(str(PHASE1), INFO)
     try:
         return float(json.loads(info.read_text())["voxel_size"])
     except (OSError, ValueError, KeyError, TypeError):
@@ -162,6 +151,17 @@ def make_strategy(gpus: list[int]):
 # ----------------------------------------------------------------------------- fitting
 
 
+def _save_keras(model, path: Path) -> None:
+    """Save atomically; Keras insists on a .keras name, so the temporary gets one too."""
+    tmp = temporary_path(path).with_suffix(".keras")
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
 def _callbacks(epochs: int, checkpoint: Path, label: str):
     import keras
 
@@ -181,13 +181,7 @@ def _callbacks(epochs: int, checkpoint: Path, label: str):
             if better:
                 self.best = loss
                 self.best_weights = self.model.get_weights()
-                tmp = temporary_path(checkpoint).with_suffix(".keras")
-                try:
-                    self.model.save(tmp)
-                    os.replace(tmp, checkpoint)
-                finally:
-                    if tmp.exists():
-                        tmp.unlink()
+                _save_keras(self.model, checkpoint)  # survives a killed training run
             logger.info("%s epoch %d/%d  loss %.4f%s  %.1f s/epoch  %s left", label, epoch + 1, epochs, loss,
                         " (best)" if better else "", elapsed / (epoch + 1), _duration(left))
 
@@ -214,16 +208,6 @@ def fit(model, x: np.ndarray, y: np.ndarray, tc: TrainConfig, loss, checkpoint: 
     if progress.best_weights is not None:
         model.set_weights(progress.best_weights)
     return [float(v) for v in history.history["loss"]]
-
-
-def _save_keras(model, path: Path) -> None:
-    tmp = temporary_path(path).with_suffix(".keras")
-    try:
-        model.save(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 # ----------------------------------------------------------------------------- commands
