@@ -70,3 +70,10 @@ def test_mutated_small_pickle(tmp_path, flips):
 
 def test_full_real_file_still_reads():
     assert len(read_scns(AIS_MINI / "tomograms" / "TS_001.scns").features) == 4
+
+
+def test_huge_memo_index_is_refused_at_once(tmp_path):
+    """Five bytes (LONG_BINPUT 1258375976) made CPython's unpickler allocate 10 GB."""
+    data = bytearray(SMALL)
+    data[114] = 114  # REDUCE's memo store becomes LONG_BINPUT with a 32-bit index from the next bytes
+    _check(tmp_path / "memo.scns", bytes(data))

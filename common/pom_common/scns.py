@@ -278,7 +278,33 @@ class _RestrictedUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError("persistent ids are not allowed")
 
 
+#: Opcodes that store into the unpickler's memo at an explicit index.
+_MEMO_PUTS = ("PUT", "BINPUT", "LONG_BINPUT")
+
+
+def _check_memo_indices(path: Path, data: bytes) -> None:
+    """Refuse a pickle that stores into the memo at an index no real pickle reaches.
+
+    CPython's C unpickler keeps the memo as an array sized by the largest index: a single
+    ``LONG_BINPUT 1258375976`` (five bytes) makes it allocate and clear 10 GB. Real pickles
+    number memo entries from 0 upwards, one per stored object, so an index can never exceed
+    the number of opcodes before it. Parsing stops quietly at the first malformed opcode:
+    the unpickler fails there too, before reaching anything later.
+    """
+    import pickletools
+
+    try:
+        for count, (opcode, arg, _) in enumerate(pickletools.genops(data)):
+            if opcode.name in _MEMO_PUTS and isinstance(arg, int) and arg > count:
+                raise ScnsError(f"{path}: not a valid .scns pickle (memo index {arg} at opcode {count})")
+    except ScnsError:
+        raise
+    except Exception:
+        return
+
+
 def _unpickle(path: Path, data: bytes) -> Any:
+    _check_memo_indices(path, data)
     try:
         return _RestrictedUnpickler(io.BytesIO(data)).load()
     except _Refused as exc:
