@@ -2,7 +2,8 @@
 
 import sys
 
-from pom_inference.pipeline import ProcessOptions, process
+from pom_inference.driver import process
+from pom_inference.worker import ProcessOptions
 
 
 def main(model: str, tomogram: str, output: str) -> None:

@@ -96,7 +96,8 @@ def bench_end_to_end(tmp: Path, shape=(32, 256, 256), filters=64, depth=4, repea
     import keras
 
     from pom_common.mrcio import write_volume
-    from pom_inference.pipeline import ProcessOptions, process
+    from pom_inference.driver import process
+    from pom_inference.worker import ProcessOptions
     from pom_training.models import build_unet
 
     sys.path.insert(0, str(Path(__file__).parent))
@@ -150,17 +151,17 @@ def bench_memory(tmp: Path, base=(64, 512, 512)) -> dict:
 
 
 def _claim_worker(folder: str, n_jobs: int, queue) -> None:
-    from pom_common.workqueue import WorkQueue
+    from pom_common.workqueue import FileClaimStore
 
-    q = WorkQueue(folder, 60, namespace="bench")
+    q = FileClaimStore(folder, 60, namespace="bench")
     times = []
     for i in range(n_jobs):
         start = time.perf_counter()
-        claim = q.try_claim(f"job{i:04d}")
+        claim = q.claim(f"job{i:04d}")
         if claim is None:
             continue
-        if not q.is_done(claim.stem):
-            q.mark_done(claim, {})
+        if q.state(claim.stem).done is None:
+            q.record_done(claim, {})
         q.release(claim)
         times.append(time.perf_counter() - start)
     q.close()

@@ -40,7 +40,8 @@ def make_onnx_model(path: Path, channels=("Density",), classes=("Void",), z_sum:
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from pom_common.modelmeta import ModelInfo, normalisation_for
+    from pom_common.modelmeta import ModelInfo
+    from pom_common.normalise import processing_normalisation
 
     rng = np.random.default_rng(seed)
     c, k = len(channels), len(classes)
@@ -63,7 +64,7 @@ def make_onnx_model(path: Path, channels=("Density",), classes=("Void",), z_sum:
     model.ir_version = 8
     if metadata:
         info = ModelInfo(kind=kind, classes=tuple(classes), channels=tuple(channels), z_sum=z_sum,
-                         normalisation={ch: normalisation_for(ch) for ch in channels}, size_multiple=multiple,
+                         normalisation={ch: processing_normalisation(ch) for ch in channels}, size_multiple=multiple,
                          voxel_size=10.0, version="test")
         entry = model.metadata_props.add()
         entry.key, entry.value = "pom", info.to_json()

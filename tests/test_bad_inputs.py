@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from pom_common.mrcio import write_volume
-from pom_common.workqueue import WorkQueue
+from pom_common.workqueue import FileClaimStore
 from pom_inference.cli import main as infer_main
 from pom_training.cli import main as pom_main
 
@@ -149,7 +149,7 @@ def _process(tmp, model, *extra):
 
 
 def _failure(tmp, stem):
-    return WorkQueue(tmp / "o", namespace="m").failure(stem)["error"]
+    return FileClaimStore(tmp / "o", namespace="m").state(stem).error
 
 
 def test_corrupt_header(infer_setup, capsys):
@@ -206,7 +206,7 @@ def test_real_map_with_other_axis_order_is_refused(tmp_path):
     shutil.copy(REAL_MRC / "EMD-3001.map", tmp_path / "t" / "EMD-3001.mrc")
     assert infer_main(["process", str(model), "--tomograms", str(tmp_path / "t"), "--output",
                        str(tmp_path / "o"), "--gpus", "cpu"]) == 1
-    error = WorkQueue(tmp_path / "o", namespace="m").failure("EMD-3001")["error"]
+    error = FileClaimStore(tmp_path / "o", namespace="m").state("EMD-3001").error
     assert "axis order" in error and "EMD-3001.mrc" in error
     assert not list((tmp_path / "o").glob("*.mrc"))
 
@@ -255,7 +255,7 @@ def test_project_model_channels_differ_from_configuration(ais_project, capsys):
 
 
 def test_unknown_feature(ais_project, capsys):
-    assert pom_main(["--project", str(ais_project), "single", "test", "-o", "Golgi"]) == 1
+    assert pom_main(["--project", str(ais_project), "single", "test", "-o", "Golgi"]) == 2
     one_line_error(capsys, "'Golgi'", "Mitochondrion")
 
 
@@ -279,10 +279,10 @@ def test_pom_infer_gpus_not_integers(infer_setup, capsys):
 def test_write_failure_leaves_no_partial_file(infer_setup, monkeypatch):
     import errno
 
-    from pom_inference import pipeline
+    from pom_inference import outputs, worker
 
     tmp, model = infer_setup
-    real_new_volume = pipeline.new_volume
+    real_new_volume = outputs.new_volume
     state = {"slabs": 0}
 
     class Full:
@@ -302,12 +302,13 @@ def test_write_failure_leaves_no_partial_file(infer_setup, monkeypatch):
         with real_new_volume(path, shape, dtype, voxel_size) as array:
             yield Full(array)
 
-    monkeypatch.setattr(pipeline, "new_volume", failing)
-    monkeypatch.setattr(pipeline, "SLAB", 2)
+    monkeypatch.setattr(outputs, "new_volume", failing)
+    monkeypatch.setattr(worker, "SLAB", 2)
     assert _process(tmp, model) == 1
     out = tmp / "o"
     assert sorted(p.name for p in out.iterdir()) == [".pom"]  # nothing at a final name, no temporaries
-    queue = WorkQueue(out, namespace="m")
+    store = FileClaimStore(out, namespace="m")
     for stem in ("TS_000", "TS_001", "TS_002"):
-        assert "No space left on device" in queue.failure(stem)["error"]
-        assert queue._generations(stem) == []  # claims released
+        state = store.state(stem)
+        assert "No space left on device" in state.error
+        assert state.claim is None  # claims released

@@ -46,7 +46,7 @@ def test_cli_prints_table(ais_project, capsys):
 def test_missing_channel_skips_tomogram(ais_project):
     (ais_project / "macromolecules" / "TS_002__Membrane.mrc").unlink()
     report = phase1_initialize(load_config(ais_project / "project_configuration.json"), progress=False)
-    assert any("TS_002__Membrane.mrc: file not found" in s for s in report.skipped_files)
+    assert any("channel 'Membrane' not found" in s and "TS_002__Membrane.mrc" in s for s in report.skipped_files)
     assert report.tomograms["Void"] == {"TS_001.scns"}
 
 

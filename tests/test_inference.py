@@ -73,7 +73,7 @@ def test_prepare_inputs_normalises_like_training():
     density = rng.standard_normal((10, 8, 8)).astype(np.float32) * 3 + 2
     membrane = rng.integers(0, 256, (10, 8, 8)).astype(np.uint16)
     info = ModelInfo(kind="single", classes=("A",), channels=("Density", "Membrane"), z_sum=1,
-                     normalisation={"Density": "standardise", "Membrane": "uint8_to_unit"})
+                     normalisation={"Density": "volume", "Membrane": "uint8"})
     x = prepare_inputs({"Density": density, "Membrane": membrane}, info)
     assert x.shape == (5, 4, 4, 2)
     assert abs(float(x[..., 0].mean())) < 1e-5 and float(x[..., 0].std()) == pytest.approx(1, rel=1e-4)
@@ -83,7 +83,7 @@ def test_prepare_inputs_normalises_like_training():
 def test_local_standardisation_matches_a_window_reference():
     from scipy.ndimage import uniform_filter
 
-    from pom_inference.preprocess import standardise_local
+    from pom_common.normalise import standardise_local
 
     rng = np.random.default_rng(5)
     volume = rng.standard_normal((3, 21, 30)).astype(np.float32)
@@ -97,7 +97,7 @@ def test_local_standardisation_matches_a_window_reference():
 
 
 def test_local_standardisation_of_a_flat_image():
-    from pom_inference.preprocess import standardise_local
+    from pom_common.normalise import standardise_local
 
     flat = np.full((1, 8, 8), 3.0, np.float32)
     assert np.all(standardise_local(flat, 4) == 0)

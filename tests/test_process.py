@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from pom_common.mrcio import read_volume
-from pom_common.workqueue import WorkQueue
+from pom_common.workqueue import FileClaimStore
 from pom_inference.cli import main as infer_main
 
 from .conftest import make_onnx_model, make_tomograms
@@ -41,7 +41,7 @@ def test_four_workers_write_each_output_once_and_match_one_worker(setup):
              for _ in range(4)]
     logs = [p.communicate(timeout=240)[0] for p in procs]
     assert all(p.returncode == 0 for p in procs), logs
-    journal = WorkQueue(tmp / "out4", namespace="shared").journal()
+    journal = FileClaimStore(tmp / "out4", namespace="shared").journal()
     done = sorted(e["stem"] for e in journal if e["event"] == "done")
     assert done == sorted(t.stem for t in tomos)  # each tomogram exactly once
     assert len({e["pid"] for e in journal}) >= 2  # the work was shared
@@ -57,13 +57,13 @@ def test_four_workers_write_each_output_once_and_match_one_worker(setup):
 
 SLOW_WORKER = """
 import sys, time
-import pom_inference.pipeline as pl
-real = pl.predict_slices
+import pom_inference.segment as segment, pom_inference.worker as worker
+real = segment.predict_slices
 def slow(*a, **k):
     time.sleep(0.4)
     return real(*a, **k)
-pl.predict_slices = slow
-pl.SLAB = 1
+segment.predict_slices = slow
+worker.SLAB = 1
 from pom_inference.cli import main
 sys.exit(main(sys.argv[1:]))
 """
@@ -88,8 +88,8 @@ def test_killed_worker_leaves_nothing_and_is_taken_over(setup):
     assert survivor.returncode == 0, log
     assert sorted(p.name for p in out.glob("TS_000__*.mrc")) == ["TS_000__Cytoplasm.mrc", "TS_000__Void.mrc"]
     assert not list(out.glob(".TS_000__*"))  # the dead worker's temporaries were cleaned up
-    state = WorkQueue(out, namespace="shared")
-    assert state.is_done("TS_000") and state._generations("TS_000") == []
+    state = FileClaimStore(out, namespace="shared").state("TS_000")
+    assert state.status == "done" and state.claim is None
 
 
 def test_sigterm_releases_claims(setup):

@@ -51,8 +51,8 @@ def test_single_training_exports_self_describing_onnx(trained):
     assert info.kind == "single" and info.classes == ("Mitochondrion",)
     assert info.channels == ("Density", "Membrane", "Ribosome") and info.z_sum == 2 and info.bin_factor == 2
     assert info.size_multiple == 4 and info.voxel_size == pytest.approx(15.68)
-    assert info.normalisation == {"Density": "standardise_local", "Membrane": "uint8_to_unit",
-                                  "Ribosome": "uint8_to_unit"}
+    assert info.normalisation == {"Density": "local", "Membrane": "uint8",
+                                  "Ribosome": "uint8"}
     assert info.normalisation_window == 32  # the training crop: box 64, binned 2x
     losses = info.training["losses"]
     assert len(losses) == 4 and losses[-1] < losses[0]  # the training loss goes down

@@ -2,13 +2,11 @@ import os
 import threading
 import time
 
-import pytest
-
 from pom_common import workqueue
-from pom_common.workqueue import WorkQueue
+from pom_common.workqueue import FileClaimStore
 
 
-def _age(queue: WorkQueue, stem: str, seconds: float) -> None:
+def _age(queue, stem: str, seconds: float) -> None:
     """Make the current claim look `seconds` old (as if its worker died)."""
     gens = queue._generations(stem)
     path = queue._claim_path(stem, gens[-1])
@@ -17,26 +15,26 @@ def _age(queue: WorkQueue, stem: str, seconds: float) -> None:
 
 
 def test_claim_is_exclusive(tmp_path):
-    a, b = WorkQueue(tmp_path, 60), WorkQueue(tmp_path, 60)
-    claim = a.try_claim("TS_1")
-    assert claim is not None and b.try_claim("TS_1") is None
+    a, b = FileClaimStore(tmp_path, 60), FileClaimStore(tmp_path, 60)
+    claim = a.claim("TS_1")
+    assert claim is not None and b.claim("TS_1") is None
     a.release(claim)
-    assert b.try_claim("TS_1") is not None
+    assert b.claim("TS_1") is not None
     a.close(), b.close()
 
 
 def test_stale_claim_is_taken_over_once(tmp_path):
-    dead = WorkQueue(tmp_path, 5)
-    dead.try_claim("TS_1")
+    dead = FileClaimStore(tmp_path, 5)
+    dead.claim("TS_1")
     dead._stop.set()  # the worker died: no more heartbeats
     _age(dead, "TS_1", 60)
-    takers = [WorkQueue(tmp_path, 5) for _ in range(8)]
+    takers = [FileClaimStore(tmp_path, 5) for _ in range(8)]
     results = [None] * 8
     barrier = threading.Barrier(8)
 
     def take(i):
         barrier.wait()
-        results[i] = takers[i].try_claim("TS_1")
+        results[i] = takers[i].claim("TS_1")
 
     threads = [threading.Thread(target=take, args=(i,)) for i in range(8)]
     for t in threads:
@@ -51,12 +49,12 @@ def test_stale_claim_is_taken_over_once(tmp_path):
 
 
 def test_owner_notices_takeover(tmp_path):
-    slow = WorkQueue(tmp_path, 5)
-    claim = slow.try_claim("TS_1")
+    slow = FileClaimStore(tmp_path, 5)
+    claim = slow.claim("TS_1")
     slow._stop.set()
     _age(slow, "TS_1", 60)
-    other = WorkQueue(tmp_path, 5)
-    assert other.try_claim("TS_1") is not None
+    other = FileClaimStore(tmp_path, 5)
+    assert other.claim("TS_1") is not None
     assert not slow.refresh(claim) and claim.lost.is_set()
     slow.release(claim)  # must not delete the new owner's claim
     assert other._generations("TS_1") == [1]
@@ -64,70 +62,70 @@ def test_owner_notices_takeover(tmp_path):
 
 
 def test_heartbeat_keeps_claim_alive(tmp_path):
-    a = WorkQueue(tmp_path, 0.4)
-    a.try_claim("TS_1")
+    a = FileClaimStore(tmp_path, 0.4)
+    a.claim("TS_1")
     time.sleep(1.0)
-    assert WorkQueue(tmp_path, 0.4).try_claim("TS_1") is None
+    assert FileClaimStore(tmp_path, 0.4).claim("TS_1") is None
     a.close()
 
 
 def test_clock_skew_between_servers(tmp_path, monkeypatch):
     """Local clocks minutes apart: a live claim is not stale, a dead one is taken over."""
-    live = WorkQueue(tmp_path, 30)
-    live.try_claim("LIVE")
-    dead = WorkQueue(tmp_path, 30)
-    dead.try_claim("DEAD")
+    live = FileClaimStore(tmp_path, 30)
+    live.claim("LIVE")
+    dead = FileClaimStore(tmp_path, 30)
+    dead.claim("DEAD")
     dead._stop.set()
     _age(dead, "DEAD", 120)
     real_time = time.time
     for skew in (+600, -600):  # the checker's clock is 10 minutes ahead, then behind
         monkeypatch.setattr(workqueue.time, "time", lambda s=skew: real_time() + s)
-        checker = WorkQueue(tmp_path, 30)
-        assert checker.try_claim("LIVE") is None
-        info = checker.claim_info("LIVE")
+        checker = FileClaimStore(tmp_path, 30)
+        assert checker.claim("LIVE") is None
+        info = checker.state("LIVE").claim
         assert info is not None and not info.stale and abs(info.age) < 30
         checker.close()
     monkeypatch.setattr(workqueue.time, "time", lambda: real_time() + 600)
-    taker = WorkQueue(tmp_path, 30)
-    assert taker.try_claim("DEAD") is not None
+    taker = FileClaimStore(tmp_path, 30)
+    assert taker.claim("DEAD") is not None
     taker.close(), live.close()
 
 
-def test_done_requires_all_outputs(tmp_path):
-    q = WorkQueue(tmp_path, 5)
-    claim = q.try_claim("TS_1")
-    out = [tmp_path / "TS_1__A.mrc", tmp_path / "TS_1__B.mrc"]
-    out[0].write_bytes(b"x")
-    q.mark_done(claim, {})
-    assert q.is_done("TS_1") and not q.is_done("TS_1", out)
-    out[1].write_bytes(b"x")
-    assert q.is_done("TS_1", out)
+def test_done_record(tmp_path):
+    q = FileClaimStore(tmp_path, 5)
+    claim = q.claim("TS_1")
+    assert q.state("TS_1").status == "running"
+    q.record_failed(claim, "first try")
+    q.record_done(claim, {"classes": ["A"]})
+    state = q.state("TS_1")
+    assert state.done["classes"] == ["A"] and state.failure is None  # done clears the failure
+    assert state.done_at is not None and state.done_at <= q.now()
+    q.clear_done(claim)
+    assert q.state("TS_1").done is None
     q.close()
 
 
 def test_status(tmp_path):
-    q = WorkQueue(tmp_path, 5)
-    c1 = q.try_claim("A")
-    q.mark_done(c1, {})
+    q = FileClaimStore(tmp_path, 5)
+    c1 = q.claim("A")
+    q.record_done(c1, {})
     q.release(c1)
-    c2 = q.try_claim("B")
-    q.mark_failed(q.try_claim("C"), "boom")
+    c2 = q.claim("B")
+    q.record_failed(q.claim("C"), "boom")
     q.release_all()
-    c2 = q.try_claim("B")
-    state = q.status(["A", "B", "C", "D"])
-    assert state["done"] == ["A"] and [c.stem for c in state["running"]] == ["B"]
-    assert state["failed"] == [("C", "boom")] and state["pending"] == ["D"]
+    c2 = q.claim("B")
+    states = q.states(["A", "B", "C", "D"])
+    assert [states[s].status for s in "ABCD"] == ["done", "running", "failed", "pending"]
+    assert states["C"].error == "boom" and states["B"].claim.host
+    assert sorted(q.states()) == ["A", "B", "C"]  # every stem with state
+    assert not list(q.state_dir.glob(".clock-*"))  # reading state leaves no probe behind
     q.release(c2)
     q.close()
 
 
 def test_signal_style_close_releases(tmp_path):
-    q = WorkQueue(tmp_path, 5)
-    q.try_claim("A"), q.try_claim("B")
+    q = FileClaimStore(tmp_path, 5)
+    q.claim("A"), q.claim("B")
     q.close()
     assert q._generations("A") == [] and q._generations("B") == []
 
-
-def test_bad_lease():
-    with pytest.raises(Exception, match="lease"):
-        workqueue.check_lease(0)

@@ -20,33 +20,6 @@ from .atomic import atomic_write_text
 from .constants import CONFIG_FILENAME, DENSITY
 from .errors import ConfigError
 
-# Types: "str", "int", "float" (int accepted), "bool", "list[str]", "list".
-_USED_KEYS: dict[str, tuple[str, Any]] = {
-    "root": ("str", ""),
-    "tomogram_dir": ("str", "tomograms"),
-    "macromolecule_dir": ("str", "macromolecules"),
-    "output_dir": ("str", "output"),
-    "test_dir": ("str", "test"),
-    "ontology_annotation_box_size": ("int", 128),
-    "apix": ("float", 15.68),
-    "macromolecules": ("list[str]", ["Density"]),
-    "ontologies": ("list[str]", []),
-    "z_sum": ("int", 4),
-    "single_model_epochs": ("int", 100),
-    "single_model_batch_size": ("int", 32),
-    "shared_model_epochs": ("int", 200),
-    "shared_model_batch_size": ("int", 64),
-    "shared_model_unknown_class_threshold": ("float", 0.33),
-    "shared_model_runs_per_volume": ("int", 4),
-    "GPUS": ("str", "0"),
-    # Ours: U-Net width and depth (Pom's network is 64 and 4).
-    "model_base_filters": ("int", 64),
-    "model_depth": ("int", 4),
-    # Ours: how processing normalises Density: "local" (crop-sized window, matches training)
-    # or "volume" (whole volume, as Pom's process).
-    "density_normalisation": ("str", "local"),
-}
-
 # Keys old Pom wrote that this toolkit accepts, keeps and writes back, but does not use.
 _LEGACY_KEYS: dict[str, str] = {
     "image_dir": "str",
@@ -67,12 +40,14 @@ _LEGACY_KEYS: dict[str, str] = {
     "silhouette_threshold": "float",
 }
 
-KNOWN_KEYS = tuple(_USED_KEYS) + tuple(_LEGACY_KEYS)
-
 
 @dataclass(frozen=True)
 class ProjectConfig:
-    """Pom's project settings. Never mutated: use :func:`dataclasses.replace`."""
+    """Pom's project settings. Never mutated: use :func:`dataclasses.replace`.
+
+    Every field but ``legacy`` and ``base_dir`` is a configuration key, and its default
+    here is the only place that default is written.
+    """
 
     root: str = ""
     tomogram_dir: str = "tomograms"
@@ -138,6 +113,18 @@ class ProjectConfig:
         for key, value in self.legacy.items():
             out[key] = value
         return out
+
+
+#: Field annotation -> the JSON type the key takes ("float" accepts integers too).
+_KINDS = {"str": "str", "int": "int", "float": "float", "tuple[str, ...]": "list[str]"}
+#: Fields that are not configuration keys.
+_NOT_KEYS = ("legacy", "base_dir")
+#: Every key this toolkit uses: name -> (JSON type, default), in Pom's order. The defaults
+#: are ProjectConfig's: they are written once, there.
+_USED_KEYS: dict[str, tuple[str, Any]] = {
+    f.name: (_KINDS[str(f.type)], f.default) for f in dataclasses.fields(ProjectConfig) if f.name not in _NOT_KEYS
+}
+KNOWN_KEYS = tuple(_USED_KEYS) + tuple(_LEGACY_KEYS)
 
 
 def parse_gpus(text: str, key: str = "-gpus") -> list[int]:
@@ -264,7 +251,7 @@ def load_config(path: str | os.PathLike = CONFIG_FILENAME) -> ProjectConfig:
 
 def default_config_dict() -> dict[str, Any]:
     """Pom's defaults plus ours, as written by ``pom init``."""
-    return {key: (list(default) if isinstance(default, list) else default) for key, (_, default) in _USED_KEYS.items()}
+    return {key: (list(default) if isinstance(default, tuple) else default) for key, (_, default) in _USED_KEYS.items()}
 
 
 def write_config(config: ProjectConfig, path: str | os.PathLike) -> None:

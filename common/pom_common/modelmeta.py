@@ -9,24 +9,11 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .constants import BIN_FACTOR, DENSITY, METADATA_VERSION
+from .constants import BIN_FACTOR, METADATA_VERSION
 from .errors import ModelError
+from .normalise import PROCESSING, canonical, processing_normalisation
 
 METADATA_KEY = "pom"
-#: Normalisations. Density: standardised over the whole volume (Pom's process), or by the
-#: mean and std of the window around each pixel that matches the training crops
-#: (``standardise_local``, the default: training images are standardised per crop);
-#: uint8 channels: v / 255 * 2 - 1.
-STANDARDISE = "standardise"
-STANDARDISE_LOCAL = "standardise_local"
-UINT8_TO_UNIT = "uint8_to_unit"
-NORMALISATIONS = (STANDARDISE, STANDARDISE_LOCAL, UINT8_TO_UNIT)
-
-
-def normalisation_for(channel: str, local: bool = True) -> str:
-    if channel != DENSITY:
-        return UINT8_TO_UNIT
-    return STANDARDISE_LOCAL if local else STANDARDISE
 
 
 @dataclass(frozen=True)
@@ -38,7 +25,7 @@ class ModelInfo:
     channels: tuple[str, ...]  # input channels, in order ("Density" = the tomogram)
     z_sum: int
     bin_factor: int = BIN_FACTOR
-    normalisation: dict[str, str] = field(default_factory=dict)
+    normalisation: dict[str, str] = field(default_factory=dict)  # channel -> pom_common.normalise name
     normalisation_window: int = 64  # binned pixels: the training crop size, for standardise_local
     size_multiple: int = 16
     voxel_size: float = 0.0  # unbinned voxel size (A) of the training tomograms
@@ -62,7 +49,7 @@ class ModelInfo:
                 kind=str(doc["kind"]), classes=tuple(str(c) for c in doc["classes"]),
                 channels=tuple(str(c) for c in doc["channels"]), z_sum=int(doc["z_sum"]),
                 bin_factor=int(doc.get("bin_factor", BIN_FACTOR)),
-                normalisation={str(k): str(v) for k, v in dict(doc.get("normalisation", {})).items()},
+                normalisation={str(k): canonical(str(v)) for k, v in dict(doc.get("normalisation", {})).items()},
                 normalisation_window=int(doc.get("normalisation_window", 64)),
                 size_multiple=int(doc["size_multiple"]), voxel_size=float(doc.get("voxel_size", 0.0)),
                 training=dict(doc.get("training", {})), version=str(doc.get("version", "")),
@@ -74,11 +61,12 @@ class ModelInfo:
             raise ModelError(f"{source}: Pom metadata is malformed (kind {info.kind!r}, classes {info.classes}, "
                              f"channels {info.channels})")
         for channel in info.channels:
-            if info.normalisation.get(channel, normalisation_for(channel)) not in NORMALISATIONS:
+            if info.normalisation_of(channel) not in PROCESSING:
                 raise ModelError(f"{source}: unknown normalisation for channel {channel!r}")
         if info.normalisation_window < 1:
             raise ModelError(f"{source}: normalisation_window must be >= 1")
         return info
 
     def normalisation_of(self, channel: str) -> str:
-        return self.normalisation.get(channel, normalisation_for(channel))
+        """How processing scales ``channel`` (see :mod:`pom_common.normalise`)."""
+        return self.normalisation.get(channel, processing_normalisation(channel))

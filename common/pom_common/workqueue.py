@@ -1,16 +1,17 @@
 """Share tomograms among any number of workers on any number of servers, exactly once.
 
-Only exclusive create, rename and mtime are relied on (they hold on NFS); no flock.
+The filesystem implementation of :class:`pom_common.claims.ClaimStore`. Only exclusive
+create, rename and mtime are relied on (they hold on NFS); no flock.
 
 State lives in ``<output>/.pom/<namespace>/`` (one namespace per model):
 
 ``<stem>.claim.<g>``
-    A claim of generation g, created with O_CREAT | O_EXCL; holds host, pid, start time.
-    Its worker refreshes its mtime (heartbeat). The owner is the creator of the highest
-    generation present. A claim not refreshed within the lease is stale: another worker
-    takes it over by creating generation g + 1 exclusively, so two workers can never both
-    take over the same claim, and a taker verifies after creating that no higher
-    generation exists.
+    A claim of generation g, created with O_CREAT | O_EXCL; holds host, pid, token and
+    start time. Its worker refreshes its mtime (heartbeat). The owner is the creator of
+    the highest generation present. A claim not refreshed within the lease is stale:
+    another worker takes it over by creating generation g + 1 exclusively, so two workers
+    can never both take over the same claim, and a taker verifies after creating that no
+    higher generation exists.
 ``<stem>.done``
     Written atomically after every class file is in place.
 ``<stem>.failed``
@@ -30,44 +31,24 @@ import secrets
 import socket
 import threading
 import time
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
-from .atomic import TMP_MARK, atomic_write_text
-from .errors import ConfigError
+from .atomic import atomic_write_text
+from .claims import Claim, ClaimInfo, TomogramState
 
 STATE_DIR = ".pom"
 _CLAIM_RE = re.compile(r"^(?P<stem>.+)\.claim\.(?P<gen>\d+)$")
 
 
-@dataclass
-class Claim:
-    """A claim held by this process."""
-
-    stem: str
-    generation: int
-    path: Path
-    lost: threading.Event = field(default_factory=threading.Event)
-
-
-@dataclass(frozen=True)
-class ClaimInfo:
-    """What ``status`` reports of a claim."""
-
-    stem: str
-    host: str
-    pid: int
-    age: float  # seconds since the last heartbeat, filesystem time
-    stale: bool
-
-
-class WorkQueue:
-    """Claims, heartbeats, take-overs and markers for one output folder."""
+class FileClaimStore:
+    """The :class:`~pom_common.claims.ClaimStore` kept in files under ``<output>/.pom/<namespace>/``."""
 
     def __init__(self, output_dir: str | os.PathLike, lease_seconds: float = 120.0, namespace: str = "default") -> None:
-        self.output_dir = Path(output_dir)
+        self.root = Path(output_dir) / STATE_DIR
         self.namespace = namespace
-        self.state_dir = self.output_dir / STATE_DIR / namespace
+        self.state_dir = self.root / namespace
         self.lease = float(lease_seconds)
         self.host = socket.gethostname()
         self._probe = self.state_dir / f".clock-{self.host}-{os.getpid()}-{secrets.token_hex(3)}"
@@ -78,21 +59,21 @@ class WorkQueue:
 
     # ------------------------------------------------------------------ time and paths
 
-    def ensure(self) -> None:
+    def _ensure(self) -> None:
         os.makedirs(self.state_dir, exist_ok=True)
 
-    def fs_now(self) -> float:
+    def now(self) -> float:
         """The filesystem's current time: the mtime of a file touched just now."""
-        self.ensure()
-        with open(self._probe, "a"):  # noqa: SIM115
+        self._ensure()
+        with open(self._probe, "a"):
             pass
         os.utime(self._probe)
         return os.stat(self._probe).st_mtime
 
-    def done_path(self, stem: str) -> Path:
+    def _done_path(self, stem: str) -> Path:
         return self.state_dir / f"{stem}.done"
 
-    def failed_path(self, stem: str) -> Path:
+    def _failed_path(self, stem: str) -> Path:
         return self.state_dir / f"{stem}.failed"
 
     def _claim_path(self, stem: str, generation: int) -> Path:
@@ -110,26 +91,26 @@ class WorkQueue:
                 gens.append(int(name[len(prefix):]))
         return sorted(gens)
 
-    # ------------------------------------------------------------------ markers
+    # ------------------------------------------------------------------ records
 
-    def is_done(self, stem: str, outputs: list[Path] | None = None) -> bool:
-        """Done = the marker exists and (when given) every output file is in place."""
-        if not self.done_path(stem).exists():
-            return False
-        return all(p.exists() for p in outputs) if outputs is not None else True
-
-    def failure(self, stem: str) -> dict | None:
-        try:
-            return json.loads(self.failed_path(stem).read_text())
-        except (OSError, ValueError):
-            return None
-
-    def mark_done(self, claim: Claim, details: dict) -> None:
-        record = {**details, "stem": claim.stem, "host": self.host, "pid": os.getpid(), "time": time.time()}
-        atomic_write_text(self.done_path(claim.stem), json.dumps(record))
+    def clear_done(self, claim: Claim) -> None:
+        """Forget the done record of ``claim``'s tomogram (its outputs are about to be replaced)."""
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.failed_path(claim.stem))
+            os.unlink(self._done_path(claim.stem))
+
+    def record_done(self, claim: Claim, record: Mapping[str, Any]) -> None:
+        """Write ``<stem>.done`` atomically, clear an earlier failure, add a journal line."""
+        doc = {**record, "stem": claim.stem, "host": self.host, "pid": os.getpid(), "time": time.time()}
+        atomic_write_text(self._done_path(claim.stem), json.dumps(doc))
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._failed_path(claim.stem))
         self._journal("done", claim.stem)
+
+    def record_failed(self, claim: Claim, error: str) -> None:
+        """Write ``<stem>.failed`` with the error, add a journal line."""
+        doc = {"error": error, "host": self.host, "pid": os.getpid(), "time": time.time()}
+        atomic_write_text(self._failed_path(claim.stem), json.dumps(doc))
+        self._journal("failed", claim.stem)
 
     def _journal(self, event: str, stem: str) -> None:
         """Append one line to the run history (small O_APPEND writes do not interleave)."""
@@ -141,57 +122,80 @@ class WorkQueue:
             os.close(fd)
 
     def journal(self) -> list[dict]:
+        """Every done/failed event recorded in this namespace, oldest first."""
         try:
             lines = (self.state_dir / "journal.jsonl").read_text().splitlines()
         except FileNotFoundError:
             return []
         return [json.loads(line) for line in lines if line.strip()]
 
-    def mark_failed(self, claim: Claim, error: str) -> None:
-        atomic_write_text(self.failed_path(claim.stem), json.dumps({"error": error, "host": self.host,
-                                                                    "pid": os.getpid(), "time": time.time()}))
-        self._journal("failed", claim.stem)
+    @staticmethod
+    def _read_record(path: Path) -> tuple[dict | None, float | None]:
+        try:
+            mtime = os.stat(path).st_mtime
+            return json.loads(path.read_text() or "{}"), mtime
+        except (OSError, ValueError):
+            return None, None
 
-    def remove_temporaries(self, output_names: list[str]) -> int:
-        """Delete temporary files of these outputs left by a worker whose claim we took over.
+    # ------------------------------------------------------------------ state
 
-        Only call while holding the claim: the previous owner is dead, or alive but no longer
-        owner, in which case it abandons its work without recording anything.
-        """
-        removed = 0
-        for name in output_names:
-            for path in self.output_dir.glob(f".{name}{TMP_MARK}*"):
-                with contextlib.suppress(FileNotFoundError):
-                    path.unlink()
-                    removed += 1
-        return removed
-
-    def clear_done(self, stem: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.done_path(stem))
-
-    # ------------------------------------------------------------------ claims
-
-    def claim_info(self, stem: str, now: float | None = None) -> ClaimInfo | None:
-        """The current owner's claim, or None when nobody holds ``stem``."""
+    def _claim_info(self, stem: str, now: float) -> ClaimInfo | None:
         gens = self._generations(stem)
         if not gens:
             return None
-        path = self._claim_path(stem, gens[-1])
-        try:
-            mtime = os.stat(path).st_mtime
-            doc = json.loads(path.read_text() or "{}")
-        except (OSError, ValueError):
-            doc, mtime = {}, None
+        doc, mtime = self._read_record(self._claim_path(stem, gens[-1]))
         if mtime is None:
             return None
-        now = self.fs_now() if now is None else now
+        doc = doc or {}
         age = now - mtime
-        return ClaimInfo(stem, str(doc.get("host", "?")), int(doc.get("pid", -1)), age, age > self.lease)
+        return ClaimInfo(str(doc.get("host", "?")), int(doc.get("pid", -1)), age, age > self.lease)
 
-    def try_claim(self, stem: str) -> Claim | None:
+    def _state(self, stem: str, now: float) -> TomogramState:
+        done, done_at = self._read_record(self._done_path(stem))
+        failure, failed_at = self._read_record(self._failed_path(stem))
+        return TomogramState(stem, done, done_at, failure, failed_at, self._claim_info(stem, now))
+
+    def state(self, stem: str) -> TomogramState:
+        """What is stored about ``stem``."""
+        return self._state(stem, self._now_readonly())
+
+    def states(self, stems: Iterable[str] | None = None) -> dict[str, TomogramState]:
+        """The state of each of ``stems`` (default: every tomogram with state here)."""
+        if stems is None:
+            names = os.listdir(self.state_dir) if self.state_dir.is_dir() else []
+            found = set()
+            for name in names:
+                m = _CLAIM_RE.match(name)
+                if m:
+                    found.add(m.group("stem"))
+                elif name.endswith((".done", ".failed")) and not name.startswith("."):
+                    found.add(name.rsplit(".", 1)[0])
+            stems = sorted(found)
+        now = self._now_readonly()
+        return {stem: self._state(stem, now) for stem in stems}
+
+    def _now_readonly(self) -> float:
+        """The filesystem's time when the folder is writable (probe removed after), else local time."""
+        try:
+            return self.now()
+        except OSError:
+            return time.time()
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(self._probe)
+
+    def namespaces(self) -> list[str]:
+        """Every namespace with state in this output folder."""
+        try:
+            return sorted(p.name for p in self.root.iterdir() if p.is_dir())
+        except FileNotFoundError:
+            return []
+
+    # ------------------------------------------------------------------ claims
+
+    def claim(self, stem: str) -> Claim | None:
         """Claim ``stem`` if nobody holds it, or take over a stale claim. None if held by a live worker."""
-        self.ensure()
+        self._ensure()
         gens = self._generations(stem)
         if gens:
             top = gens[-1]
@@ -200,7 +204,7 @@ class WorkQueue:
                 mtime = os.stat(path).st_mtime
             except FileNotFoundError:
                 return None  # released or taken over meanwhile: look again next round
-            if self.fs_now() - mtime <= self.lease:
+            if self.now() - mtime <= self.lease:
                 return None
             generation = top + 1
         else:
@@ -224,15 +228,17 @@ class WorkQueue:
 
     def _create(self, stem: str, generation: int) -> Claim | None:
         path = self._claim_path(stem, generation)
+        token = secrets.token_hex(16)
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
             return None
         try:
-            os.write(fd, json.dumps({"host": self.host, "pid": os.getpid(), "start": time.time()}).encode())
+            doc = {"host": self.host, "pid": os.getpid(), "token": token, "start": time.time()}
+            os.write(fd, json.dumps(doc).encode())
         finally:
             os.close(fd)
-        return Claim(stem, generation, path)
+        return Claim(stem, generation, token)
 
     def still_owner(self, claim: Claim) -> bool:
         """True while our generation is the highest one present."""
@@ -249,19 +255,21 @@ class WorkQueue:
         if not self.still_owner(claim):
             return False
         try:
-            os.utime(claim.path)
+            os.utime(self._claim_path(claim.stem, claim.generation))
         except FileNotFoundError:
             claim.lost.set()
             return False
         return True
 
     def release(self, claim: Claim) -> None:
+        """Remove our claim file, unless the claim was taken over."""
         with self._lock:
             self._held.pop(claim.stem, None)
         if self.still_owner(claim):
             self._remove(claim)
 
     def release_all(self) -> None:
+        """Release every claim held."""
         with self._lock:
             claims = list(self._held.values())
         for claim in claims:
@@ -269,11 +277,7 @@ class WorkQueue:
 
     def _remove(self, claim: Claim) -> None:
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(claim.path)
-
-    def held(self) -> list[Claim]:
-        with self._lock:
-            return list(self._held.values())
+            os.unlink(self._claim_path(claim.stem, claim.generation))
 
     # ------------------------------------------------------------------ heartbeat
 
@@ -287,11 +291,11 @@ class WorkQueue:
     def _beat(self) -> None:
         interval = max(self.lease / 4.0, 0.05)
         while not self._stop.wait(interval):
-            for claim in self.held():
-                try:
+            with self._lock:
+                held = list(self._held.values())
+            for claim in held:
+                with contextlib.suppress(OSError):
                     self.refresh(claim)
-                except OSError:
-                    pass
 
     def close(self) -> None:
         """Stop the heartbeat, release every claim held, remove the clock probe."""
@@ -301,39 +305,3 @@ class WorkQueue:
         self.release_all()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self._probe)
-
-    # ------------------------------------------------------------------ status
-
-    def status(self, stems: list[str] | None = None) -> dict[str, list]:
-        """done / running / failed / pending for ``stems`` (default: every stem with state)."""
-        if stems is None:
-            names = os.listdir(self.state_dir) if self.state_dir.is_dir() else []
-            found = set()
-            for name in names:
-                m = _CLAIM_RE.match(name)
-                if m:
-                    found.add(m.group("stem"))
-                elif name.endswith((".done", ".failed")) and not name.startswith("."):
-                    found.add(name.rsplit(".", 1)[0])
-            stems = sorted(found)
-        now = self.fs_now() if self.state_dir.is_dir() else time.time()
-        out: dict[str, list] = {"done": [], "running": [], "failed": [], "pending": []}
-        for stem in stems:
-            claim = self.claim_info(stem, now)
-            if self.is_done(stem):
-                out["done"].append(stem)
-            elif claim is not None:
-                out["running"].append(claim)
-            elif (failure := self.failure(stem)) is not None:
-                out["failed"].append((stem, failure.get("error", "?")))
-            else:
-                out["pending"].append(stem)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self._probe)  # status is read-only: leave no probe behind
-        return out
-
-
-def check_lease(seconds: float) -> float:
-    if not seconds > 0:
-        raise ConfigError(f"--lease-seconds: expected a positive number, got {seconds}")
-    return float(seconds)

@@ -11,18 +11,22 @@ import argparse
 import json
 import sys
 import traceback
-from pathlib import Path
 
 from pom_common.config import parse_gpus
-from pom_common.errors import PomError
+from pom_common.errors import ConfigError, PomError
 from pom_common.log import configure_logging
-from pom_common.workqueue import STATE_DIR, WorkQueue, check_lease
 
 
 def _gpus(text: str) -> list[int] | None:
     if text.strip().lower() == "cpu":
         return None
     return parse_gpus(text, key="--gpus")
+
+
+def _lease(seconds: float) -> float:
+    if not seconds > 0:
+        raise ConfigError(f"--lease-seconds: expected a positive number, got {seconds}")
+    return float(seconds)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,47 +56,56 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def cmd_process(args) -> int:
-    from .pipeline import ProcessOptions, _usable, devices_from, process, report, tomograms_from
+def cmd_process(args: argparse.Namespace) -> int:
+    from .driver import process, summary
+    from .inputs import tomograms_from
+    from .session import usable_devices
+    from .worker import ProcessOptions
 
     tomograms = tomograms_from(args.tomograms)
-    gpus = _gpus(args.gpus)
     opts = ProcessOptions(
         model=args.model, tomograms=tuple(str(t) for t in tomograms), output_dir=args.output,
         channel_dirs=tuple(args.macromolecules),
         classes=tuple(c.strip() for c in args.classes.split(",")) if args.classes else None,
         tta=args.tta, dtype=args.dtype, overwrite=args.overwrite, retry_failed=args.retry_failed,
-        lease_seconds=check_lease(args.lease_seconds), fallback_voxel_size=args.voxel_size, batch=args.batch,
+        lease_seconds=_lease(args.lease_seconds), fallback_voxel_size=args.voxel_size, batch=args.batch,
     )
-    return report(process(opts, devices_from(_usable(gpus)), verbose=args.debug))
+    result = process(opts, usable_devices(_gpus(args.gpus)), verbose=args.debug)
+    print("\n".join(summary(result)))
+    return 1 if result.failed else 0
 
 
-def cmd_status(args) -> int:
+def cmd_status(args: argparse.Namespace) -> int:
+    from pom_common.claims import FAILED, PENDING, RUNNING
     from pom_common.naming import tomogram_stem
+    from pom_common.workqueue import FileClaimStore
 
-    from .pipeline import tomograms_from
+    from .inputs import tomograms_from
 
-    root = Path(args.output) / STATE_DIR
-    namespaces = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
     stems = [tomogram_stem(t) for t in tomograms_from(args.tomograms)] if args.tomograms else None
+    namespaces = FileClaimStore(args.output).namespaces()
     if not namespaces:
         print(f"{args.output}: nothing processed here yet")
         return 0
     for namespace in namespaces:
-        state = WorkQueue(args.output, namespace=namespace).status(stems)
-        print(f"model {namespace}: {len(state['done'])} done, {len(state['running'])} running, "
-              f"{len(state['failed'])} failed, {len(state['pending'])} pending")
-        for claim in state["running"]:
-            print(f"  running {claim.stem}: {claim.host} pid {claim.pid}, heartbeat {claim.age:.0f} s ago"
+        states = FileClaimStore(args.output, namespace=namespace).states(stems)
+        by_status: dict[str, list] = {}
+        for state in states.values():
+            by_status.setdefault(state.status, []).append(state)
+        counts = ", ".join(f"{len(by_status.get(s, []))} {s}" for s in ("done", RUNNING, FAILED, PENDING))
+        print(f"model {namespace}: {counts}")
+        for state in by_status.get(RUNNING, []):
+            claim = state.claim
+            print(f"  running {state.stem}: {claim.host} pid {claim.pid}, heartbeat {claim.age:.0f} s ago"
                   + (" (stale: will be taken over)" if claim.stale else ""))
-        for stem, error in state["failed"]:
-            print(f"  failed  {stem}: {error}")
-        for stem in state["pending"]:
-            print(f"  pending {stem}")
+        for state in by_status.get(FAILED, []):
+            print(f"  failed  {state.stem}: {state.error}")
+        for state in by_status.get(PENDING, []):
+            print(f"  pending {state.stem}")
     return 0
 
 
-def cmd_info(args) -> int:
+def cmd_info(args: argparse.Namespace) -> int:
     from .session import read_model_info
 
     info = read_model_info(args.model)

@@ -1,4 +1,4 @@
-"""Prediction with test-time augmentation over slices (arrays in, arrays out; no file I/O)."""
+"""Prediction of preprocessed slices: padding, test-time augmentation, batching (arrays only)."""
 
 from __future__ import annotations
 
@@ -31,7 +31,15 @@ def predict_slices(run: Callable[[np.ndarray], np.ndarray], slices: np.ndarray, 
     """Segment (N, H, W, C) slices, averaging over the TTA transforms.
 
     Every pixel gets a value: slices are reflect-padded to the size multiple and the
-    prediction is cropped back. ``tta`` is 1..4 rotations, or 8 (rotations x flip).
+    prediction is cropped back.
+
+    Parameters
+    ----------
+    run : (B, H, W, C) float32 -> (B, H, W, K) float32, e.g. :meth:`Model.run`.
+    slices : (N, H, W, C) preprocessed network inputs.
+    multiple : H and W are padded to multiples of this (the network's size multiple).
+    tta : 1..4 rotations, or 8 (rotations x flip).
+    batch : slices per call of ``run``.
 
     Returns
     -------
@@ -45,5 +53,6 @@ def predict_slices(run: Callable[[np.ndarray], np.ndarray], slices: np.ndarray, 
         parts = [run(view[i : i + batch]) for i in range(0, len(view), batch)]
         result = _inverse(np.concatenate(parts), k, flip)
         total = result.astype(np.float32) if total is None else total + result
+    assert total is not None  # rotations_for returns at least one transform
     total /= len(transforms)
     return np.ascontiguousarray(total[:, :h, :w])

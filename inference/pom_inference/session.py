@@ -50,9 +50,15 @@ def _options(ort, threads: int | None):
     return options
 
 
-def cuda_listed() -> bool:
-    """Whether this ONNX Runtime build offers the CUDA provider (whether it works is seen per session)."""
-    return CUDA in _ort().get_available_providers()
+def usable_devices(gpus: list[int] | None) -> list[int | None]:
+    """One worker device per GPU index, or one CPU worker (None) when asked or without CUDA."""
+    if gpus is None:
+        return [None]
+    if CUDA not in _ort().get_available_providers():
+        logger.info("ONNX Runtime has no CUDA provider here: one CPU worker instead of GPU %s",
+                    ",".join(map(str, gpus)))
+        return [None]
+    return list(gpus)
 
 
 def read_model_info(path: str | os.PathLike) -> ModelInfo:

@@ -134,11 +134,10 @@ def _single(args: argparse.Namespace, config: ProjectConfig) -> int:
         for feature in features:
             train_single(config, feature, counterexamples=args.counterexamples, gpus=gpus)
         return 0
-    from pom_inference.pipeline import segment_folder_single
+    from .processing import segment_folder_single
 
     gpus = _gpu_list(args.gpus, config)
-    test = args.command == "test"
-    return segment_folder_single(config, args.ontology, test=test, gpus=gpus)
+    return _report(segment_folder_single(config, args.ontology, test=args.command == "test", gpus=gpus))
 
 
 def _shared(args: argparse.Namespace, config: ProjectConfig) -> int:
@@ -153,11 +152,19 @@ def _shared(args: argparse.Namespace, config: ProjectConfig) -> int:
 
         train_shared(config, gpus=gpus, checkpoint=args.checkpoint)
         return 0
-    from pom_inference.pipeline import process_project
+    from .processing import process_project
 
     gpus = None if args.gpus == "cpu" else _gpu_list(args.gpus, config)
-    return process_project(config, gpus=gpus, overwrite=args.overwrite, retry_failed=args.retry_failed,
-                           dtype=args.dtype)
+    return _report(process_project(config, gpus=gpus, overwrite=args.overwrite, retry_failed=args.retry_failed,
+                                   dtype=args.dtype))
+
+
+def _report(result) -> int:
+    """Print a processing run's summary; 0 when every tomogram is done, 1 otherwise."""
+    from pom_inference.driver import summary
+
+    print("\n".join(summary(result)))
+    return 1 if result.failed else 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,16 +20,17 @@ import numpy as np
 
 from pom_common.atomic import atomic_path, atomic_write_text
 from pom_common.config import ProjectConfig
-from pom_common.constants import BIN_FACTOR, CHANNEL_SCALE, DENSITY
+from pom_common.constants import BIN_FACTOR, DENSITY
 from pom_common.errors import InputError
+from pom_common.layout import LABEL, ProjectLayout
 from pom_common.mrcio import read_volume
-from pom_common.naming import feature_filename, tomogram_stem
+from pom_common.naming import find_channel, tomogram_stem
+from pom_common.normalise import normalise_crop
 from pom_common.scns import Annotation, read_scns
 
 logger = logging.getLogger(__name__)
 
 PHASE1 = Path("training_datasets", "phase1")
-LABEL = "y"
 #: Beside the phase 1 stacks: the voxel size of each training tomogram (from its header).
 INFO = "info.json"
 
@@ -38,24 +39,6 @@ def bin_image(image: np.ndarray, b: int = BIN_FACTOR) -> np.ndarray:
     """Mean-bin a (h, w) image by b (h and w multiples of b); keeps Pom's dtype rules."""
     h, w = image.shape
     return image.reshape(h // b, b, w // b, b).mean(3).mean(1)
-
-
-def channel_path(config: ProjectConfig, stem: str, channel: str) -> Path:
-    """Where Pom expects a channel: the tomogram itself, or macromolecule_dir/<stem>__<channel>.mrc."""
-    if channel == DENSITY:
-        return config.tomogram_path / f"{stem}.mrc"
-    return config.macromolecule_path / feature_filename(stem, channel)
-
-
-def normalise_image(image: np.ndarray, channel: str) -> np.ndarray:
-    """Pom's per-image normalisation: Density standardised, other channels v / 255 * 2 - 1."""
-    if channel == DENSITY:
-        image = image - np.mean(image)
-        std = np.std(image)
-        if std != 0.0:
-            image /= std
-        return image
-    return image / CHANNEL_SCALE * 2.0 - 1.0
 
 
 @dataclass
@@ -117,7 +100,7 @@ def sample_annotation(
                 stacks[o][LABEL].append(label)
                 for channel, volume in channels.items():
                     crop = volume[z - z_sum : z + z_sum + 1, y0:y1, x0:x1]
-                    stacks[o][channel].append(normalise_image(bin_image(crop.mean(0)), channel))
+                    stacks[o][channel].append(normalise_crop(bin_image(crop.mean(0)), channel))
                 report.images[o] = report.images.get(o, 0) + 1
                 if np.any(label != 0):
                     report.annotated[o] = report.annotated.get(o, 0) + 1
@@ -168,7 +151,8 @@ def phase1_initialize(config: ProjectConfig, progress: bool = True) -> Phase1Rep
             stem = tomogram_stem(scns)
             channels = {}
             for channel in config.macromolecules:
-                volume = read_volume(channel_path(config, stem, channel), config.apix)
+                tomogram = config.tomogram_path / f"{stem}.mrc"
+                volume = read_volume(find_channel(tomogram, channel, (config.macromolecule_path,)), config.apix)
                 if volume.shape != annotation.shape:
                     raise InputError(f"{volume.path}: shape {volume.shape} differs from the annotation "
                                      f"{scns.name} frame {annotation.shape}")
@@ -187,17 +171,17 @@ def phase1_initialize(config: ProjectConfig, progress: bool = True) -> Phase1Rep
         raise InputError(f"{config.tomogram_path}: no training images could be sampled from {len(files)} .scns "
                          f"file(s) for ontologies {list(config.ontologies)}"
                          + (f"; features found: {sorted(report.unknown_features)}" if report.unknown_features else ""))
-    out_dir = config.path(str(PHASE1))
-    os.makedirs(out_dir, exist_ok=True)
+    layout = ProjectLayout.of(config)
+    os.makedirs(layout.phase1, exist_ok=True)
     for o, channels in stacks.items():
         if not channels[LABEL]:
             continue
         for channel, images in channels.items():
-            path = out_dir / f"{o}_{channel}.tif"
+            path = layout.phase1_stack(o, channel)
             write_stack(path, images)
             report.written.append(path)
     if report.voxel_sizes:  # recorded in the exported models as the pixel size they were trained at
         sizes = sorted(report.voxel_sizes.values())
         info = {"voxel_size": sizes[len(sizes) // 2], "tomograms": report.voxel_sizes}
-        atomic_write_text(out_dir / INFO, json.dumps(info, indent=1) + "\n")
+        atomic_write_text(layout.phase1_info, json.dumps(info, indent=1) + "\n")
     return report

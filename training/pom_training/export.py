@@ -13,7 +13,8 @@ from pom_common.atomic import atomic_path
 from pom_common.config import ProjectConfig
 from pom_common.constants import BIN_FACTOR, ONNX_OPSET
 from pom_common.errors import ModelError
-from pom_common.modelmeta import METADATA_KEY, ModelInfo, normalisation_for
+from pom_common.modelmeta import METADATA_KEY, ModelInfo
+from pom_common.normalise import processing_normalisation
 
 logger = logging.getLogger(__name__)
 
@@ -27,10 +28,10 @@ def model_metadata(config: ProjectConfig, kind: str, classes: tuple[str, ...], t
                 "base_filters": tc.base_filters, "depth": tc.depth,
                 "ontology_annotation_box_size": config.ontology_annotation_box_size}
     training.update(extra or {})
-    local = config.density_normalisation == "local"
     return ModelInfo(kind=kind, classes=tuple(classes), channels=tuple(config.macromolecules), z_sum=config.z_sum,
                      bin_factor=BIN_FACTOR,
-                     normalisation={c: normalisation_for(c, local) for c in config.macromolecules},
+                     normalisation={c: processing_normalisation(c, config.density_normalisation)
+                                    for c in config.macromolecules},
                      normalisation_window=max(1, config.ontology_annotation_box_size // BIN_FACTOR),
                      size_multiple=2**tc.depth, voxel_size=float(voxel_size), training=training, version=__version__)
 

@@ -1,0 +1,118 @@
+"""The claim-store interface: how workers share tomograms, independent of where state lives.
+
+A worker claims a tomogram, keeps the claim fresh while it works, records the outcome
+(done or failed) and releases the claim. Every change a worker makes is conditional on
+still owning its claim. :class:`pom_common.workqueue.FileClaimStore` keeps this state in
+files beside the outputs; nothing outside a store touches where or how it keeps it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+#: The states of a tomogram, as :attr:`TomogramState.status` reports them.
+DONE, RUNNING, FAILED, PENDING = "done", "running", "failed", "pending"
+
+
+@dataclass
+class Claim:
+    """A claim held by this process on one tomogram (``stem``)."""
+
+    stem: str
+    generation: int
+    token: str
+    lost: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def taken_over(self) -> bool:
+        """True when an earlier worker held this tomogram and stopped (its leftovers may remain)."""
+        return self.generation > 0
+
+
+@dataclass(frozen=True)
+class ClaimInfo:
+    """Who holds a tomogram, as the store sees it."""
+
+    host: str
+    pid: int
+    age: float  # seconds since the last heartbeat, by the store's clock
+    stale: bool  # older than the lease: the next claim attempt takes it over
+
+
+@dataclass(frozen=True)
+class TomogramState:
+    """Everything stored about one tomogram.
+
+    ``done`` and ``failure`` are the records written by :meth:`ClaimStore.record_done` and
+    :meth:`ClaimStore.record_failed`; ``done_at``/``failed_at`` when they were written, by
+    the store's clock (comparable with :meth:`ClaimStore.now`).
+    """
+
+    stem: str
+    done: Mapping[str, Any] | None = None
+    done_at: float | None = None
+    failure: Mapping[str, Any] | None = None
+    failed_at: float | None = None
+    claim: ClaimInfo | None = None
+
+    @property
+    def status(self) -> str:
+        """``done``, ``running`` (claimed), ``failed`` or ``pending``."""
+        if self.done is not None:
+            return DONE
+        if self.claim is not None:
+            return RUNNING
+        if self.failure is not None:
+            return FAILED
+        return PENDING
+
+    @property
+    def error(self) -> str:
+        """The recorded error of the last failed attempt ('' when none)."""
+        return str(self.failure.get("error", "?")) if self.failure is not None else ""
+
+
+class ClaimStore(Protocol):
+    """Claims and outcomes of the tomograms of one model (a namespace) in one output folder."""
+
+    def now(self) -> float:
+        """The store's clock (seconds), against which leases and record times are judged."""
+
+    def claim(self, stem: str) -> Claim | None:
+        """Claim ``stem``, taking over a stale claim; None while another worker holds it."""
+
+    def refresh(self, claim: Claim) -> bool:
+        """Heartbeat; False (and ``claim.lost`` set) when the claim was taken over."""
+
+    def still_owner(self, claim: Claim) -> bool:
+        """Whether ``claim`` is still the current claim of its tomogram."""
+
+    def release(self, claim: Claim) -> None:
+        """Give ``claim`` up (no effect on a claim that was taken over)."""
+
+    def release_all(self) -> None:
+        """Give up every claim this store object holds."""
+
+    def clear_done(self, claim: Claim) -> None:
+        """Forget an earlier done record: the claim's worker is about to replace the outputs."""
+
+    def record_done(self, claim: Claim, record: Mapping[str, Any]) -> None:
+        """Record the tomogram as done (its outputs are in place); clears an earlier failure."""
+
+    def record_failed(self, claim: Claim, error: str) -> None:
+        """Record a failed attempt with its one-line error."""
+
+    def state(self, stem: str) -> TomogramState:
+        """What is stored about ``stem``."""
+
+    def states(self, stems: Iterable[str] | None = None) -> dict[str, TomogramState]:
+        """The state of each of ``stems`` (default: every tomogram the store knows)."""
+
+    def namespaces(self) -> list[str]:
+        """Every namespace (model) with state in this store's output folder."""
+
+    def close(self) -> None:
+        """Stop heartbeats and release every claim held."""

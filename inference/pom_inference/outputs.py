@@ -1,0 +1,145 @@
+"""Output writers: class probabilities of one tomogram into files, all or none.
+
+A writer owns its file names, temporary names and renames. :class:`OutputWriter` is the
+interface the worker uses; :class:`MrcFloat32Writer` (probabilities 0..1) and
+:class:`MrcUint8Writer` (0..255, as Ais writes segmentations) are its implementations.
+Each class goes to ``<output>/<stem>__<Class>.mrc`` at the network's voxel size.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from pom_common.atomic import TMP_MARK
+from pom_common.mrcio import new_volume, release_pages
+from pom_common.naming import feature_filename
+
+#: Bytes written to the memory-mapped outputs between flushes that release their pages,
+#: so resident memory does not grow with the volume.
+RELEASE_BYTES = 64 * 2**20
+
+
+class SlabSink(Protocol):
+    """Where one tomogram's probabilities go, slab by slab."""
+
+    def write(self, z0: int, probabilities: np.ndarray) -> None:
+        """Store (n, ny, nx, K) probabilities (the model's classes) at slices z0..z0+n."""
+
+
+class OutputWriter(Protocol):
+    """Writes the chosen classes of each tomogram; the files appear together or not at all."""
+
+    classes: tuple[str, ...]
+
+    def paths(self, stem: str) -> list[Path]:
+        """The final files of ``stem``, one per class."""
+
+    def open(self, stem: str, shape: tuple[int, int, int],
+             voxel_size: float) -> contextlib.AbstractContextManager[SlabSink]:
+        """Begin ``stem``'s outputs of (nz, ny, nx) voxels; renamed into place when the block ends."""
+
+    def complete(self, stem: str) -> bool:
+        """Whether every output file of ``stem`` is in place."""
+
+    def remove_temporaries(self, stem: str) -> int:
+        """Delete temporary files a stopped worker left for ``stem``; returns how many."""
+
+
+class _MrcSink:
+    def __init__(self, arrays: list[np.ndarray], class_index: Sequence[int], convert) -> None:
+        self.arrays = arrays
+        self.class_index = class_index
+        self.convert = convert
+        self.unflushed = 0
+
+    def write(self, z0: int, probabilities: np.ndarray) -> None:
+        for array, k in zip(self.arrays, self.class_index):
+            p = probabilities[..., k]
+            array[z0 : z0 + len(p)] = self.convert(p)
+        self.unflushed += probabilities[..., 0].nbytes * len(self.arrays)
+        if self.unflushed > RELEASE_BYTES:  # keep resident memory independent of the volume size
+            for array in self.arrays:
+                release_pages(array)
+            self.unflushed = 0
+
+
+class _MrcWriter:
+    """One MRC file per class, filled through memory maps under temporary names."""
+
+    dtype: type = np.float32
+
+    def __init__(self, folder: str | os.PathLike, classes: Sequence[str], class_index: Sequence[int]) -> None:
+        self.folder = Path(folder)
+        self.classes = tuple(classes)
+        self.class_index = tuple(class_index)
+
+    @staticmethod
+    def convert(p: np.ndarray) -> np.ndarray:
+        """Probabilities as stored (identity for float32)."""
+        return p
+
+    def paths(self, stem: str) -> list[Path]:
+        """``<folder>/<stem>__<Class>.mrc`` per class."""
+        return [self.folder / feature_filename(stem, c) for c in self.classes]
+
+    @contextlib.contextmanager
+    def open(self, stem: str, shape: tuple[int, int, int], voxel_size: float) -> Iterator[SlabSink]:
+        """Create every class file (temporary names); rename all of them when the block succeeds."""
+        with contextlib.ExitStack() as stack:
+            arrays = [stack.enter_context(new_volume(p, shape, self.dtype, voxel_size)) for p in self.paths(stem)]
+            yield _MrcSink(arrays, self.class_index, self.convert)
+
+    def complete(self, stem: str) -> bool:
+        """Every class file exists."""
+        return all(p.is_file() for p in self.paths(stem))
+
+    def remove_temporaries(self, stem: str) -> int:
+        """Delete ``.<name>.tmp-*`` files of ``stem``'s outputs."""
+        removed = 0
+        for path in self.paths(stem):
+            for tmp in self.folder.glob(f".{path.name}{TMP_MARK}*"):
+                with contextlib.suppress(FileNotFoundError):
+                    tmp.unlink()
+                    removed += 1
+        return removed
+
+
+class MrcFloat32Writer(_MrcWriter):
+    """Probabilities 0..1 as float32 MRC (mode 2)."""
+
+    dtype = np.float32
+
+
+class MrcUint8Writer(_MrcWriter):
+    """Probabilities as 0..255 integers (mode 6, as Ais writes segmentations)."""
+
+    dtype = np.uint8
+
+    @staticmethod
+    def convert(p: np.ndarray) -> np.ndarray:
+        """0..1 -> 0..255, rounded."""
+        return np.rint(np.clip(p, 0, 1) * 255)
+
+
+WRITERS: dict[str, type[_MrcWriter]] = {"float32": MrcFloat32Writer, "uint8": MrcUint8Writer}
+
+
+def make_writer(kind: str, folder: str | os.PathLike, classes: Sequence[str],
+                class_index: Sequence[int]) -> OutputWriter:
+    """The writer for output type ``kind`` (``float32`` or ``uint8``).
+
+    Raises
+    ------
+    ValueError
+        For an unknown kind.
+    """
+    try:
+        return WRITERS[kind](folder, classes, class_index)
+    except KeyError:
+        raise ValueError(f"unknown output type {kind!r}; expected one of {sorted(WRITERS)}") from None

@@ -1,0 +1,55 @@
+"""Pom's processing commands over a project: ``pom single test/process``, ``pom shared process``.
+
+They know the project layout (which model, which folders) and hand the work to the
+inference engine (:mod:`pom_inference.driver`), which needs no TensorFlow.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pom_common.config import ProjectConfig
+from pom_common.errors import ConfigError, InputError
+from pom_common.layout import ProjectLayout
+from pom_common.naming import list_tomograms
+from pom_inference.driver import RunResult, process
+from pom_inference.session import usable_devices
+from pom_inference.worker import ProcessOptions
+
+
+def _run(config: ProjectConfig, model: Path, source_key: str, output: Path, gpus: list[int] | None,
+         overwrite: bool = False, retry_failed: bool = False, dtype: str = "float32") -> RunResult:
+    source = config.require_dir(source_key)
+    tomograms = list_tomograms(source)
+    if not tomograms:
+        raise InputError(f"{source}: no tomograms (*.mrc without '__') found")
+    opts = ProcessOptions(model=str(model), tomograms=tuple(str(t) for t in tomograms), output_dir=str(output),
+                          channel_dirs=(str(config.macromolecule_path),), tta=config.shared_model_runs_per_volume,
+                          fallback_voxel_size=config.apix, expect_channels=tuple(config.macromolecules),
+                          overwrite=overwrite, retry_failed=retry_failed, dtype=dtype)
+    return process(opts, usable_devices(gpus))
+
+
+def segment_folder_single(config: ProjectConfig, feature: str, test: bool, gpus: list[int] | None) -> RunResult:
+    """``pom single test`` (test_dir -> test_dir) and ``pom single process`` (tomogram_dir -> output_dir).
+
+    Like Pom, these replace earlier outputs of the same model.
+
+    Raises
+    ------
+    ConfigError
+        ``feature`` is not one of the configuration's ontologies.
+    """
+    if feature not in config.ontologies:
+        raise ConfigError(f"feature {feature!r} is not in ontologies {list(config.ontologies)}")
+    model = ProjectLayout.of(config).single_model(feature)
+    output = config.test_path if test else config.output_path
+    return _run(config, model, "test_dir" if test else "tomogram_dir", output, gpus, overwrite=True)
+
+
+def process_project(config: ProjectConfig, gpus: list[int] | None, overwrite: bool = False,
+                    retry_failed: bool = False, dtype: str = "float32") -> RunResult:
+    """``pom shared process``: every tomogram in tomogram_dir with the shared model into output_dir."""
+    model = ProjectLayout.of(config).shared_model()
+    return _run(config, model, "tomogram_dir", config.output_path, gpus, overwrite=overwrite,
+                retry_failed=retry_failed, dtype=dtype)
