@@ -34,8 +34,12 @@ def python_exe() -> str:
 
 
 def make_onnx_model(path: Path, channels=("Density",), classes=("Void",), z_sum: int = 1, multiple: int = 4,
-                    kind: str = "single", seed: int = 0, metadata: bool = True) -> Path:
-    """A tiny ONNX model (3x3 conv + sigmoid/softmax, NHWC) with Pom metadata, built without TensorFlow."""
+                    kind: str = "single", seed: int = 0, metadata: bool = True, only_hw=None) -> Path:
+    """A tiny ONNX model (3x3 conv + sigmoid/softmax, NHWC) with Pom metadata, built without TensorFlow.
+
+    ``only_hw=(h, w)`` adds a constant of that size to the output: the graph is valid, but
+    ONNX Runtime fails inside ``session.run`` for images of any other size.
+    """
     import numpy as np
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -52,13 +56,17 @@ def make_onnx_model(path: Path, channels=("Density",), classes=("Void",), z_sum:
         helper.make_node("Conv", ["nchw", "w", "b"], ["conv"], pads=[1, 1, 1, 1]),
         helper.make_node("Softmax" if kind == "shared" else "Sigmoid", ["conv"], ["act"],
                          **({"axis": 1} if kind == "shared" else {})),
-        helper.make_node("Transpose", ["act"], ["output"], perm=[0, 2, 3, 1]),
+        helper.make_node("Transpose", ["act"], ["nhwc" if only_hw else "output"], perm=[0, 2, 3, 1]),
     ]
+    initializers = [numpy_helper.from_array(weight, "w"), numpy_helper.from_array(bias, "b")]
+    if only_hw:
+        nodes.append(helper.make_node("Add", ["nhwc", "zeros"], ["output"]))
+        initializers.append(numpy_helper.from_array(np.zeros((1, *only_hw, k), np.float32), "zeros"))
     graph = helper.make_graph(
         nodes, "tiny",
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", "H", "W", c])],
         [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["N", "H", "W", k])],
-        [numpy_helper.from_array(weight, "w"), numpy_helper.from_array(bias, "b")],
+        initializers,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8

@@ -312,3 +312,19 @@ def test_write_failure_leaves_no_partial_file(infer_setup, monkeypatch):
         state = store.state(stem)
         assert "No space left on device" in state.error
         assert state.claim is None  # claims released
+
+
+def test_model_failing_inside_onnx_runtime_fails_only_that_tomogram(tmp_path, capsys):
+    """ONNX Runtime's own exceptions (not PomError, not OSError) are one tomogram's failure."""
+    model = make_onnx_model(tmp_path / "m.onnx", classes=("A",), multiple=4, only_hw=(8, 8))
+    make_tomograms(tmp_path / "t", 3, shape=(16, 16, 16))  # binned 8 x 8: runs
+    make_tomograms(tmp_path / "big", 1, shape=(16, 24, 24))  # binned 12 x 12: fails in session.run
+    os.replace(tmp_path / "big" / "TS_000.mrc", tmp_path / "t" / "TS_big.mrc")
+    assert _process(tmp_path, model) == 1
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err + captured.out
+    assert "3 done, 1 failed" in captured.out
+    error = _failure(tmp_path, "TS_big")
+    assert "\n" not in error and error  # one line, with ONNX Runtime's reason
+    assert sorted(p.name for p in (tmp_path / "o").glob("*.mrc")) == [f"TS_00{i}__A.mrc" for i in range(3)]
+    assert not list((tmp_path / "o").glob(".*.tmp-*"))

@@ -57,12 +57,12 @@ def test_four_workers_write_each_output_once_and_match_one_worker(setup):
 
 SLOW_WORKER = """
 import sys, time
-import pom_inference.segment as segment, pom_inference.worker as worker
-real = segment.predict_slices
+import pom_inference.arrays as arrays, pom_inference.worker as worker
+real = arrays.predict_slices
 def slow(*a, **k):
     time.sleep(0.4)
     return real(*a, **k)
-segment.predict_slices = slow
+arrays.predict_slices = slow
 worker.SLAB = 1
 from pom_inference.cli import main
 sys.exit(main(sys.argv[1:]))

@@ -35,6 +35,7 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
 
 
 def atomic_write_bytes(target: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``target`` through a temporary file, flushed to disk, then renamed."""
     with atomic_path(target) as tmp:
         with open(tmp, "wb") as handle:
             handle.write(data)
@@ -43,4 +44,5 @@ def atomic_write_bytes(target: str | os.PathLike, data: bytes) -> None:
 
 
 def atomic_write_text(target: str | os.PathLike, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``target`` atomically."""
     atomic_write_bytes(target, text.encode("utf-8"))

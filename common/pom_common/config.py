@@ -19,6 +19,7 @@ from typing import Any
 from .atomic import atomic_write_text
 from .constants import CONFIG_FILENAME, DENSITY
 from .errors import ConfigError
+from .normalise import DENSITY_PROCESSING
 
 # Keys old Pom wrote that this toolkit accepts, keeps and writes back, but does not use.
 _LEGACY_KEYS: dict[str, str] = {
@@ -80,18 +81,22 @@ class ProjectConfig:
 
     @property
     def tomogram_path(self) -> Path:
+        """The folder ``tomogram_dir`` names, resolved against the project."""
         return self.path(self.tomogram_dir)
 
     @property
     def macromolecule_path(self) -> Path:
+        """The folder ``macromolecule_dir`` names, resolved against the project."""
         return self.path(self.macromolecule_dir)
 
     @property
     def output_path(self) -> Path:
+        """The folder ``output_dir`` names, resolved against the project."""
         return self.path(self.output_dir)
 
     @property
     def test_path(self) -> Path:
+        """The folder ``test_dir`` names, resolved against the project."""
         return self.path(self.test_dir)
 
     def require_dir(self, key: str) -> Path:
@@ -102,6 +107,7 @@ class ProjectConfig:
         return folder
 
     def gpu_list(self) -> list[int]:
+        """``GPUS`` as a list of indices."""
         return parse_gpus(self.GPUS, key="GPUS")
 
     def to_dict(self) -> dict[str, Any]:
@@ -160,6 +166,12 @@ _JSON_WORDS = {str: "a string", int: "an integer", float: "a number", bool: "a b
                dict: "an object", type(None): "null"}
 
 
+def _int_value(document: Mapping[str, Any], key: str) -> int | None:
+    """The integer a key holds, or None when absent or not an integer (reported elsewhere)."""
+    value = document.get(key)
+    return value if _type_ok("int", value) else None
+
+
 def validate_config(document: Any) -> list[str]:
     """Check a parsed configuration document; return every problem found (empty if valid)."""
     if not isinstance(document, dict):
@@ -180,18 +192,19 @@ def validate_config(document: Any) -> list[str]:
             problems.append(f"key {key!r}: expected {_TYPE_WORDS[kind]}, found {found} {json.dumps(value)}")
     for key in ("ontology_annotation_box_size", "single_model_epochs", "single_model_batch_size",
                 "shared_model_epochs", "shared_model_batch_size", "model_base_filters", "model_depth"):
-        value = document.get(key)
-        if _type_ok("int", value) and value < 1:
-            problems.append(f"key {key!r}: expected a positive integer, found {value}")
-    value = document.get("z_sum")
-    if _type_ok("int", value) and value < 0:
-        problems.append(f"key 'z_sum': expected an integer >= 0, found {value}")
-    value = document.get("shared_model_runs_per_volume")
-    if _type_ok("int", value) and not 1 <= value <= 4:
-        problems.append(f"key 'shared_model_runs_per_volume': expected 1 to 4, found {value}")
+        number = _int_value(document, key)
+        if number is not None and number < 1:
+            problems.append(f"key {key!r}: expected a positive integer, found {number}")
+    number = _int_value(document, "z_sum")
+    if number is not None and number < 0:
+        problems.append(f"key 'z_sum': expected an integer >= 0, found {number}")
+    number = _int_value(document, "shared_model_runs_per_volume")
+    if number is not None and not 1 <= number <= 4:
+        problems.append(f"key 'shared_model_runs_per_volume': expected 1 to 4, found {number}")
     value = document.get("density_normalisation")
-    if isinstance(value, str) and value not in ("local", "volume"):
-        problems.append(f"key 'density_normalisation': expected \"local\" or \"volume\", found {json.dumps(value)}")
+    if isinstance(value, str) and value not in DENSITY_PROCESSING:
+        problems.append(f"key 'density_normalisation': expected one of {list(DENSITY_PROCESSING)}, "
+                        f"found {json.dumps(value)}")
     value = document.get("GPUS")
     if isinstance(value, str):
         try:

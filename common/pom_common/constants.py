@@ -10,8 +10,6 @@ BIN_FACTOR = 2
 CHANNEL_SCALE = 255.0
 #: Header voxel sizes that mean "not set"; the configuration's apix is used instead.
 UNSET_VOXEL_SIZES = (0.0, 1.0)
-#: Default voxel size (A) used by Pom.
-DEFAULT_APIX = 15.68
 #: Name of the project configuration file (Pom's).
 CONFIG_FILENAME = "project_configuration.json"
 #: Version of the ONNX metadata layout written by export.

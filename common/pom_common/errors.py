@@ -23,3 +23,11 @@ class ModelError(PomError):
 
 class LockError(PomError):
     """A work claim could not be made or kept."""
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception as one line: our errors as they are, others prefixed with their type."""
+    text = str(exc).strip().splitlines()
+    first = text[0] if text else ""
+    message = first if isinstance(exc, PomError) else f"{type(exc).__name__}: {first}".rstrip(": ")
+    return message[:500]

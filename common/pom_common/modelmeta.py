@@ -34,12 +34,20 @@ class ModelInfo:
     metadata_version: str = METADATA_VERSION
 
     def to_json(self) -> str:
+        """The JSON document stored under the ONNX metadata key ``pom``."""
         doc = asdict(self)
         doc["classes"], doc["channels"] = list(self.classes), list(self.channels)
         return json.dumps(doc)
 
     @classmethod
     def from_json(cls, text: str | None, source: str) -> ModelInfo:
+        """Parse and check the metadata of the model file ``source``.
+
+        Raises
+        ------
+        ModelError
+            Naming ``source``, when the metadata is missing or malformed.
+        """
         if text is None:
             raise ModelError(f"{source}: an ONNX model without Pom metadata (export it with 'pom single train' "
                              "or 'pom shared train')")

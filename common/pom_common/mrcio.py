@@ -12,9 +12,11 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import mrcfile
 import numpy as np
+import numpy.typing as npt
 
 from .atomic import atomic_path
 from .constants import UNSET_VOXEL_SIZES
@@ -46,7 +48,9 @@ class Volume:
 
     @property
     def shape(self) -> tuple[int, int, int]:
-        return tuple(self.data.shape)  # type: ignore[return-value]
+        """(nz, ny, nx)."""
+        nz, ny, nx = self.data.shape
+        return (nz, ny, nx)
 
 
 def read_volume(path: str | os.PathLike, fallback_voxel_size: float | None = None) -> Volume:
@@ -107,12 +111,7 @@ def read_volume(path: str | os.PathLike, fallback_voxel_size: float | None = Non
     return Volume(data, header_size, True, path)
 
 
-def read_voxel_size(path: str | os.PathLike, fallback_voxel_size: float | None = None) -> float:
-    """Voxel size (A) of an MRC file; see :func:`read_volume`."""
-    return read_volume(path, fallback_voxel_size).voxel_size
-
-
-def _mrc_mode_for(dtype: np.dtype) -> np.dtype:
+def _mrc_mode_for(dtype: npt.DTypeLike) -> np.dtype:
     dtype = np.dtype(dtype)
     if dtype == np.uint8:
         return np.dtype(np.uint16)  # what mrcfile (and Ais) write for uint8 data: mode 6
@@ -135,7 +134,8 @@ def write_volume(path: str | os.PathLike, data: np.ndarray, voxel_size: float) -
 
 
 @contextlib.contextmanager
-def new_volume(path: str | os.PathLike, shape: tuple[int, int, int], dtype, voxel_size: float) -> Iterator[np.ndarray]:
+def new_volume(path: str | os.PathLike, shape: tuple[int, int, int], dtype: npt.DTypeLike,
+               voxel_size: float) -> Iterator[np.ndarray]:
     """Create an MRC file to fill slice by slice through a memory map, atomically.
 
     Yields a writable (nz, ny, nx) array. When the block ends without error the file is
@@ -176,7 +176,7 @@ def release_pages(array: np.ndarray) -> None:
 LABEL = b"Created by pom-onnx"
 
 
-def _label(mrc) -> None:
+def _label(mrc: Any) -> None:
     mrc.header.label[0] = LABEL
     mrc.header.nlabl = 1
 

@@ -29,15 +29,6 @@ def feature_filename(stem: str, feature: str) -> str:
     return f"{stem}{SEPARATOR}{feature}{MRC_SUFFIX}"
 
 
-def parse_feature_filename(name: str) -> tuple[str, str] | None:
-    """``TS_001__Membrane.mrc`` -> (``TS_001``, ``Membrane``); None for other names."""
-    base = Path(name).name
-    if not base.endswith(MRC_SUFFIX) or SEPARATOR not in base:
-        return None
-    stem, feature = base[: -len(MRC_SUFFIX)].rsplit(SEPARATOR, 1)
-    return stem, feature
-
-
 def list_tomograms(folder: str | os.PathLike) -> list[Path]:
     """Tomograms in ``folder``: ``*.mrc`` that are not derived files, sorted by name."""
     folder = Path(folder)

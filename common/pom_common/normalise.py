@@ -24,7 +24,6 @@ import numpy as np
 
 from .constants import CHANNEL_SCALE, DENSITY
 
-CROP = "crop"
 LOCAL = "local"
 VOLUME = "volume"
 UINT8 = "uint8"

@@ -58,6 +58,7 @@ class Feature:
 
     @property
     def n_boxes(self) -> int:
+        """How many boxes the feature has, over all slices."""
         return sum(len(b) for b in self.boxes.values())
 
 
@@ -75,6 +76,7 @@ class Annotation:
 
     @property
     def shape(self) -> tuple[int, int, int]:
+        """(n_slices, height, width) of the annotated volume."""
         return (self.n_slices, self.height, self.width)
 
 
@@ -105,7 +107,7 @@ class _Stub:
         if isinstance(state, dict):
             self.__dict__.update({str(k): v for k, v in state.items()})
 
-    def __reduce__(self):  # never re-pickled
+    def __reduce__(self) -> Any:  # never re-pickled
         raise TypeError("stand-in objects cannot be pickled")
 
 
@@ -150,8 +152,10 @@ def _plain_dtype(spec: Any, byteorder: str = "=") -> np.dtype:
     dtype = np.dtype(spec)
     if dtype.kind not in "biufc" or dtype.fields is not None or dtype.subdtype is not None:
         raise pickle.UnpicklingError(f"dtype {dtype} is not allowed")
-    if byteorder in ("<", ">"):
-        dtype = dtype.newbyteorder(byteorder)
+    if byteorder == "<":
+        dtype = dtype.newbyteorder("<")
+    elif byteorder == ">":
+        dtype = dtype.newbyteorder(">")
     return dtype
 
 

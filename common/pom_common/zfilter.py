@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from typing import Any
 
 import numpy as np
 
@@ -23,7 +24,7 @@ _CHUNK = 16
 _DROP_BYTES = 256 * 2**20
 
 
-def _drop_pages(mapping) -> None:
+def _drop_pages(mapping: Any) -> None:
     """Release the (clean, file-backed) pages of a read-only memory map from this process."""
     import mmap
 
@@ -35,13 +36,13 @@ _NUMBA_NATIVE = (np.int8, np.uint8, np.int16, np.uint16, np.int32, np.float32, n
 
 
 @functools.cache
-def _kernels():
+def _kernels() -> tuple[Any, Any, Any]:
     """Compile lazily (never at import); cache on disk, or in memory when no cache folder is writable."""
     import numba
 
-    def build(cache: bool):
+    def build(cache: bool) -> tuple[Any, Any, Any]:
         @numba.njit(parallel=True, cache=cache)
-        def bin_xy(chunk, b, out):
+        def bin_xy(chunk: Any, b: Any, out: Any) -> None:
             # chunk (n, ny, nx) any numeric dtype -> out (n, ny // b, nx // b) float32 block sums
             n, ny, nx = chunk.shape
             oy, ox = ny // b, nx // b
@@ -58,7 +59,7 @@ def _kernels():
                     out[k, y, x] = acc[x]
 
         @numba.njit(parallel=True, cache=cache)
-        def combine_z(binned, weights, first, scale, out):
+        def combine_z(binned: Any, weights: Any, first: Any, scale: Any, out: Any) -> None:
             # out[o] = scale * sum_j weights[o, j] * binned[first[o] + j]
             no, oy, ox = out.shape
             nw = weights.shape[1]
@@ -76,7 +77,8 @@ def _kernels():
                     out[o, y, x] = acc[x] * scale
 
         @numba.njit(parallel=True, cache=cache)
-        def fused(volume, b, weights, first, last_plane, scale, y0, y1, out):
+        def fused(volume: Any, b: Any, weights: Any, first: Any, last_plane: Any, scale: Any, y0: Any, y1: Any,
+                  out: Any) -> None:
             # For output rows y0..y1: stream every input slice once through a small ring of
             # binned rows (kept in cache), emitting output rows as their windows complete.
             nz = volume.shape[0]

@@ -1,8 +1,8 @@
 """``pom-infer``: segment tomograms with an exported model, without TensorFlow or a project.
 
-    pom-infer process MODEL.onnx --tomograms DIR_OR_LIST.txt --output DIR [--gpus 0,1 | cpu] ...
-    pom-infer status --output DIR
-    pom-infer info MODEL.onnx
+pom-infer process MODEL.onnx --tomograms DIR_OR_LIST.txt --output DIR [--gpus 0,1 | cpu] ...
+pom-infer status --output DIR
+pom-infer info MODEL.onnx
 """
 
 from __future__ import annotations
@@ -115,6 +115,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``pom-infer`` with ``argv`` (default: the command line); return the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
     configure_logging(verbose=args.debug)

@@ -49,7 +49,8 @@ class RunResult:
 
 def summary(result: RunResult) -> list[str]:
     """The lines a command prints at the end of a run."""
-    lines = [f"{len(result.done)} done, {len(result.failed)} failed"]
+    here = "" if result.done_here == len(result.done) else f" ({result.done_here} of them by this command)"
+    lines = [f"{len(result.done)} done, {len(result.failed)} failed{here}"]
     lines += [f"  FAILED {stem}: {error}" for stem, error in result.failed]
     return lines
 

@@ -1,4 +1,4 @@
-"""Inputs of a processing run: which tomograms, and each one's channel volumes.
+"""Inputs of a processing run: which tomograms, each one's channel volumes, the network input.
 
 Tomograms come from a folder (every ``*.mrc`` without ``__``) or a ``.txt`` list; the
 channels of a tomogram are found by :func:`pom_common.naming.find_channel`'s rule.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,8 +17,11 @@ import numpy as np
 
 from pom_common.constants import DENSITY
 from pom_common.errors import InputError
+from pom_common.modelmeta import ModelInfo
 from pom_common.mrcio import read_volume
 from pom_common.naming import find_channel, is_derived, list_tomograms
+
+from .preprocess import prepare_inputs
 
 logger = logging.getLogger(__name__)
 
@@ -81,3 +85,29 @@ def read_inputs(tomogram: Path, channels: Sequence[str], channel_dirs: Sequence[
         voxel = model_voxel_size or 1.0
         logger.warning("%s: header voxel size unset; using the model's %.4g A", tomogram.name, voxel)
     return TomogramInputs(tomogram, volumes, voxel)
+
+
+@dataclass
+class Prepared:
+    """A tomogram read and preprocessed, ready to segment."""
+
+    tomogram: Path
+    inputs: np.ndarray  # (nz', ny', nx', C) float32
+    voxel_size: float  # output voxel size (A) = input x bin factor
+    seconds: float
+
+
+def prepare(tomogram: Path, info: ModelInfo, channel_dirs: Sequence[str | os.PathLike] = (),
+            fallback_voxel_size: float | None = None) -> Prepared:
+    """Read the tomogram and its channels (memory-mapped) and preprocess them."""
+    start = time.perf_counter()
+    read = read_inputs(tomogram, info.channels, channel_dirs, fallback_voxel_size, info.voxel_size)
+    b = info.bin_factor
+    shape = next(iter(read.volumes.values())).shape
+    if min(shape) < b:
+        raise InputError(f"{tomogram}: volume {shape} is smaller than the bin factor {b}")
+    try:
+        inputs = prepare_inputs(read.volumes, info)
+    except InputError as exc:
+        raise InputError(f"{tomogram}: {exc}") from None
+    return Prepared(tomogram, inputs, read.voxel_size * b, time.perf_counter() - start)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -52,7 +52,8 @@ class OutputWriter(Protocol):
 
 
 class _MrcSink:
-    def __init__(self, arrays: list[np.ndarray], class_index: Sequence[int], convert) -> None:
+    def __init__(self, arrays: list[np.ndarray], class_index: Sequence[int],
+                 convert: Callable[[np.ndarray], np.ndarray]) -> None:
         self.arrays = arrays
         self.class_index = class_index
         self.convert = convert

@@ -63,5 +63,7 @@ def pad_to_multiple(images: np.ndarray, multiple: int) -> tuple[np.ndarray, tupl
     ph, pw = (-h) % multiple, (-w) % multiple
     if ph == 0 and pw == 0:
         return images, (h, w)
-    mode = "reflect" if (h > 1 and w > 1) else "edge"
-    return np.pad(images, ((0, 0), (0, ph), (0, pw), (0, 0)), mode=mode), (h, w)
+    widths = ((0, 0), (0, ph), (0, pw), (0, 0))
+    if h > 1 and w > 1:
+        return np.pad(images, widths, mode="reflect"), (h, w)
+    return np.pad(images, widths, mode="edge"), (h, w)

@@ -6,6 +6,9 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from pom_common.errors import ModelError
 from pom_common.modelmeta import METADATA_KEY, ModelInfo
@@ -20,18 +23,18 @@ CPU = "CPUExecutionProvider"
 class Model:
     """A loaded model: the ORT session, its metadata, and the provider that actually runs it."""
 
-    session: object
+    session: Any  # onnxruntime.InferenceSession
     info: ModelInfo
     provider: str
     path: Path
     input_name: str
 
-    def run(self, batch):
+    def run(self, batch: np.ndarray) -> np.ndarray:
         """(B, H, W, C) float32 -> (B, H, W, K) float32."""
         return self.session.run(None, {self.input_name: batch})[0]
 
 
-def _ort():
+def _ort() -> Any:
     import onnxruntime as ort
 
     # Severity 4 (fatal only): onnxruntime-gpu otherwise logs errors about missing CUDA
@@ -40,7 +43,7 @@ def _ort():
     return ort
 
 
-def _options(ort, threads: int | None):
+def _options(ort: Any, threads: int | None) -> Any:
     options = ort.SessionOptions()
     options.log_severity_level = 4
     threads = threads or int(os.environ.get("OMP_NUM_THREADS", "0") or 0)

@@ -18,19 +18,16 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from pom_common.claims import Claim, ClaimStore, TomogramState
-from pom_common.errors import ConfigError, InputError, LockError, PomError
+from pom_common.errors import ConfigError, LockError, PomError, one_line
 from pom_common.modelmeta import ModelInfo
 from pom_common.naming import tomogram_stem
 from pom_common.workqueue import FileClaimStore
 
-from .inputs import read_inputs
+from .inputs import Prepared, prepare
 from .outputs import OutputWriter, make_writer
 from .predict import DEFAULT_BATCH
-from .preprocess import prepare_inputs
-from .segment import SLAB, predict_slabs
+from .arrays import SLAB, predict_slabs
 from .session import Model, announce, load_model
 
 logger = logging.getLogger(__name__)
@@ -111,39 +108,6 @@ def is_eligible(state: TomogramState, outputs_complete: bool, *, overwrite: bool
     return True
 
 
-def one_line(exc: BaseException) -> str:
-    """An exception as one line: our errors as they are, others prefixed with their type."""
-    text = str(exc).strip().splitlines()
-    first = text[0] if text else ""
-    message = first if isinstance(exc, PomError) else f"{type(exc).__name__}: {first}".rstrip(": ")
-    return message[:500]
-
-
-@dataclass
-class Prepared:
-    """A tomogram read and preprocessed, ready to segment."""
-
-    tomogram: Path
-    inputs: np.ndarray  # (nz', ny', nx', C) float32
-    voxel_size: float  # output voxel size (A) = input x bin factor
-    seconds: float
-
-
-def prepare(tomogram: Path, info: ModelInfo, opts: ProcessOptions) -> Prepared:
-    """Read the tomogram and its channels (memory-mapped) and preprocess them."""
-    start = time.perf_counter()
-    read = read_inputs(tomogram, info.channels, opts.channel_dirs, opts.fallback_voxel_size, info.voxel_size)
-    b = info.bin_factor
-    shape = next(iter(read.volumes.values())).shape
-    if min(shape) < b:
-        raise InputError(f"{tomogram}: volume {shape} is smaller than the bin factor {b}")
-    try:
-        inputs = prepare_inputs(read.volumes, info)
-    except InputError as exc:
-        raise InputError(f"{tomogram}: {exc}") from None
-    return Prepared(tomogram, inputs, read.voxel_size * b, time.perf_counter() - start)
-
-
 class Worker:
     """The claim loop of one worker process (or of the only worker, in-process)."""
 
@@ -203,17 +167,20 @@ class Worker:
                             break
                         time.sleep(self.poll)  # held by others: wait for them to finish or go stale
                         continue
-                    pending = (*item, pool.submit(prepare, item[0], self.model.info, self.opts))
+                    pending = (*item, self._prefetch(pool, item[0]))
                 tomogram, claim, future = pending
                 pending = None
                 upcoming = self._next_claim()  # read the next tomogram while this one is segmented
                 if upcoming is not None:
-                    pending = (*upcoming, pool.submit(prepare, upcoming[0], self.model.info, self.opts))
+                    pending = (*upcoming, self._prefetch(pool, upcoming[0]))
                 self._process(claim, future)
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
             self.store.close()
         return self.result
+
+    def _prefetch(self, pool: ThreadPoolExecutor, tomogram: Path) -> Future[Prepared]:
+        return pool.submit(prepare, tomogram, self.model.info, self.opts.channel_dirs, self.opts.fallback_voxel_size)
 
     def _process(self, claim: Claim, future: Future[Prepared]) -> None:
         """One tomogram's error boundary: done, failed (recorded), or abandoned (claim lost)."""

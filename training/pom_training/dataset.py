@@ -55,6 +55,7 @@ class Phase1Report:
     voxel_sizes: dict[str, float] = field(default_factory=dict)  # tomogram -> A, from its header
 
     def table(self, ontologies: tuple[str, ...]) -> str:
+        """Images, annotated images and tomograms per feature, as a text table."""
         width = max([len("feature")] + [len(o) for o in ontologies])
         lines = [f"{'feature':<{width}}  {'images':>7}  {'annotated':>9}  {'tomograms':>9}"]
         for o in ontologies:

@@ -30,7 +30,7 @@ from pom_common.mrcio import read_volume
 from .scoring import bin_labels, dice, feature_colours, overlay_png
 from .synthetic import CLASSES, PALETTE, write_project
 
-logger = logging.getLogger("pom.demo")
+logger = logging.getLogger(__name__)
 
 #: Tiny settings: the same code path as a GPU run, sized for a 2-core CPU.
 TINY = {"model_base_filters": 8, "model_depth": 3, "single_model_epochs": 8, "single_model_batch_size": 64,
@@ -62,6 +62,7 @@ def score(project: Path, stems: list[str], classes: tuple[str, ...]) -> dict:
 
 
 def previews(project: Path, folder: Path, stems: list[str], classes: tuple[str, ...], z_sum: int) -> list[Path]:
+    """PNG previews of the shared network's output and of the truth, for each held-out tomogram."""
     from .preview import preview_tomogram
 
     colours = {**PALETTE, **feature_colours()}
@@ -80,6 +81,7 @@ def previews(project: Path, folder: Path, stems: list[str], classes: tuple[str, 
 
 
 def run(folder: Path, full: bool = False, seed: int = 2026) -> dict:
+    """Generate the project in ``folder``, run the whole workflow, return the report."""
     from .cli import main as pom
 
     project = folder / "project"
@@ -113,6 +115,7 @@ def run(folder: Path, full: bool = False, seed: int = 2026) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``python -m pom_training.demo``; returns the exit code."""
     parser = argparse.ArgumentParser(prog="pom-demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--folder", default="demo")
     parser.add_argument("--full", action="store_true", help="the configuration's default (GPU) settings")

@@ -16,10 +16,6 @@ from __future__ import annotations
 BN_MOMENTUM = 0.9
 
 
-def size_multiple(depth: int) -> int:
-    return 2**depth
-
-
 def build_unet(n_channels: int, n_outputs: int, base_filters: int = 64, depth: int = 4,
                activation: str = "sigmoid"):
     """Build the (uncompiled) Keras U-Net; shape (None, None, None, n_channels) -> (..., n_outputs)."""

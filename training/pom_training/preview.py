@@ -21,6 +21,7 @@ logger = logging.getLogger(__name__)
 
 
 def class_volumes(folder: Path, stem: str, classes: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """The class probability volumes of ``stem`` found in ``folder`` (missing classes left out)."""
     found = {}
     for c in classes:
         path = folder / feature_filename(stem, c)

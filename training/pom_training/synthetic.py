@@ -29,6 +29,8 @@ PALETTE = {"Void": (0.55, 0.55, 0.6), "Cytoplasm": (0.26, 0.84, 0.64), "Mitochon
 
 @dataclass(frozen=True)
 class Phantom:
+    """One synthetic tomogram: density, dense labels and the two input channels."""
+
     density: np.ndarray  # (nz, ny, nx) float32, standardised, dense = dark
     labels: np.ndarray  # (nz, ny, nx) int8, CLASSES indices
     membrane: np.ndarray  # (nz, ny, nx) uint8

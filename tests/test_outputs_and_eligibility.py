@@ -1,0 +1,65 @@
+"""Output writers and the pure rule that says which tomograms a worker tries."""
+
+import numpy as np
+import pytest
+
+from pom_common.claims import ClaimInfo, TomogramState
+from pom_common.mrcio import read_volume
+from pom_inference.outputs import MrcFloat32Writer, MrcUint8Writer, make_writer
+from pom_inference.worker import is_eligible
+
+DONE = TomogramState("TS", done={"classes": ["A"]}, done_at=100.0)
+FAILED = TomogramState("TS", failure={"error": "boom"}, failed_at=100.0)
+RUNNING = TomogramState("TS", claim=ClaimInfo("host", 1, 1.0, False))
+
+
+@pytest.mark.parametrize("state, complete, overwrite, retry, since, expected", [
+    (TomogramState("TS"), False, False, False, 0.0, True),       # pending
+    (RUNNING, False, False, False, 0.0, True),                   # the claim attempt decides
+    (DONE, True, False, False, 200.0, False),                    # done stays done
+    (DONE, False, False, False, 200.0, True),                    # done but an output is missing: redo
+    (DONE, True, True, False, 200.0, True),                      # --overwrite: done before this run
+    (DONE, True, True, False, 50.0, False),                      # ... but not what this run did
+    (FAILED, False, False, False, 200.0, False),                 # failed stays failed
+    (FAILED, False, False, True, 200.0, True),                   # --retry-failed
+    (FAILED, False, False, True, 50.0, False),                   # ... once per run
+])
+def test_eligibility(state, complete, overwrite, retry, since, expected):
+    assert is_eligible(state, complete, overwrite=overwrite, retry_failed=retry, since=since) is expected
+
+
+@pytest.mark.parametrize("kind, cls", [("float32", MrcFloat32Writer), ("uint8", MrcUint8Writer)])
+def test_writer_writes_all_classes_at_once(tmp_path, kind, cls):
+    writer = make_writer(kind, tmp_path, ("B", "A"), (1, 0))
+    assert isinstance(writer, cls)
+    probs = np.random.default_rng(0).random((5, 6, 7, 2)).astype(np.float32)
+    with writer.open("TS", (5, 6, 7), 20.0) as sink:
+        sink.write(0, probs[:3])
+        assert not writer.complete("TS") and len(list(tmp_path.glob(".TS__*.tmp-*"))) == 2
+        sink.write(3, probs[3:])
+    assert writer.complete("TS") and [p.name for p in writer.paths("TS")] == ["TS__B.mrc", "TS__A.mrc"]
+    b = read_volume(tmp_path / "TS__B.mrc")
+    assert b.voxel_size == pytest.approx(20.0)
+    expected = probs[..., 1] if kind == "float32" else np.rint(probs[..., 1] * 255)
+    assert np.array_equal(np.asarray(b.data), expected)
+
+
+def test_writer_error_leaves_nothing(tmp_path):
+    writer = make_writer("float32", tmp_path, ("A",), (0,))
+    with pytest.raises(RuntimeError), writer.open("TS", (2, 3, 4), 1.0) as sink:
+        sink.write(0, np.zeros((1, 3, 4, 1), np.float32))
+        raise RuntimeError("stopped")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_remove_temporaries_of_a_stopped_worker(tmp_path):
+    writer = make_writer("uint8", tmp_path, ("A", "B"), (0, 1))
+    for name in (".TS__A.mrc.tmp-1-ab", ".TS__B.mrc.tmp-2-cd", ".TS2__A.mrc.tmp-1-ab", "TS__A.mrc"):
+        (tmp_path / name).write_bytes(b"x")
+    assert writer.remove_temporaries("TS") == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".TS2__A.mrc.tmp-1-ab", "TS__A.mrc"]
+
+
+def test_unknown_writer(tmp_path):
+    with pytest.raises(ValueError, match="float32"):
+        make_writer("tiff", tmp_path, ("A",), (0,))
