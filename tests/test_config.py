@@ -99,7 +99,7 @@ def test_missing_file(tmp_path):
         load_config(tmp_path / "project_configuration.json")
 
 
-@pytest.mark.parametrize("text", ["0,x", "", "-1", "a"])
+@pytest.mark.parametrize("text", ["0,x", "", "-1", "a", "0,0", "gpu"])
 def test_bad_gpus(text):
     with pytest.raises(ConfigError, match="GPU indices"):
         parse_gpus(text)
@@ -107,3 +107,4 @@ def test_bad_gpus(text):
 
 def test_gpus_parse():
     assert parse_gpus("0,1, 3") == [0, 1, 3]
+    assert parse_gpus("cpu") is None and parse_gpus(" CPU ") is None

@@ -10,12 +10,12 @@ from pom_inference.session import load_model
 from .conftest import make_onnx_model
 
 
-def test_load_model_reads_metadata_and_falls_back_to_cpu(tmp_path, caplog):
+def test_load_model_reads_metadata_and_says_what_runs_it(tmp_path, caplog):
     path = make_onnx_model(tmp_path / "m.onnx", channels=("Density", "Membrane"), classes=("A", "B"), kind="shared")
     with caplog.at_level("INFO"):
-        model = load_model(path, device=0)
+        model = load_model(path)
     assert model.info.classes == ("A", "B") and model.info.channels == ("Density", "Membrane")
-    assert model.provider == "cpu"  # no CUDA on the test machines
+    assert model.provider == "cpu" and model.device is None
     lines = [r.getMessage() for r in caplog.records if "ONNX Runtime" in r.getMessage()]
     assert len(lines) == 1 and "CPU" in lines[0]
 

@@ -178,8 +178,10 @@ def test_pom_infer_works_without_tensorflow(setup):
 
 def test_two_workers_in_one_command(setup):
     tmp, model, _ = setup
-    # --gpus 0,1 on a machine without CUDA: ONNX Runtime falls back to the CPU in each worker.
+    # Two worker processes on the CPU: the same driver path as one worker per GPU.
     code = infer_main(["process", str(model), "--tomograms", str(tmp / "tomos"), "--output", str(tmp / "o"),
-                       "--gpus", "0,1"])
+                       "--gpus", "cpu", "--workers", "2"])
     assert code == 0
     assert len(list((tmp / "o").glob("*__*.mrc"))) == 40
+    journal = FileClaimStore(tmp / "o", namespace="shared").journal()
+    assert sorted(e["stem"] for e in journal) == sorted(f"TS_{i:03d}" for i in range(20))  # each once

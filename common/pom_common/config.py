@@ -21,6 +21,9 @@ from .constants import CONFIG_FILENAME, DENSITY
 from .errors import ConfigError
 from .normalise import DENSITY_PROCESSING
 
+#: The values ``label_method`` may take.
+LABEL_METHODS = ("pom", "painted", "direct")
+
 # Keys old Pom wrote that this toolkit accepts, keeps and writes back, but does not use.
 _LEGACY_KEYS: dict[str, str] = {
     "image_dir": "str",
@@ -66,10 +69,14 @@ class ProjectConfig:
     shared_model_batch_size: int = 64
     shared_model_unknown_class_threshold: float = 0.33
     shared_model_runs_per_volume: int = 4  # TTA rotations when processing (1..4)
-    GPUS: str = "0"
+    GPUS: str = "0"  # GPU indices ("0,1"), or "cpu"
     model_base_filters: int = 64  # U-Net filters at the first level
     model_depth: int = 4  # U-Net pooling levels
     density_normalisation: str = "local"  # "local" (crop-sized window) or "volume" (Pom)
+    #: How Ais annotations become training labels: "pom" (Pom's algorithm, for reproduction),
+    #: "painted" (every painted feature teaches every network) or "direct" (the shared network
+    #: learns the painted labels alone, no single networks); see LABEL_METHODS.
+    label_method: str = "pom"
     #: Pom keys kept for round trips (rendering settings and others), read-only.
     legacy: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     #: Folder the configuration was loaded from; relative folders resolve against it.
@@ -106,8 +113,8 @@ class ProjectConfig:
             raise ConfigError(f"key {key!r}: folder {folder} does not exist")
         return folder
 
-    def gpu_list(self) -> list[int]:
-        """``GPUS`` as a list of indices."""
+    def gpu_list(self) -> list[int] | None:
+        """``GPUS`` as a list of indices; None when it says ``cpu``."""
         return parse_gpus(self.GPUS, key="GPUS")
 
     def to_dict(self) -> dict[str, Any]:
@@ -133,14 +140,21 @@ _USED_KEYS: dict[str, tuple[str, Any]] = {
 KNOWN_KEYS = tuple(_USED_KEYS) + tuple(_LEGACY_KEYS)
 
 
-def parse_gpus(text: str, key: str = "-gpus") -> list[int]:
-    """``"0,1,3"`` -> [0, 1, 3]; a clear ConfigError otherwise."""
+#: What ``GPUS`` (and ``-gpus``/``--gpus``) say to run on the CPU.
+CPU = "cpu"
+
+
+def parse_gpus(text: str, key: str = "GPUS") -> list[int] | None:
+    """``"0,1,3"`` -> [0, 1, 3]; ``"cpu"`` -> None (the CPU); a ConfigError naming ``key`` otherwise."""
+    if str(text).strip().lower() == CPU:
+        return None
+    expected = f"{key}: expected GPU indices such as 0,1,3, or {CPU!r} for the CPU, got {text!r}"
     try:
         gpus = [int(part) for part in str(text).split(",") if part.strip() != ""]
     except ValueError:
-        raise ConfigError(f"{key}: expected a comma-separated list of GPU indices such as 0,1,3, got {text!r}") from None
-    if not gpus or any(g < 0 for g in gpus):
-        raise ConfigError(f"{key}: expected a comma-separated list of GPU indices such as 0,1,3, got {text!r}")
+        raise ConfigError(expected) from None
+    if not gpus or any(g < 0 for g in gpus) or len(set(gpus)) != len(gpus):
+        raise ConfigError(expected)
     return gpus
 
 
@@ -205,6 +219,9 @@ def validate_config(document: Any) -> list[str]:
     if isinstance(value, str) and value not in DENSITY_PROCESSING:
         problems.append(f"key 'density_normalisation': expected one of {list(DENSITY_PROCESSING)}, "
                         f"found {json.dumps(value)}")
+    value = document.get("label_method")
+    if isinstance(value, str) and value not in LABEL_METHODS:
+        problems.append(f"key 'label_method': expected one of {list(LABEL_METHODS)}, found {json.dumps(value)}")
     value = document.get("GPUS")
     if isinstance(value, str):
         try:

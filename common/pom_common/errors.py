@@ -21,6 +21,12 @@ class ModelError(PomError):
     """A model file is missing, not ONNX, or lacks the metadata this toolkit writes."""
 
 
+class DeviceError(PomError):
+    """GPUs were asked for and cannot be used here (missing library, driver, GPU)."""
+
+    exit_code = 2
+
+
 class LockError(PomError):
     """A work claim could not be made or kept."""
 

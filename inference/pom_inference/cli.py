@@ -3,6 +3,7 @@
 pom-infer process MODEL.onnx --tomograms DIR_OR_LIST.txt --output DIR [--gpus 0,1 | cpu] ...
 pom-infer status --output DIR
 pom-infer info MODEL.onnx
+pom-infer doctor [--gpus 0,1 | cpu] [--json]
 """
 
 from __future__ import annotations
@@ -13,13 +14,11 @@ import sys
 import traceback
 
 from pom_common.config import parse_gpus
-from pom_common.errors import ConfigError, PomError
+from pom_common.errors import ConfigError, DeviceError, PomError
 from pom_common.log import configure_logging
 
 
 def _gpus(text: str) -> list[int] | None:
-    if text.strip().lower() == "cpu":
-        return None
     return parse_gpus(text, key="--gpus")
 
 
@@ -40,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder with <TS>__<Channel>.mrc inputs (default: beside each tomogram)")
     p.add_argument("--output", required=True, help="output folder for <TS>__<Class>.mrc")
     p.add_argument("--gpus", default="0", help="GPU indices, one worker each (e.g. 0,1,3), or 'cpu' (default: 0)")
+    p.add_argument("--workers", type=int, default=1, help="worker processes per GPU (or on the CPU); default 1")
     p.add_argument("--tta", type=int, default=4, choices=(1, 2, 3, 4, 8), help="rotations (1-4) or 8 with flips")
     p.add_argument("--dtype", choices=("float32", "uint8"), default="float32")
     p.add_argument("--classes", default=None, help="comma-separated subset of the model's classes")
@@ -47,19 +47,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lease-seconds", type=float, default=120.0, help="a claim not refreshed for this long is taken over")
     p.add_argument("--retry-failed", action="store_true", help="try tomograms that failed before again")
     p.add_argument("--voxel-size", type=float, default=None, help="A, for headers that say 0 or 1")
-    p.add_argument("--batch", type=int, default=8, help="slices per ONNX Runtime call")
+    p.add_argument("--batch", type=int, default=None,
+                   help="slices per ONNX Runtime call (default: from free GPU memory; 8 on the CPU)")
     s = sub.add_parser("status", help="done / running / failed / pending in an output folder")
     s.add_argument("--output", required=True)
     s.add_argument("--tomograms", default=None, help="also count tomograms not started yet")
     i = sub.add_parser("info", help="print a model's metadata")
     i.add_argument("model")
+    d = sub.add_parser("doctor", help="can the GPUs run here? ONNX Runtime, CUDA libraries, driver, GPUs")
+    d.add_argument("--gpus", default="0", help="the GPUs to check (default: 0), or 'cpu'")
+    d.add_argument("--json", action="store_true", help="the report as JSON")
     return parser
 
 
 def cmd_process(args: argparse.Namespace) -> int:
     from .driver import process, summary
     from .inputs import tomograms_from
-    from .session import usable_devices
+    from .session import check_gpus
     from .worker import ProcessOptions
 
     tomograms = tomograms_from(args.tomograms)
@@ -70,7 +74,10 @@ def cmd_process(args: argparse.Namespace) -> int:
         tta=args.tta, dtype=args.dtype, overwrite=args.overwrite, retry_failed=args.retry_failed,
         lease_seconds=_lease(args.lease_seconds), fallback_voxel_size=args.voxel_size, batch=args.batch,
     )
-    result = process(opts, usable_devices(_gpus(args.gpus)), verbose=args.debug)
+    if args.workers < 1:
+        raise ConfigError(f"--workers: expected a positive integer, got {args.workers}")
+    devices = [d for d in check_gpus(_gpus(args.gpus)) for _ in range(args.workers)]
+    result = process(opts, devices, verbose=args.debug)
     print("\n".join(summary(result)))
     return 1 if result.failed else 0
 
@@ -114,17 +121,32 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from .doctor import report_lines
+    from .gpu import diagnose
+
+    gpus = _gpus(args.gpus)
+    report = diagnose(gpus)
+    if args.json:
+        print(json.dumps({**report.to_dict(), "requested": gpus if gpus is not None else "cpu"}, indent=1))
+    else:
+        print("\n".join(report_lines(report, gpus)))
+    return 0 if gpus is None or report.ok else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run ``pom-infer`` with ``argv`` (default: the command line); return the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
     configure_logging(verbose=args.debug)
     try:
-        return {"process": cmd_process, "status": cmd_status, "info": cmd_info}[args.command](args)
+        commands = {"process": cmd_process, "status": cmd_status, "info": cmd_info, "doctor": cmd_doctor}
+        return commands[args.command](args)
     except PomError as exc:
         if args.debug:
             traceback.print_exc()
-        print(f"pom-infer: error: {exc}", file=sys.stderr)
+        hint = " (or run on the CPU: --gpus cpu)" if isinstance(exc, DeviceError) else ""
+        print(f"pom-infer: error: {exc}{hint}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("pom-infer: interrupted; claims released", file=sys.stderr)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol
 
@@ -126,6 +127,42 @@ class MrcUint8Writer(_MrcWriter):
     def convert(p: np.ndarray) -> np.ndarray:
         """0..1 -> 0..255, rounded."""
         return np.rint(np.clip(p, 0, 1) * 255)
+
+
+class _Background:
+    """A sink whose writes run in a background thread, one at a time, in order."""
+
+    def __init__(self, sink: SlabSink, pool: ThreadPoolExecutor) -> None:
+        self.sink = sink
+        self.pool = pool
+        self.pending: Future[None] | None = None
+
+    def write(self, z0: int, probabilities: np.ndarray) -> None:
+        """Wait for the previous write (raising its error), then start this one."""
+        self.wait()
+        self.pending = self.pool.submit(self.sink.write, z0, probabilities)
+
+    def wait(self) -> None:
+        """Wait for the write in flight, if any."""
+        if self.pending is not None:
+            pending, self.pending = self.pending, None
+            pending.result()
+
+
+@contextlib.contextmanager
+def in_background(sink: SlabSink) -> Iterator[SlabSink]:
+    """Write slab n in a thread while the caller computes slab n + 1 (on a GPU, ONNX Runtime frees the GIL).
+
+    At most one slab waits, so memory stays bounded. A failed write is raised by the next
+    write or when the block ends; every write has finished when the block ends.
+    """
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pom-writer")
+    background = _Background(sink, pool)
+    try:
+        yield background
+        background.wait()
+    finally:
+        pool.shutdown(wait=True)
 
 
 WRITERS: dict[str, type[_MrcWriter]] = {"float32": MrcFloat32Writer, "uint8": MrcUint8Writer}

@@ -10,7 +10,7 @@ from pom_common.constants import rotations_for
 
 from .preprocess import pad_to_multiple
 
-#: Slices per ONNX Runtime call.
+#: Slices per ONNX Runtime call on the CPU (and on a GPU whose free memory cannot be read).
 DEFAULT_BATCH = 8
 
 

@@ -1,4 +1,9 @@
-"""ONNX Runtime sessions: one place that picks providers and reads Pom metadata."""
+"""ONNX Runtime sessions: one place that picks providers, reads Pom metadata and runs batches.
+
+A GPU is used only when asked for (``device`` an index) and then always: when CUDA cannot
+run, :class:`~pom_common.errors.DeviceError` names the cause and the fix; there is no
+silent fall-back to the CPU. The CPU is asked for with ``device=None``.
+"""
 
 from __future__ import annotations
 
@@ -10,37 +15,72 @@ from typing import Any
 
 import numpy as np
 
-from pom_common.errors import ModelError
+from pom_common.errors import DeviceError, ModelError, one_line
 from pom_common.modelmeta import METADATA_KEY, ModelInfo
+
+from . import gpu
+from .predict import DEFAULT_BATCH
 
 logger = logging.getLogger(__name__)
 
-CUDA = "CUDAExecutionProvider"
+CUDA = gpu.CUDA
 CPU = "CPUExecutionProvider"
+#: Most slices per call on a GPU, whatever its memory.
+MAX_GPU_BATCH = 64
+#: Bytes of activations per input pixel per base filter of the U-Net, with room to spare
+#: (all levels, both paths, skip copies; ONNX Runtime reuses much of it).
+_BYTES_PER_PIXEL_FILTER = 64
 
 
 @dataclass
 class Model:
-    """A loaded model: the ORT session, its metadata, and the provider that actually runs it."""
+    """A loaded model: the ORT session, its metadata, and the provider that actually runs it.
+
+    ``io_binding``: inputs and outputs go through ONNX Runtime's IO binding (the outputs
+    are bound on the device that computes them and copied back once); the default on a GPU.
+    """
 
     session: Any  # onnxruntime.InferenceSession
     info: ModelInfo
-    provider: str
+    provider: str  # "cuda" or "cpu"
     path: Path
     input_name: str
+    output_name: str
+    device: int | None = None
+    io_binding: bool = False
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """(B, H, W, C) float32 -> (B, H, W, K) float32."""
-        return self.session.run(None, {self.input_name: batch})[0]
+        if not self.io_binding:
+            return self.session.run([self.output_name], {self.input_name: batch})[0]
+        binding = self.session.io_binding()
+        binding.bind_cpu_input(self.input_name, np.ascontiguousarray(batch, dtype=np.float32))
+        if self.provider == "cuda":
+            binding.bind_output(self.output_name, "cuda", self.device or 0)
+        else:
+            binding.bind_output(self.output_name)
+        self.session.run_with_iobinding(binding)
+        return binding.copy_outputs_to_cpu()[0]
+
+    def batch_for(self, height: int, width: int) -> int:
+        """Slices per call for (height, width) images: from free GPU memory on a GPU, else the default."""
+        if self.provider != "cuda" or self.device is None:
+            return DEFAULT_BATCH
+        free = gpu.free_memory_mib(self.device)
+        filters = int(self.info.training.get("base_filters", 64) or 64)
+        return batch_from_memory(free, height, width, filters)
+
+
+def batch_from_memory(free_mib: int | None, height: int, width: int, base_filters: int) -> int:
+    """How many (height, width) images fit in half of ``free_mib`` of GPU memory (1..64)."""
+    if free_mib is None:
+        return DEFAULT_BATCH
+    per_image = height * width * base_filters * _BYTES_PER_PIXEL_FILTER
+    return int(max(1, min(MAX_GPU_BATCH, free_mib * 2**20 // 2 // max(per_image, 1))))
 
 
 def _ort() -> Any:
-    import onnxruntime as ort
-
-    # Severity 4 (fatal only): onnxruntime-gpu otherwise logs errors about missing CUDA
-    # libraries on CPU-only machines; what actually runs is checked with get_providers().
-    ort.set_default_logger_severity(4)
-    return ort
+    return gpu._ort()
 
 
 def _options(ort: Any, threads: int | None) -> Any:
@@ -53,14 +93,20 @@ def _options(ort: Any, threads: int | None) -> Any:
     return options
 
 
-def usable_devices(gpus: list[int] | None) -> list[int | None]:
-    """One worker device per GPU index, or one CPU worker (None) when asked or without CUDA."""
+def check_gpus(gpus: list[int] | None) -> list[int | None]:
+    """The worker devices for ``gpus`` (None: one CPU worker), after checking that CUDA runs on them.
+
+    Raises
+    ------
+    DeviceError
+        GPUs were asked for and CUDA cannot run them here: every reason, with its fix, on one line.
+    """
     if gpus is None:
         return [None]
-    if CUDA not in _ort().get_available_providers():
-        logger.info("ONNX Runtime has no CUDA provider here: one CPU worker instead of GPU %s",
-                    ",".join(map(str, gpus)))
-        return [None]
+    report = gpu.diagnose(gpus)
+    if not report.ok:
+        raise DeviceError(f"GPU {','.join(map(str, gpus))} requested, but CUDA cannot run here: "
+                          + "; ".join(report.problems))
     return list(gpus)
 
 
@@ -70,15 +116,23 @@ def read_model_info(path: str | os.PathLike) -> ModelInfo:
 
 
 def load_model(path: str | os.PathLike, device: int | None = None, threads: int | None = None,
-               quiet: bool = False) -> Model:
-    """Open ``path`` with the CUDA provider on GPU ``device`` when it works, else on the CPU.
+               quiet: bool = False, io_binding: bool | None = None) -> Model:
+    """Open ``path`` on GPU ``device`` (ONNX Runtime's CUDA provider), or on the CPU when ``device`` is None.
 
-    The choice is said in one line (unless ``quiet``).
+    Parameters
+    ----------
+    path : an ONNX model exported by this toolkit (its metadata names classes and channels).
+    device : GPU index, or None for the CPU.
+    threads : ONNX Runtime intra-op threads (default: OMP_NUM_THREADS, else all cores).
+    quiet : do not say in a log line what runs the model.
+    io_binding : feed inputs and outputs through IO binding (default: on a GPU only).
 
     Raises
     ------
     ModelError
         The file is missing, not ONNX, or lacks Pom metadata.
+    DeviceError
+        A GPU was asked for and CUDA cannot run on it (the message says why and how to fix it).
     """
     path = Path(path)
     if not path.is_file():
@@ -86,42 +140,40 @@ def load_model(path: str | os.PathLike, device: int | None = None, threads: int 
     ort = _ort()
     options = _options(ort, threads)
     providers: list = [CPU]
-    if device is not None and CUDA in ort.get_available_providers():
+    if device is not None:
+        gpu.preload()
+        if CUDA not in ort.get_available_providers():
+            check_gpus([device])  # raises, naming what is missing
         providers = [(CUDA, {"device_id": int(device)}), CPU]
     try:
         session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
     except Exception as exc:
-        if providers[0] != CPU:  # CUDA provider failed at creation: fall back
-            try:
-                session = ort.InferenceSession(str(path), sess_options=options, providers=[CPU])
-            except Exception as exc2:
-                raise ModelError(f"{path}: not a usable ONNX model ({_first_line(exc2)})") from None
-        else:
-            raise ModelError(f"{path}: not a usable ONNX model ({_first_line(exc)})") from None
+        if device is not None and "CUDA" in str(exc):
+            check_gpus([device])
+            raise DeviceError(f"GPU {device}: ONNX Runtime's CUDA provider failed ({one_line(exc)})") from None
+        raise ModelError(f"{path}: not a usable ONNX model ({one_line(exc)})") from None
     active = session.get_providers()[0]
+    if device is not None and active != CUDA:  # ONNX Runtime fell back to the CPU on its own
+        check_gpus([device])
+        raise DeviceError(f"GPU {device}: ONNX Runtime could not start its CUDA provider (run 'pom-infer doctor')")
     meta = session.get_modelmeta().custom_metadata_map
     info = ModelInfo.from_json(meta.get(METADATA_KEY), str(path))
-    inputs = session.get_inputs()
+    inputs, outputs = session.get_inputs(), session.get_outputs()
     if len(inputs) != 1 or (isinstance(inputs[0].shape[-1], int) and inputs[0].shape[-1] != len(info.channels)):
         raise ModelError(f"{path}: the graph's input {inputs[0].shape} does not match its metadata "
                          f"channels {list(info.channels)}")
-    model = Model(session=session, info=info, provider="cuda" if active == CUDA else "cpu", path=path,
-                  input_name=inputs[0].name)
+    provider = "cuda" if device is not None else "cpu"
+    model = Model(session=session, info=info, provider=provider, path=path, input_name=inputs[0].name,
+                  output_name=outputs[0].name, device=device,
+                  io_binding=(provider == "cuda") if io_binding is None else io_binding)
     if not quiet:
-        announce(model, device)
+        announce(model)
     return model
 
 
-def announce(model: Model, device: int | None) -> None:
-    """Say in one line what runs the model (and that CUDA was not usable, when it was asked for)."""
+def announce(model: Model) -> None:
+    """Say in one line what runs the model."""
     if model.provider == "cuda":
-        logger.info("ONNX Runtime: CUDA provider on GPU %s for %s", device, model.path.name)
-    elif device is not None:
-        logger.info("ONNX Runtime: CUDA is not usable here (GPU %s requested); running on the CPU", device)
+        logger.info("ONNX Runtime: CUDA provider on GPU %s for %s", model.device, model.path.name)
     else:
-        logger.info("ONNX Runtime: running on the CPU")
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:300] if text else type(exc).__name__
+        logger.info("ONNX Runtime: running %s on the CPU", model.path.name)

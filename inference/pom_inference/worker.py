@@ -9,6 +9,7 @@ failure; the others go on.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -24,10 +25,9 @@ from pom_common.modelmeta import ModelInfo
 from pom_common.naming import tomogram_stem
 from pom_common.workqueue import FileClaimStore
 
-from .inputs import Prepared, prepare
-from .outputs import OutputWriter, make_writer
-from .predict import DEFAULT_BATCH
 from .arrays import SLAB, predict_slabs
+from .inputs import Prepared, prepare
+from .outputs import OutputWriter, in_background, make_writer
 from .session import Model, announce, load_model
 
 logger = logging.getLogger(__name__)
@@ -48,10 +48,11 @@ class ProcessOptions:
     retry_failed: bool = False
     lease_seconds: float = 120.0
     fallback_voxel_size: float | None = None  # used when a header says 0 or 1
-    batch: int = DEFAULT_BATCH
+    batch: int | None = None  # slices per ONNX Runtime call (None: chosen from free GPU memory, else 8)
     poll_seconds: float | None = None  # wait between looks at claims held by others
     threads: int | None = None
     expect_channels: tuple[str, ...] | None = None  # refuse a model whose inputs differ (project runs)
+    overlap: bool | None = None  # write slab n while slab n + 1 is predicted (None: on a GPU)
 
 
 @dataclass
@@ -211,14 +212,17 @@ class Worker:
 
     def _segment(self, prepared: Prepared, claim: Claim) -> None:
         """Segment slab by slab into the writer; the outputs appear only if we still own the claim."""
-        shape = prepared.inputs.shape[:3]
+        nz, ny, nx = prepared.inputs.shape[:3]
         lost = LockError(f"{claim.stem}: claim taken over by another worker; abandoned")
-        with self.writer.open(claim.stem, (shape[0], shape[1], shape[2]), prepared.voxel_size) as sink:
-            for z0, probabilities in predict_slabs(self.model, prepared.inputs, tta=self.opts.tta,
-                                                   batch=self.opts.batch, slab=SLAB):
-                if claim.lost.is_set():
-                    raise lost
-                sink.write(z0, probabilities)
+        batch = self.opts.batch or self.model.batch_for(ny, nx)
+        overlap = self.opts.overlap if self.opts.overlap is not None else self.model.provider == "cuda"
+        slabs = predict_slabs(self.model, prepared.inputs, tta=self.opts.tta, batch=batch, slab=SLAB)
+        with self.writer.open(claim.stem, (nz, ny, nx), prepared.voxel_size) as sink:
+            with in_background(sink) if overlap else contextlib.nullcontext(sink) as out:
+                for z0, probabilities in slabs:
+                    if claim.lost.is_set():
+                        raise lost
+                    out.write(z0, probabilities)
             if not self.store.still_owner(claim):
                 raise lost
 
@@ -227,5 +231,5 @@ def run_worker(opts: ProcessOptions, device: int | None, name: str) -> WorkerRes
     """Load the model on ``device`` (None: the CPU) and run one worker until the work is done."""
     model = load_model(opts.model, device=device, threads=opts.threads, quiet=True)
     worker = Worker(opts, model, name)  # refuses a model that does not fit the options, before a word
-    announce(model, device)
+    announce(model)
     return worker.run()

@@ -13,7 +13,7 @@ from pom_common.errors import ConfigError, InputError
 from pom_common.layout import ProjectLayout
 from pom_common.naming import list_tomograms
 from pom_inference.driver import RunResult, process
-from pom_inference.session import usable_devices
+from pom_inference.session import check_gpus
 from pom_inference.worker import ProcessOptions
 
 
@@ -27,7 +27,7 @@ def _run(config: ProjectConfig, model: Path, source_key: str, output: Path, gpus
                           channel_dirs=(str(config.macromolecule_path),), tta=config.shared_model_runs_per_volume,
                           fallback_voxel_size=config.apix, expect_channels=tuple(config.macromolecules),
                           overwrite=overwrite, retry_failed=retry_failed, dtype=dtype)
-    return process(opts, usable_devices(gpus))
+    return process(opts, check_gpus(gpus))
 
 
 def segment_folder_single(config: ProjectConfig, feature: str, test: bool, gpus: list[int] | None) -> RunResult:

@@ -1,0 +1,388 @@
+"""Can ONNX Runtime's CUDA provider run here, and if not, why: the facts behind ``doctor``.
+
+The CUDA provider of onnxruntime-gpu is a shared library that links against CUDA and
+cuDNN (pip packages ``nvidia-*``, brought by the ``[gpu]`` extra) and against the NVIDIA
+driver (``libcuda.so.1``, never a pip package). :func:`preload` loads the pip-installed
+libraries once, so no ``LD_LIBRARY_PATH`` is needed; :func:`diagnose` says, library by
+library, what loads and what is missing, and what the driver supports.
+
+Everything here reads the system (ctypes, /proc); nothing changes it but loading libraries.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import functools
+import io
+import logging
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+CUDA = "CUDAExecutionProvider"
+DRIVER_LIBRARY = "libcuda.so.1"
+NVML_LIBRARY = "libnvidia-ml.so.1"
+#: Oldest driver branch that runs each CUDA major (NVIDIA's compatibility table).
+MIN_DRIVER = {12: 525, 13: 580}
+#: The install lines, per CUDA major of the onnxruntime-gpu build.
+INSTALL = {13: "pip install 'pom-onnx[gpu]' (CUDA 13, NVIDIA driver 580 or newer)",
+           12: "pip install 'pom-onnx[gpu-cuda12]' (CUDA 12, NVIDIA driver 525 or newer)"}
+#: System libraries the provider also links against; not CUDA's business.
+_SYSTEM = ("libc.so", "libm.so", "libdl.so", "librt.so", "libpthread.so", "libstdc++.so", "libgcc_s.so",
+           "ld-linux", "libonnxruntime")
+#: Library name prefix -> pip package (without the CUDA suffix), for the hint on a missing one.
+_PACKAGES = (("libcublas", "nvidia-cublas"), ("libcudart", "nvidia-cuda-runtime"), ("libnvrtc", "nvidia-cuda-nvrtc"),
+             ("libcurand", "nvidia-curand"), ("libcufft", "nvidia-cufft"), ("libnvJitLink", "nvidia-nvjitlink"),
+             ("libcudnn", "nvidia-cudnn"))
+
+
+@dataclass(frozen=True)
+class Library:
+    """One library the CUDA provider needs, and where it was loaded from (None: not loadable)."""
+
+    name: str
+    path: str | None
+    package: str  # what provides it: a pip package, or "the NVIDIA driver"
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        """Whether it loads."""
+        return self.path is not None
+
+
+@dataclass(frozen=True)
+class Gpu:
+    """A GPU as the CUDA driver numbers it (the index ONNX Runtime's device_id means)."""
+
+    index: int
+    name: str
+    total_mib: int
+    free_mib: int | None  # None when NVML is not available
+
+
+@dataclass
+class CudaReport:
+    """What ``doctor`` prints: versions, libraries, driver, GPUs, and the problems found."""
+
+    onnxruntime: str
+    package: str
+    providers: list[str]
+    cuda_build: int | None  # CUDA major the onnxruntime-gpu build needs; None: no CUDA build
+    libraries: list[Library] = field(default_factory=list)
+    driver_cuda: tuple[int, int] | None = None  # the highest CUDA version the driver supports
+    gpus: list[Gpu] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when the CUDA provider can run on the requested GPUs."""
+        return not self.problems
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready document (``doctor --json``)."""
+        return {"onnxruntime": self.onnxruntime, "package": self.package, "providers": self.providers,
+                "cuda_build": self.cuda_build, "ok": self.ok, "problems": self.problems,
+                "libraries": [{"name": lib.name, "loaded_from": lib.path, "provided_by": lib.package,
+                               **({"error": lib.error} if lib.error else {})} for lib in self.libraries],
+                "driver_cuda": ".".join(map(str, self.driver_cuda)) if self.driver_cuda else None,
+                "gpus": [vars(g) for g in self.gpus]}
+
+
+# ----------------------------------------------------------------------------- ELF
+
+
+def elf_needed(path: str | Path) -> list[str]:
+    """The DT_NEEDED entries (shared libraries it links against) of a 64-bit little-endian ELF file.
+
+    A few dozen lines instead of a dependency: only the dynamic section is read.
+
+    Raises
+    ------
+    ValueError
+        ``path`` is not a 64-bit little-endian ELF shared object.
+    """
+    data = Path(path).read_bytes()
+    if data[:4] != b"\x7fELF" or data[4] != 2 or data[5] != 1:
+        raise ValueError(f"{path}: not a 64-bit little-endian ELF file")
+    phoff, = struct.unpack_from("<Q", data, 0x20)
+    phentsize, phnum = struct.unpack_from("<HH", data, 0x36)
+    loads, dynamic = [], None
+    for i in range(phnum):
+        p_type, _, p_offset, p_vaddr, _, p_filesz, _, _ = struct.unpack_from("<IIQQQQQQ", data, phoff + i * phentsize)
+        if p_type == 1:  # PT_LOAD: maps file offsets to addresses
+            loads.append((p_vaddr, p_offset, p_filesz))
+        elif p_type == 2:  # PT_DYNAMIC
+            dynamic = (p_offset, p_filesz)
+    if dynamic is None:
+        return []
+
+    def offset_of(address: int) -> int:
+        for vaddr, offset, size in loads:
+            if vaddr <= address < vaddr + size:
+                return address - vaddr + offset
+        raise ValueError(f"{path}: address {address:#x} outside the loaded segments")
+
+    needed, strtab = [], None
+    for i in range(dynamic[1] // 16):
+        tag, value = struct.unpack_from("<qQ", data, dynamic[0] + i * 16)
+        if tag == 0:  # DT_NULL
+            break
+        if tag == 1:  # DT_NEEDED: offset into the string table
+            needed.append(value)
+        elif tag == 5:  # DT_STRTAB
+            strtab = offset_of(value)
+    if strtab is None:
+        return []
+    names = []
+    for offset in needed:
+        end = data.index(b"\0", strtab + offset)
+        names.append(data[strtab + offset : end].decode())
+    return names
+
+
+# ----------------------------------------------------------------------------- onnxruntime
+
+
+def _ort() -> Any:
+    import onnxruntime as ort
+
+    ort.set_default_logger_severity(4)  # missing CUDA libraries are reported by us, in one place
+    return ort
+
+
+def cuda_build() -> int | None:
+    """The CUDA major version this onnxruntime build needs (None: not a CUDA build)."""
+    try:
+        from onnxruntime.capi import build_and_package_info as info
+    except ImportError:
+        return None
+    version = str(getattr(info, "cuda_version", "") or "")
+    return int(version.split(".")[0]) if version.split(".")[0].isdigit() else None
+
+
+def provider_library() -> Path | None:
+    """The CUDA provider's shared library inside the installed onnxruntime, when there is one."""
+    path = Path(_ort().__file__).parent / "capi" / "libonnxruntime_providers_cuda.so"
+    return path if path.is_file() else None
+
+
+@functools.cache
+def preload() -> None:
+    """Load the pip-installed CUDA and cuDNN libraries once (ONNX Runtime's ``preload_dlls``), quietly.
+
+    What could not be loaded is found and said by :func:`diagnose`, not printed here.
+    """
+    ort = _ort()
+    if not hasattr(ort, "preload_dlls") or cuda_build() is None:
+        return
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        try:
+            ort.preload_dlls()
+        except Exception as exc:  # a missing folder or a broken package: diagnose() names it
+            logger.debug("preload_dlls: %s", exc)
+
+
+# ----------------------------------------------------------------------------- libraries
+
+
+def _loaded_path(name: str) -> str | None:
+    """Where the process mapped a library whose file name starts with ``name`` (from /proc/self/maps)."""
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:
+        return None
+    for line in maps.splitlines():
+        parts = line.split(maxsplit=5)
+        if len(parts) == 6 and Path(parts[5]).name.startswith(name):
+            return parts[5]
+    return None
+
+
+def package_for(library: str, cuda_major: int | None) -> str:
+    """What provides ``library``: the NVIDIA driver, or the pip package of the CUDA/cuDNN release."""
+    if library.startswith("libcuda.so") or library.startswith("libnvidia-ml"):
+        return "the NVIDIA driver"
+    for prefix, package in _PACKAGES:
+        if library.startswith(prefix):
+            if package == "nvidia-cudnn":
+                return f"nvidia-cudnn-cu{cuda_major or 12}"
+            # CUDA 13 wheels dropped the -cuNN suffix; CUDA 12 wheels carry -cu12.
+            return package if (cuda_major or 0) >= 13 else f"{package}-cu{cuda_major or 12}"
+    return "CUDA (unknown package)"
+
+
+def required_libraries(provider: Path | None, cuda_major: int | None) -> list[str]:
+    """The libraries the CUDA provider links against, then those it loads at run time (cuDNN, ...)."""
+    names: list[str] = []
+    if provider is not None:
+        with contextlib.suppress(OSError, ValueError):
+            names = [n for n in elf_needed(provider) if not n.startswith(_SYSTEM)]
+    try:  # ONNX Runtime's own list of what preload_dlls loads (names only)
+        ort = _ort()
+        extra = [p[-1] for p in ort._get_nvidia_dll_paths(False, True, True)]
+    except Exception:
+        major = cuda_major or 12
+        extra = ["libcudnn.so.9", f"libcufft.so.{major - 1}", f"libnvrtc.so.{major}"]
+    for name in extra:
+        if name not in names:
+            names.append(name)
+    if DRIVER_LIBRARY in names:  # the driver last: it is the one no pip package can bring
+        names.remove(DRIVER_LIBRARY)
+    return [*names, DRIVER_LIBRARY]
+
+
+def check_libraries(names: list[str], cuda_major: int | None,
+                    load: Callable[[str], object] = ctypes.CDLL) -> list[Library]:
+    """Try to load each library by name (after :func:`preload`); say where from, or why not."""
+    found = []
+    for name in names:
+        try:
+            load(name)
+            path = _loaded_path(name) or name
+            found.append(Library(name, path, package_for(name, cuda_major)))
+        except OSError as exc:
+            found.append(Library(name, None, package_for(name, cuda_major), str(exc).split(":")[-1].strip()))
+    return found
+
+
+# ----------------------------------------------------------------------------- driver
+
+
+def driver_cuda_version(load: Callable[[str], Any] = ctypes.CDLL) -> tuple[int, int] | None:
+    """The highest CUDA version the installed NVIDIA driver supports (None: no driver)."""
+    try:
+        cuda = load(DRIVER_LIBRARY)
+    except OSError:
+        return None
+    version = ctypes.c_int(0)
+    if cuda.cuDriverGetVersion(ctypes.byref(version)) != 0:
+        return None
+    return version.value // 1000, version.value % 1000 // 10
+
+
+def list_gpus(load: Callable[[str], Any] = ctypes.CDLL) -> list[Gpu]:
+    """The GPUs the driver sees, in CUDA's numbering, with free memory from NVML when available."""
+    try:
+        cuda = load(DRIVER_LIBRARY)
+    except OSError:
+        return []
+    count = ctypes.c_int(0)
+    if cuda.cuInit(0) != 0 or cuda.cuDeviceGetCount(ctypes.byref(count)) != 0:
+        return []
+    nvml = _nvml(load)
+    gpus = []
+    for index in range(count.value):
+        device = ctypes.c_int(0)
+        if cuda.cuDeviceGet(ctypes.byref(device), index) != 0:
+            continue
+        name = ctypes.create_string_buffer(256)
+        total = ctypes.c_size_t(0)
+        cuda.cuDeviceGetName(name, 256, device)
+        cuda.cuDeviceTotalMem_v2(ctypes.byref(total), device)
+        free = None
+        if nvml is not None:
+            bus = ctypes.create_string_buffer(32)
+            if cuda.cuDeviceGetPCIBusId(bus, 32, device) == 0:
+                free = _nvml_free_mib(nvml, bus.value)
+        gpus.append(Gpu(index, name.value.decode(errors="replace"), total.value // 2**20, free))
+    return gpus
+
+
+class _NvmlMemory(ctypes.Structure):
+    _fields_ = [("total", ctypes.c_ulonglong), ("free", ctypes.c_ulonglong), ("used", ctypes.c_ulonglong)]
+
+
+def _nvml(load: Callable[[str], Any]) -> Any:
+    try:
+        nvml = load(NVML_LIBRARY)
+    except OSError:
+        return None
+    return nvml if nvml.nvmlInit_v2() == 0 else None
+
+
+def _nvml_free_mib(nvml: Any, bus_id: bytes) -> int | None:
+    handle = ctypes.c_void_p()
+    if nvml.nvmlDeviceGetHandleByPciBusId_v2(bus_id, ctypes.byref(handle)) != 0:
+        return None
+    memory = _NvmlMemory()
+    if nvml.nvmlDeviceGetMemoryInfo(handle, ctypes.byref(memory)) != 0:
+        return None
+    return int(memory.free // 2**20)
+
+
+def free_memory_mib(device: int, load: Callable[[str], Any] = ctypes.CDLL) -> int | None:
+    """Free memory (MiB) of GPU ``device`` now, or None when it cannot be read."""
+    for gpu in list_gpus(load):
+        if gpu.index == device:
+            return gpu.free_mib
+    return None
+
+
+# ----------------------------------------------------------------------------- the report
+
+
+def _cudnn_packages() -> list[str]:
+    names = []
+    for dist in ("nvidia-cudnn-cu12", "nvidia-cudnn-cu13"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            names.append(f"{dist} {metadata.version(dist)}")
+    return names
+
+
+def diagnose(gpus: list[int] | None = None, load: Callable[[str], Any] = ctypes.CDLL) -> CudaReport:
+    """Everything that decides whether the CUDA provider runs here on ``gpus`` (default: any GPU).
+
+    ``problems`` lists each reason it cannot, in plain words with the fix; empty when it can.
+    """
+    ort = _ort()
+    major = cuda_build()
+    package = next((d for d in ("onnxruntime-gpu", "onnxruntime") if _installed(d)), "onnxruntime")
+    report = CudaReport(ort.__version__, package, list(ort.get_available_providers()), major)
+    if CUDA not in report.providers or major is None:
+        report.problems.append(f"this ONNX Runtime ({package} {ort.__version__}) has no CUDA provider; "
+                               f"install the GPU build: {INSTALL[13]}")
+        return report
+    preload()
+    report.libraries = check_libraries(required_libraries(provider_library(), major), major, load)
+    missing = [lib for lib in report.libraries if not lib.ok]
+    pip_missing = [lib for lib in missing if lib.name != DRIVER_LIBRARY]
+    if pip_missing:
+        names = ", ".join(f"{lib.name} ({lib.package})" for lib in pip_missing)
+        report.problems.append(f"CUDA {major} libraries missing: {names}; install them: {INSTALL.get(major, INSTALL[13])}")
+    report.driver_cuda = driver_cuda_version(load)
+    if report.driver_cuda is None:
+        report.problems.append(f"no NVIDIA driver ({DRIVER_LIBRARY} not found): this machine cannot run CUDA; "
+                               f"install the NVIDIA driver ({MIN_DRIVER.get(major, 580)} or newer for CUDA {major})")
+    elif report.driver_cuda[0] < major:
+        report.problems.append(
+            f"the NVIDIA driver supports CUDA up to {report.driver_cuda[0]}.{report.driver_cuda[1]}, this "
+            f"onnxruntime-gpu needs CUDA {major}: update the driver to {MIN_DRIVER.get(major, 580)} or newer, "
+            f"or {INSTALL[12]}")
+    else:
+        report.gpus = list_gpus(load)
+        absent = [g for g in (gpus or []) if g >= len(report.gpus)]
+        if not report.gpus:
+            report.problems.append("the NVIDIA driver sees no GPU")
+        elif absent:
+            report.problems.append(f"GPU {absent} not present: the driver sees {len(report.gpus)} GPU(s) "
+                                   f"(0..{len(report.gpus) - 1})")
+    cudnn = _cudnn_packages()
+    if len(cudnn) > 1:
+        report.problems.append(f"both {' and '.join(cudnn)} are installed: they write the same files "
+                               "(nvidia/cudnn/lib); use one environment per CUDA major (see README 'GPU servers')")
+    return report
+
+
+def _installed(distribution: str) -> bool:
+    try:
+        metadata.version(distribution)
+        return True
+    except metadata.PackageNotFoundError:
+        return False
