@@ -149,7 +149,7 @@ def _process(tmp, model, *extra):
 
 
 def _failure(tmp, stem):
-    return FileClaimStore(tmp / "o", namespace="m").state(stem).error
+    return FileClaimStore(tmp / "o").state(stem).error
 
 
 def test_corrupt_header(infer_setup, capsys):
@@ -206,7 +206,7 @@ def test_real_map_with_other_axis_order_is_refused(tmp_path):
     shutil.copy(REAL_MRC / "EMD-3001.map", tmp_path / "t" / "EMD-3001.mrc")
     assert infer_main(["process", str(model), "--tomograms", str(tmp_path / "t"), "--output",
                        str(tmp_path / "o"), "--gpus", "cpu"]) == 1
-    error = FileClaimStore(tmp_path / "o", namespace="m").state("EMD-3001").error
+    error = FileClaimStore(tmp_path / "o").state("EMD-3001").error
     assert "axis order" in error and "EMD-3001.mrc" in error
     assert not list((tmp_path / "o").glob("*.mrc"))
 
@@ -307,7 +307,7 @@ def test_write_failure_leaves_no_partial_file(infer_setup, monkeypatch):
     assert _process(tmp, model) == 1
     out = tmp / "o"
     assert sorted(p.name for p in out.iterdir()) == [".pom"]  # nothing at a final name, no temporaries
-    store = FileClaimStore(out, namespace="m")
+    store = FileClaimStore(out)
     for stem in ("TS_000", "TS_001", "TS_002"):
         state = store.state(stem)
         assert "No space left on device" in state.error

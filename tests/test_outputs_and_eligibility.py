@@ -5,27 +5,32 @@ import pytest
 
 from pom_common.claims import ClaimInfo, TomogramState
 from pom_common.mrcio import read_volume
+from pom_inference.eligibility import decide
 from pom_inference.outputs import MrcFloat32Writer, MrcUint8Writer, make_writer
-from pom_inference.worker import is_eligible
 
-DONE = TomogramState("TS", done={"classes": ["A"]}, done_at=100.0)
-FAILED = TomogramState("TS", failure={"error": "boom"}, failed_at=100.0)
-RUNNING = TomogramState("TS", claim=ClaimInfo("host", 1, 1.0, False))
+FP = "f" * 16
+DONE = TomogramState("TS", 0, done={"fingerprint": FP}, done_at=100.0)
+OTHER = TomogramState("TS", 0, done={"fingerprint": "0" * 16}, done_at=100.0)
+FAILED = TomogramState("TS", 0, failure={"error": "boom"}, failed_at=100.0)
+RUNNING = TomogramState("TS", 0, claim=ClaimInfo("host", 1, 1.0, False))
 
 
-@pytest.mark.parametrize("state, complete, overwrite, retry, since, expected", [
-    (TomogramState("TS"), False, False, False, 0.0, True),       # pending
-    (RUNNING, False, False, False, 0.0, True),                   # the claim attempt decides
-    (DONE, True, False, False, 200.0, False),                    # done stays done
-    (DONE, False, False, False, 200.0, True),                    # done but an output is missing: redo
-    (DONE, True, True, False, 200.0, True),                      # --overwrite: done before this run
-    (DONE, True, True, False, 50.0, False),                      # ... but not what this run did
-    (FAILED, False, False, False, 200.0, False),                 # failed stays failed
-    (FAILED, False, False, True, 200.0, True),                   # --retry-failed
-    (FAILED, False, False, True, 50.0, False),                   # ... once per run
+@pytest.mark.parametrize("state, outputs_ok, overwrite, retry, expected", [
+    (TomogramState("TS"), False, None, None, "try"),          # never claimed
+    (RUNNING, False, None, None, "try"),                     # the claim attempt decides
+    (DONE, True, None, None, "done"),                        # done stays done
+    (DONE, False, None, None, "try"),                        # an output missing or replaced: redo
+    (DONE, True, 200.0, None, "try"),                        # overwrite campaign began after it was done
+    (DONE, True, 50.0, None, "done"),                        # ... done within the campaign: once is enough
+    (OTHER, True, None, None, "foreign"),                    # another recipe's outputs: left alone
+    (OTHER, True, 200.0, None, "try"),                       # ... unless overwriting
+    (OTHER, True, 50.0, None, "foreign"),                    # ... once
+    (FAILED, False, None, None, "failed"),                   # failed stays failed
+    (FAILED, False, None, 200.0, "try"),                     # --retry-failed
+    (FAILED, False, None, 50.0, "failed"),                   # ... once per campaign
 ])
-def test_eligibility(state, complete, overwrite, retry, since, expected):
-    assert is_eligible(state, complete, overwrite=overwrite, retry_failed=retry, since=since) is expected
+def test_decisions(state, outputs_ok, overwrite, retry, expected):
+    assert decide(state, outputs_ok, FP, overwrite_since=overwrite, retry_since=retry) == expected
 
 
 @pytest.mark.parametrize("kind, cls", [("float32", MrcFloat32Writer), ("uint8", MrcUint8Writer)])

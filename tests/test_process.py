@@ -41,7 +41,7 @@ def test_four_workers_write_each_output_once_and_match_one_worker(setup):
              for _ in range(4)]
     logs = [p.communicate(timeout=240)[0] for p in procs]
     assert all(p.returncode == 0 for p in procs), logs
-    journal = FileClaimStore(tmp / "out4", namespace="shared").journal()
+    journal = FileClaimStore(tmp / "out4").journal()
     done = sorted(e["stem"] for e in journal if e["event"] == "done")
     assert done == sorted(t.stem for t in tomos)  # each tomogram exactly once
     assert len({e["pid"] for e in journal}) >= 2  # the work was shared
@@ -88,7 +88,7 @@ def test_killed_worker_leaves_nothing_and_is_taken_over(setup):
     assert survivor.returncode == 0, log
     assert sorted(p.name for p in out.glob("TS_000__*.mrc")) == ["TS_000__Cytoplasm.mrc", "TS_000__Void.mrc"]
     assert not list(out.glob(".TS_000__*"))  # the dead worker's temporaries were cleaned up
-    state = FileClaimStore(out, namespace="shared").state("TS_000")
+    state = FileClaimStore(out).state("TS_000")
     assert state.status == "done" and state.claim is None
 
 
@@ -96,13 +96,17 @@ def test_sigterm_releases_claims(setup):
     tmp, model, _ = setup
     out = tmp / "out"
     victim = subprocess.Popen([sys.executable, "-c", SLOW_WORKER, "process", str(model), "--tomograms",
-                               str(tmp / "tomos"), "--output", str(out), "--gpus", "cpu"])
+                               str(tmp / "tomos"), "--output", str(out), "--gpus", "cpu"], stderr=subprocess.PIPE,
+                              text=True)
+    store = FileClaimStore(out)
     deadline = time.time() + 60
-    while time.time() < deadline and not list((out / ".pom" / "shared").glob("*.claim.*")):
+    while time.time() < deadline and not any(s.claim for s in store.states().values()):
         time.sleep(0.05)
     os.kill(victim.pid, signal.SIGTERM)
-    assert victim.wait(timeout=30) != 0
-    assert not list((out / ".pom" / "shared").glob("*.claim.*"))
+    assert victim.wait(timeout=30) == 130
+    assert "stopped by SIGTERM; claims released" in victim.stderr.read()
+    states = store.states()
+    assert states and not any(s.claim for s in states.values())  # every claim given up
 
 
 def test_bad_inputs_are_recorded_and_others_go_on(setup, capsys):
@@ -114,8 +118,7 @@ def test_bad_inputs_are_recorded_and_others_go_on(setup, capsys):
     out = capsys.readouterr().out
     assert code == 1
     assert "18 done, 2 failed" in out and "TS_003" in out and "TS_005" in out and "Membrane" in out
-    failure = json.loads((tmp / "out" / ".pom" / "shared" / "TS_003.failed").read_text())
-    assert "TS_003.mrc" in failure["error"]
+    assert "TS_003.mrc" in FileClaimStore(tmp / "out").state("TS_003").error
     # Fixed, and retried: the run completes.
     make_tomograms(tmp / "fix", 6, channels=("Membrane",))
     os.replace(tmp / "fix" / "TS_003.mrc", tomos[3])
@@ -183,5 +186,5 @@ def test_two_workers_in_one_command(setup):
                        "--gpus", "cpu", "--workers", "2"])
     assert code == 0
     assert len(list((tmp / "o").glob("*__*.mrc"))) == 40
-    journal = FileClaimStore(tmp / "o", namespace="shared").journal()
+    journal = FileClaimStore(tmp / "o").journal()
     assert sorted(e["stem"] for e in journal) == sorted(f"TS_{i:03d}" for i in range(20))  # each once

@@ -1,32 +1,46 @@
+"""The filesystem claim store: exclusive claims, take-overs, no ABA, conditional records, faults."""
+
+import errno
 import os
 import threading
 import time
 
+import pytest
+
 from pom_common import workqueue
-from pom_common.workqueue import FileClaimStore
+from pom_common.claims import OVERWRITE, ClaimLost, StoreError
+from pom_common.errors import ConfigError
+from pom_common.workqueue import FileClaimStore, check_lease
 
 
-def _age(queue, stem: str, seconds: float) -> None:
-    """Make the current claim look `seconds` old (as if its worker died)."""
-    gens = queue._generations(stem)
-    path = queue._claim_path(stem, gens[-1])
+def _age(store: FileClaimStore, stem: str, seconds: float) -> None:
+    """Make the current claim look ``seconds`` old (as if its worker died or was paused)."""
+    path = store._path(stem, "gen", store._generation(stem))
     t = os.stat(path).st_mtime - seconds
     os.utime(path, (t, t))
 
 
-def test_claim_is_exclusive(tmp_path):
+def _pause(store: FileClaimStore) -> None:
+    """The worker is paused (SIGSTOP, an NFS stall): its heartbeat stops."""
+    store._stop.set()
+
+
+def test_claim_is_exclusive_and_generations_only_grow(tmp_path):
     a, b = FileClaimStore(tmp_path, 60), FileClaimStore(tmp_path, 60)
     claim = a.claim("TS_1")
-    assert claim is not None and b.claim("TS_1") is None
+    assert claim is not None and claim.generation == 0 and b.claim("TS_1") is None
     a.release(claim)
-    assert b.claim("TS_1") is not None
+    again = b.claim("TS_1")
+    assert again is not None and again.generation == 1 and not again.taken_over or again.generation == 1
+    b.release(again)
+    assert a.claim("TS_1").generation == 2  # a released generation is never reused
     a.close(), b.close()
 
 
 def test_stale_claim_is_taken_over_once(tmp_path):
     dead = FileClaimStore(tmp_path, 5)
     dead.claim("TS_1")
-    dead._stop.set()  # the worker died: no more heartbeats
+    _pause(dead)
     _age(dead, "TS_1", 60)
     takers = [FileClaimStore(tmp_path, 5) for _ in range(8)]
     results = [None] * 8
@@ -42,31 +56,60 @@ def test_stale_claim_is_taken_over_once(tmp_path):
     for t in threads:
         t.join()
     winners = [r for r in results if r is not None]
-    assert len(winners) == 1 and winners[0].generation == 1
-    assert dead._generations("TS_1") == [1]  # the dead claim is gone
+    assert len(winners) == 1 and winners[0].generation == 1 and winners[0].taken_over
     for q in takers:
         q.close()
 
 
-def test_owner_notices_takeover(tmp_path):
-    slow = FileClaimStore(tmp_path, 5)
-    claim = slow.claim("TS_1")
-    slow._stop.set()
-    _age(slow, "TS_1", 60)
-    other = FileClaimStore(tmp_path, 5)
-    assert other.claim("TS_1") is not None
-    assert not slow.refresh(claim) and claim.lost.is_set()
-    slow.release(claim)  # must not delete the new owner's claim
-    assert other._generations("TS_1") == [1]
-    other.close()
+def test_aba_a_paused_worker_never_mistakes_a_new_claim_for_its_own(tmp_path):
+    """A paused past its lease; B takes over and releases; C claims again; A resumes."""
+    a, b, c = (FileClaimStore(tmp_path, 5) for _ in range(3))
+    claim_a = a.claim("TS_1")
+    _pause(a)
+    _age(a, "TS_1", 60)
+    claim_b = b.claim("TS_1")
+    b.release(claim_b)
+    claim_c = c.claim("TS_1")
+    assert (claim_a.generation, claim_b.generation, claim_c.generation) == (0, 1, 2)
+    # A wakes up: it owns nothing, can record nothing, and releasing touches nothing of C's.
+    assert not a.still_owner(claim_a) and not a.refresh(claim_a)
+    with pytest.raises(ClaimLost):
+        a.record_done(claim_a, {"fingerprint": "x"})
+    with pytest.raises(ClaimLost):
+        a.record_failed(claim_a, "boom")
+    a.release(claim_a)
+    assert c.still_owner(claim_c) and c.refresh(claim_c)
+    state = c.state("TS_1")
+    assert state.generation == 2 and state.status == "running" and state.done is None and state.failure is None
+    c.record_done(claim_c, {"fingerprint": "f"})
+    assert c.state("TS_1").done["fingerprint"] == "f"
+    c.close()
 
 
-def test_heartbeat_keeps_claim_alive(tmp_path):
-    a = FileClaimStore(tmp_path, 0.4)
-    a.claim("TS_1")
+def test_a_record_written_for_an_old_generation_is_not_the_state(tmp_path):
+    """Even if a zombie wrote its done record past every check, only the current generation counts."""
+    a, b = FileClaimStore(tmp_path, 5), FileClaimStore(tmp_path, 5)
+    claim_a = a.claim("TS_1")
+    _pause(a)
+    _age(a, "TS_1", 60)
+    b.claim("TS_1")
+    a._write_new(a._path("TS_1", "done", claim_a.generation), {"fingerprint": "zombie"})
+    assert b.state("TS_1").done is None and b.state("TS_1").status == "running"
+    b.close()
+
+
+def test_heartbeat_keeps_a_claim_alive_and_a_stall_lets_it_expire(tmp_path):
+    alive = FileClaimStore(tmp_path, 0.4)
+    alive.claim("TS_1")
     time.sleep(1.0)
     assert FileClaimStore(tmp_path, 0.4).claim("TS_1") is None
-    a.close()
+    alive.close()
+    hung = FileClaimStore(tmp_path, 0.4, stall_seconds=0.2)  # no progress: the heartbeat gives up
+    hung.claim("TS_2")
+    time.sleep(1.2)
+    taker = FileClaimStore(tmp_path, 0.4)
+    assert taker.claim("TS_2") is not None
+    hung.close(), taker.close()
 
 
 def test_clock_skew_between_servers(tmp_path, monkeypatch):
@@ -75,15 +118,13 @@ def test_clock_skew_between_servers(tmp_path, monkeypatch):
     live.claim("LIVE")
     dead = FileClaimStore(tmp_path, 30)
     dead.claim("DEAD")
-    dead._stop.set()
+    _pause(dead)
     _age(dead, "DEAD", 120)
     real_time = time.time
     for skew in (+600, -600):  # the checker's clock is 10 minutes ahead, then behind
         monkeypatch.setattr(workqueue.time, "time", lambda s=skew: real_time() + s)
         checker = FileClaimStore(tmp_path, 30)
         assert checker.claim("LIVE") is None
-        info = checker.state("LIVE").claim
-        assert info is not None and not info.stale and abs(info.age) < 30
         checker.close()
     monkeypatch.setattr(workqueue.time, "time", lambda: real_time() + 600)
     taker = FileClaimStore(tmp_path, 30)
@@ -91,41 +132,112 @@ def test_clock_skew_between_servers(tmp_path, monkeypatch):
     taker.close(), live.close()
 
 
-def test_done_record(tmp_path):
-    q = FileClaimStore(tmp_path, 5)
-    claim = q.claim("TS_1")
-    assert q.state("TS_1").status == "running"
-    q.record_failed(claim, "first try")
-    q.record_done(claim, {"classes": ["A"]})
-    state = q.state("TS_1")
-    assert state.done["classes"] == ["A"] and state.failure is None  # done clears the failure
-    assert state.done_at is not None and state.done_at <= q.now()
-    q.clear_done(claim)
-    assert q.state("TS_1").done is None
-    q.close()
-
-
-def test_status(tmp_path):
+def test_states_and_finished_stems(tmp_path):
     q = FileClaimStore(tmp_path, 5)
     c1 = q.claim("A")
-    q.record_done(c1, {})
+    q.record_done(c1, {"fingerprint": "f"})
     q.release(c1)
-    c2 = q.claim("B")
-    q.record_failed(q.claim("C"), "boom")
-    q.release_all()
-    c2 = q.claim("B")
-    states = q.states(["A", "B", "C", "D"])
-    assert [states[s].status for s in "ABCD"] == ["done", "running", "failed", "pending"]
+    q.claim("B")
+    c3 = q.claim("C")
+    q.record_failed(c3, "boom")
+    q.release(c3)
+    q.release(q.claim("E"))  # released without an outcome: pending again
+    states = q.states(["A", "B", "C", "D", "E"])
+    assert [states[s].status for s in "ABCDE"] == ["done", "running", "failed", "pending", "pending"]
     assert states["C"].error == "boom" and states["B"].claim.host
-    assert sorted(q.states()) == ["A", "B", "C"]  # every stem with state
-    assert not list(q.state_dir.glob(".clock-*"))  # reading state leaves no probe behind
-    q.release(c2)
+    assert sorted(q.states()) == ["A", "B", "C", "E"]  # every stem with state
+    assert q.finished_stems() == {"A", "C"}
     q.close()
+    assert not [p for p in tmp_path.rglob("*") if p.name.startswith((".tmp", ".clock"))]
 
 
-def test_signal_style_close_releases(tmp_path):
+def test_states_of_a_read_only_folder(tmp_path):
     q = FileClaimStore(tmp_path, 5)
-    q.claim("A"), q.claim("B")
+    q.record_done(q.claim("A"), {"fingerprint": "f"})
     q.close()
-    assert q._generations("A") == [] and q._generations("B") == []
+    for path in [tmp_path, *tmp_path.rglob("*")]:
+        if path.is_dir():
+            os.chmod(path, 0o555)
+    try:
+        before = sorted(str(p) for p in tmp_path.rglob("*"))
+        assert FileClaimStore(tmp_path, 5).states()["A"].status == "done"
+        assert sorted(str(p) for p in tmp_path.rglob("*")) == before  # nothing written
+    finally:
+        for path in [tmp_path, *tmp_path.rglob("*")]:
+            if path.is_dir():
+                os.chmod(path, 0o755)
 
+
+def test_campaigns_are_joined_and_closed(tmp_path):
+    a, b = FileClaimStore(tmp_path, 0.5), FileClaimStore(tmp_path, 0.5)
+    start = a.campaign(OVERWRITE, "f" * 16)
+    time.sleep(0.05)
+    assert b.campaign(OVERWRITE, "f" * 16) == start  # a worker started later joins
+    assert b.campaign(OVERWRITE, "0" * 16) != start  # another recipe: another campaign
+    a.close_campaign(OVERWRITE, "f" * 16)
+    assert b.campaign(OVERWRITE, "f" * 16) == start  # just finished: still joined
+    time.sleep(0.7)
+    assert b.campaign(OVERWRITE, "f" * 16) > start  # finished a lease ago: a new one
+    a.close(), b.close()
+
+
+def test_release_all_goes_on_after_a_failure(tmp_path, monkeypatch):
+    q = FileClaimStore(tmp_path, 60)
+    for stem in ("A", "B", "C"):
+        q.claim(stem)
+    real = q.release
+
+    def release(claim):
+        if claim.stem == "A":
+            raise OSError(errno.EIO, "Input/output error")
+        real(claim)
+
+    monkeypatch.setattr(q, "release", release)
+    assert q.close() == ["A"]
+    states = FileClaimStore(tmp_path, 60).states()
+    assert states["B"].claim is None and states["C"].claim is None and states["A"].claim is not None
+
+
+def test_transient_errors_are_retried(tmp_path, monkeypatch):
+    monkeypatch.setattr(workqueue, "RETRY_DELAYS", (0.01, 0.01, 0.01))
+    q = FileClaimStore(tmp_path, 60)
+    real_link, calls = os.link, {"n": 0}
+
+    def flaky_link(src, dst):
+        calls["n"] += 1
+        if calls["n"] <= 2:
+            raise OSError(errno.ESTALE, "Stale file handle")
+        return real_link(src, dst)
+
+    monkeypatch.setattr(workqueue.os, "link", flaky_link)
+    claim = q.claim("TS_1")
+    assert claim is not None and calls["n"] == 3
+    q.close()
+
+
+@pytest.mark.parametrize("code", [errno.EIO, errno.ENOSPC, errno.EPERM])
+def test_persistent_errors_are_one_line_store_errors_and_leave_no_empty_claim(tmp_path, monkeypatch, code):
+    monkeypatch.setattr(workqueue, "RETRY_DELAYS", (0.01, 0.01))
+    q = FileClaimStore(tmp_path, 60)
+    q.now()
+
+    def full(fd, data):
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(workqueue.os, "write", full)
+    with pytest.raises(StoreError) as info:
+        q.claim("TS_1")
+    assert "\n" not in str(info.value) and os.strerror(code) in str(info.value)
+    monkeypatch.undo()
+    assert FileClaimStore(tmp_path, 60).state("TS_1").status == "pending"  # no empty claim shows as running
+    assert not [p for p in tmp_path.rglob(".tmp-*")]
+
+
+def test_lease_rules(tmp_path):
+    for bad in (0, -1, float("inf"), float("nan")):
+        with pytest.raises(ConfigError, match="lease"):
+            check_lease(bad)
+    with pytest.raises(ConfigError, match="1 s resolution"):
+        check_lease(2, granularity=1.0)
+    assert check_lease(4, granularity=1.0) == 4.0
+    assert FileClaimStore(tmp_path).timestamp_granularity() <= 0.01  # the test filesystems keep fine mtimes

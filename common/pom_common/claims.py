@@ -2,8 +2,10 @@
 
 A worker claims a tomogram, keeps the claim fresh while it works, records the outcome
 (done or failed) and releases the claim. Every change a worker makes is conditional on
-still owning its claim. :class:`pom_common.workqueue.FileClaimStore` keeps this state in
-files beside the outputs; nothing outside a store touches where or how it keeps it.
+still owning its claim: a worker whose claim was taken over (it was paused, or its
+filesystem stalled) changes nothing and reports nothing. :class:`pom_common.workqueue.
+FileClaimStore` keeps this state in files beside the outputs; nothing outside a store
+touches where or how it keeps it.
 """
 
 from __future__ import annotations
@@ -13,13 +15,26 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from .errors import LockError, PomError
+
 #: The states of a tomogram, as :attr:`TomogramState.status` reports them.
 DONE, RUNNING, FAILED, PENDING = "done", "running", "failed", "pending"
+#: Kinds of campaign: every worker started with --overwrite (or --retry-failed) for the
+#: same fingerprint joins the open campaign, so each tomogram is redone once.
+OVERWRITE, RETRY = "overwrite", "retry"
+
+
+class ClaimLost(LockError):
+    """Our claim was taken over: abandon the tomogram, change nothing, report nothing."""
+
+
+class StoreError(PomError):
+    """The state folder cannot be used (after retries): the worker stops, releasing its claims."""
 
 
 @dataclass
 class Claim:
-    """A claim held by this process on one tomogram (``stem``)."""
+    """A claim held by this process on one tomogram (``stem``), at ``generation``."""
 
     stem: str
     generation: int
@@ -44,29 +59,31 @@ class ClaimInfo:
 
 @dataclass(frozen=True)
 class TomogramState:
-    """Everything stored about one tomogram.
+    """Everything stored about one tomogram's current generation.
 
-    ``done`` and ``failure`` are the records written by :meth:`ClaimStore.record_done` and
-    :meth:`ClaimStore.record_failed`; ``done_at``/``failed_at`` when they were written, by
-    the store's clock (comparable with :meth:`ClaimStore.now`).
+    ``done`` and ``failure`` are the records written by its owner (:meth:`ClaimStore.
+    record_done`, :meth:`ClaimStore.record_failed`); ``done_at``/``failed_at`` when, by the
+    store's clock (comparable with :meth:`ClaimStore.now`). Records written by the owner
+    of an older generation are not the current state.
     """
 
     stem: str
+    generation: int = -1  # -1: never claimed
     done: Mapping[str, Any] | None = None
     done_at: float | None = None
     failure: Mapping[str, Any] | None = None
     failed_at: float | None = None
-    claim: ClaimInfo | None = None
+    claim: ClaimInfo | None = None  # set while the current generation is held (not released)
 
     @property
     def status(self) -> str:
         """``done``, ``running`` (claimed), ``failed`` or ``pending``."""
         if self.done is not None:
             return DONE
-        if self.claim is not None:
-            return RUNNING
         if self.failure is not None:
             return FAILED
+        if self.claim is not None:
+            return RUNNING
         return PENDING
 
     @property
@@ -76,7 +93,7 @@ class TomogramState:
 
 
 class ClaimStore(Protocol):
-    """Claims and outcomes of the tomograms of one model (a namespace) in one output folder."""
+    """Claims and outcomes of the tomograms of one output folder (one namespace)."""
 
     def now(self) -> float:
         """The store's clock (seconds), against which leases and record times are judged."""
@@ -93,17 +110,14 @@ class ClaimStore(Protocol):
     def release(self, claim: Claim) -> None:
         """Give ``claim`` up (no effect on a claim that was taken over)."""
 
-    def release_all(self) -> None:
-        """Give up every claim this store object holds."""
-
-    def clear_done(self, claim: Claim) -> None:
-        """Forget an earlier done record: the claim's worker is about to replace the outputs."""
+    def release_all(self) -> list[str]:
+        """Give up every claim this store object holds; the stems that could not be released."""
 
     def record_done(self, claim: Claim, record: Mapping[str, Any]) -> None:
-        """Record the tomogram as done (its outputs are in place); clears an earlier failure."""
+        """Record the tomogram as done (its outputs are in place). Raises ClaimLost when not owner."""
 
     def record_failed(self, claim: Claim, error: str) -> None:
-        """Record a failed attempt with its one-line error."""
+        """Record a failed attempt with its one-line error. Raises ClaimLost when not owner."""
 
     def state(self, stem: str) -> TomogramState:
         """What is stored about ``stem``."""
@@ -111,8 +125,17 @@ class ClaimStore(Protocol):
     def states(self, stems: Iterable[str] | None = None) -> dict[str, TomogramState]:
         """The state of each of ``stems`` (default: every tomogram the store knows)."""
 
-    def namespaces(self) -> list[str]:
-        """Every namespace (model) with state in this store's output folder."""
+    def campaign(self, kind: str, fingerprint: str) -> float:
+        """Join the open campaign of ``kind`` for ``fingerprint``, or open one; its start time."""
 
-    def close(self) -> None:
-        """Stop heartbeats and release every claim held."""
+    def close_campaign(self, kind: str, fingerprint: str) -> None:
+        """Mark the campaign finished (every tomogram redone); later workers start a new one."""
+
+    def progress(self) -> None:
+        """Say the worker made progress (the heartbeat stops when it makes none for too long)."""
+
+    def namespaces(self) -> list[str]:
+        """Every namespace with state in this store's output folder."""
+
+    def close(self) -> list[str]:
+        """Stop heartbeats and release every claim held; the stems that could not be released."""

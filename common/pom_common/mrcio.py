@@ -7,6 +7,7 @@ atomic (temporary file in the same folder, then os.replace).
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import warnings
 from collections.abc import Iterator
@@ -148,6 +149,7 @@ def new_volume(path: str | os.PathLike, shape: tuple[int, int, int], dtype: npt.
     with atomic_path(path) as tmp:
         mrc = mrcfile.new_mmap(tmp, shape=tuple(int(s) for s in shape), mrc_mode=mode, overwrite=True)
         try:
+            reserve(tmp)  # a full disk fails here, not as SIGBUS while writing through the map
             mrc.voxel_size = float(voxel_size)
             _label(mrc)
             yield mrc.data
@@ -155,6 +157,44 @@ def new_volume(path: str | os.PathLike, shape: tuple[int, int, int], dtype: npt.
         finally:
             mrc.close()
         _fsync(tmp)
+
+
+def reserve(path: str | os.PathLike) -> None:
+    """Allocate every block of ``path`` now (posix_fallocate), so writes through a memory map cannot fail.
+
+    Raises
+    ------
+    OSError
+        ENOSPC when the filesystem cannot hold the file.
+    """
+    fd = os.open(path, os.O_RDWR)
+    try:
+        size = os.fstat(fd).st_size
+        try:
+            os.posix_fallocate(fd, 0, size)
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL):
+                raise
+    finally:
+        os.close(fd)
+
+
+def expected_size(path: str | os.PathLike) -> int:
+    """The file size an MRC file's header implies (header, extended header, data).
+
+    Raises
+    ------
+    InputError
+        The header is unreadable.
+    """
+    try:
+        with mrcfile.open(path, header_only=True, permissive=True) as mrc:
+            header = mrc.header
+            n = int(header.nx) * int(header.ny) * int(header.nz)
+            itemsize = mrcfile.utils.data_dtype_from_header(header).itemsize
+            return 1024 + int(header.nsymbt) + n * itemsize
+    except (OSError, ValueError, EOFError) as exc:
+        raise InputError(f"{path}: unreadable MRC header ({exc})") from None
 
 
 def release_pages(array: np.ndarray) -> None:

@@ -1,188 +1,311 @@
 """Share tomograms among any number of workers on any number of servers, exactly once.
 
-The filesystem implementation of :class:`pom_common.claims.ClaimStore`. Only exclusive
-create, rename and mtime are relied on (they hold on NFS); no flock.
+The filesystem implementation of :class:`pom_common.claims.ClaimStore`, made for NFS:
+it relies only on exclusive create (``O_EXCL``), hard links, rename and mtime, all of
+which NFS (v3 and v4) performs on the server; no flock, no directory listing in the
+workers' path, every record written complete before it becomes visible.
 
-State lives in ``<output>/.pom/<namespace>/`` (one namespace per model):
+State lives in ``<output>/.pom/<namespace>/``::
 
-``<stem>.claim.<g>``
-    A claim of generation g, created with O_CREAT | O_EXCL; holds host, pid, token and
-    start time. Its worker refreshes its mtime (heartbeat). The owner is the creator of
-    the highest generation present. A claim not refreshed within the lease is stale:
-    another worker takes it over by creating generation g + 1 exclusively, so two workers
-    can never both take over the same claim, and a taker verifies after creating that no
-    higher generation exists.
-``<stem>.done``
-    Written atomically after every class file is in place.
-``<stem>.failed``
-    The error of the last failed attempt.
+    tomograms/<bucket>/<stem>.gen.<g>        generation g of the claims on <stem>; exclusive create
+    tomograms/<bucket>/<stem>.done.<g>       written by g's owner: outputs in place (fingerprint, sizes)
+    tomograms/<bucket>/<stem>.failed.<g>     written by g's owner: the error
+    tomograms/<bucket>/<stem>.released.<g>   written by g's owner: gave the claim up without an outcome
+    campaigns/<kind>-<fingerprint>.<n>       an --overwrite / --retry-failed run all workers join
+    journal/<host>-<pid>-<id>.jsonl          one file per worker: what it did
+    .clock-<host>                            touched to read the filesystem's clock
 
-Staleness is judged by the filesystem's own clock: the checker touches a probe file in
-the same folder and compares mtimes, so servers whose clocks disagree judge alike.
+Generations only grow, and no generation file is ever deleted, so a generation number
+names one claim for ever (no ABA). The current generation of a tomogram is the highest g
+with a generation file; only its owner's records count. A worker owns generation g while no g + 1
+exists; it refreshes the mtime of its own generation file (heartbeat); a claim not refreshed
+within the lease is stale, and the next worker takes it over by creating g + 1
+exclusively. A paused worker that wakes up finds g + 1 and changes nothing: it never
+writes another worker's files, and records it writes for its old generation are ignored.
+
+Staleness is judged by the filesystem's own clock (a file touched just now), so servers
+whose clocks disagree judge alike. The lease must exceed the NFS attribute-cache time
+(``actimeo``, 60 s at most by default): the default lease is 120 s.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import hashlib
 import json
+import logging
 import os
 import re
 import secrets
 import socket
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from .atomic import atomic_write_text
-from .claims import Claim, ClaimInfo, TomogramState
+from .claims import Claim, ClaimInfo, ClaimLost, StoreError, TomogramState
+from .errors import ConfigError
+
+logger = logging.getLogger(__name__)
 
 STATE_DIR = ".pom"
-_CLAIM_RE = re.compile(r"^(?P<stem>.+)\.claim\.(?P<gen>\d+)$")
+DEFAULT_NAMESPACE = "tomograms"
+#: Errors worth retrying (NFS hiccups); anything else is final at once.
+TRANSIENT = frozenset({errno.EIO, errno.ESTALE, errno.EAGAIN, errno.EINTR, errno.ETIMEDOUT, errno.EBUSY})
+#: Waits between attempts of a bookkeeping operation that fails transiently.
+RETRY_DELAYS = (0.05, 0.2, 1.0, 3.0)
+#: A worker with no progress for this long stops refreshing its claims (a hung GPU call).
+DEFAULT_STALL_SECONDS = 1800.0
+_RECORD_RE = re.compile(r"^(?P<stem>.+)\.(?P<kind>gen|done|failed|released)\.(?P<gen>\d+)$")
+_T = TypeVar("_T")
+
+
+def bucket_of(stem: str) -> str:
+    """The subfolder of a tomogram's state files (256 of them: folders stay small)."""
+    return hashlib.sha1(stem.encode("utf-8", "surrogateescape")).hexdigest()[:2]
+
+
+def check_lease(seconds: float, granularity: float = 0.0) -> float:
+    """A lease the filesystem can judge: positive, finite, at least 4 x its timestamp granularity.
+
+    Raises
+    ------
+    ConfigError
+        Naming the lease and what it must be.
+    """
+    if not (seconds > 0 and seconds < float("inf")) or seconds > 7 * 86400:
+        raise ConfigError(f"lease: expected a number of seconds between 0 and 604800, got {seconds}")
+    if granularity and seconds < 4 * granularity:
+        raise ConfigError(f"lease: {seconds:g} s is too short for this filesystem, whose timestamps have "
+                          f"{granularity:g} s resolution; use at least {4 * granularity:g} s")
+    return float(seconds)
 
 
 class FileClaimStore:
     """The :class:`~pom_common.claims.ClaimStore` kept in files under ``<output>/.pom/<namespace>/``."""
 
-    def __init__(self, output_dir: str | os.PathLike, lease_seconds: float = 120.0, namespace: str = "default") -> None:
+    def __init__(self, output_dir: str | os.PathLike, lease_seconds: float = 120.0,
+                 namespace: str = DEFAULT_NAMESPACE, stall_seconds: float = DEFAULT_STALL_SECONDS) -> None:
         self.root = Path(output_dir) / STATE_DIR
         self.namespace = namespace
         self.state_dir = self.root / namespace
         self.lease = float(lease_seconds)
+        self.stall = float(stall_seconds)
         self.host = socket.gethostname()
-        self._probe = self.state_dir / f".clock-{self.host}-{os.getpid()}-{secrets.token_hex(3)}"
+        self.worker_id = f"{self.host}-{os.getpid()}-{secrets.token_hex(3)}"
+        self._probe = self.state_dir / f".clock-{self.host}"
         self._held: dict[str, Claim] = {}
+        self._top: dict[str, int] = {}  # lowest possible current generation per stem (they only grow)
         self._lock = threading.Lock()
         self._heartbeat: threading.Thread | None = None
         self._stop = threading.Event()
+        self._last_progress = time.monotonic()
+        self._stalled = False
+        self._beat_errors: set[str] = set()
 
-    # ------------------------------------------------------------------ time and paths
+    # ------------------------------------------------------------------ plumbing
 
-    def _ensure(self) -> None:
-        os.makedirs(self.state_dir, exist_ok=True)
+    def _retry(self, what: str, op: Callable[[], _T]) -> _T:
+        """Run a bookkeeping operation; retry transient errors; StoreError when it keeps failing."""
+        for delay in (*RETRY_DELAYS, None):
+            try:
+                return op()
+            except (FileNotFoundError, FileExistsError):
+                raise
+            except OSError as exc:
+                if exc.errno not in TRANSIENT or delay is None:
+                    raise StoreError(f"{self.state_dir}: cannot {what} ({exc.strerror or exc}; errno "
+                                     f"{exc.errno}); claims released, the other workers go on") from None
+                logger.debug("%s: %s failed (%s); retrying in %.2f s", self.state_dir, what, exc, delay)
+                time.sleep(delay)
+        raise AssertionError("unreachable")
 
-    def now(self) -> float:
-        """The filesystem's current time: the mtime of a file touched just now."""
-        self._ensure()
-        with open(self._probe, "a"):
-            pass
-        os.utime(self._probe)
-        return os.stat(self._probe).st_mtime
+    def _dir(self, stem: str) -> Path:
+        return self.state_dir / "tomograms" / bucket_of(stem)
 
-    def _done_path(self, stem: str) -> Path:
-        return self.state_dir / f"{stem}.done"
+    def _path(self, stem: str, kind: str, generation: int) -> Path:
+        return self._dir(stem) / f"{stem}.{kind}.{generation}"
 
-    def _failed_path(self, stem: str) -> Path:
-        return self.state_dir / f"{stem}.failed"
+    def _write_new(self, path: Path, doc: Mapping[str, Any]) -> bool:
+        """Create ``path`` holding ``doc``, complete, or not at all; False when it exists already."""
+        data = json.dumps(doc).encode()
 
-    def _claim_path(self, stem: str, generation: int) -> Path:
-        return self.state_dir / f"{stem}.claim.{generation}"
+        def write() -> bool:
+            tmp = path.with_name(f".tmp-{secrets.token_hex(6)}")
+            fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            try:
+                try:
+                    os.write(fd, data)
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                try:
+                    os.link(tmp, path)  # atomic, exclusive, and the content is complete when it appears
+                    return True
+                except FileExistsError:
+                    return False
+                except OSError as exc:
+                    if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
+                        raise
+                    return self._write_excl(path, data)  # a filesystem without hard links
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
 
-    def _generations(self, stem: str) -> list[int]:
-        prefix = f"{stem}.claim."
-        gens = []
-        try:
-            names = os.listdir(self.state_dir)
-        except FileNotFoundError:
-            return []
-        for name in names:
-            if name.startswith(prefix) and name[len(prefix):].isdigit():
-                gens.append(int(name[len(prefix):]))
-        return sorted(gens)
-
-    # ------------------------------------------------------------------ records
-
-    def clear_done(self, claim: Claim) -> None:
-        """Forget the done record of ``claim``'s tomogram (its outputs are about to be replaced)."""
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self._done_path(claim.stem))
-
-    def record_done(self, claim: Claim, record: Mapping[str, Any]) -> None:
-        """Write ``<stem>.done`` atomically, clear an earlier failure, add a journal line."""
-        doc = {**record, "stem": claim.stem, "host": self.host, "pid": os.getpid(), "time": time.time()}
-        atomic_write_text(self._done_path(claim.stem), json.dumps(doc))
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self._failed_path(claim.stem))
-        self._journal("done", claim.stem)
-
-    def record_failed(self, claim: Claim, error: str) -> None:
-        """Write ``<stem>.failed`` with the error, add a journal line."""
-        doc = {"error": error, "host": self.host, "pid": os.getpid(), "time": time.time()}
-        atomic_write_text(self._failed_path(claim.stem), json.dumps(doc))
-        self._journal("failed", claim.stem)
-
-    def _journal(self, event: str, stem: str) -> None:
-        """Append one line to the run history (small O_APPEND writes do not interleave)."""
-        line = json.dumps({"event": event, "stem": stem, "host": self.host, "pid": os.getpid(), "time": time.time()})
-        fd = os.open(self.state_dir / "journal.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, (line + "\n").encode())
-        finally:
-            os.close(fd)
-
-    def journal(self) -> list[dict]:
-        """Every done/failed event recorded in this namespace, oldest first."""
-        try:
-            lines = (self.state_dir / "journal.jsonl").read_text().splitlines()
-        except FileNotFoundError:
-            return []
-        return [json.loads(line) for line in lines if line.strip()]
+        self._retry(f"create {path.parent}", lambda: os.makedirs(path.parent, exist_ok=True))
+        return self._retry(f"write {path.name}", write)
 
     @staticmethod
-    def _read_record(path: Path) -> tuple[dict | None, float | None]:
+    def _write_excl(path: Path, data: bytes) -> bool:
         try:
-            mtime = os.stat(path).st_mtime
-            return json.loads(path.read_text() or "{}"), mtime
-        except (OSError, ValueError):
-            return None, None
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return False
+        try:
+            os.write(fd, data)
+        except OSError:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(path)  # never leave an empty record behind
+            raise
+        os.close(fd)
+        return True
+
+    def _read(self, path: Path) -> tuple[dict | None, float | None]:
+        """A record and its mtime; (None, None) when absent; ({}, mtime) when unreadable."""
+        def read() -> tuple[dict | None, float | None]:
+            try:
+                with open(path, "rb") as handle:
+                    mtime = os.fstat(handle.fileno()).st_mtime
+                    data = handle.read(1 << 20)
+            except FileNotFoundError:
+                return None, None
+            try:
+                doc = json.loads(data or b"{}")
+            except ValueError:
+                doc = {}
+            return (doc if isinstance(doc, dict) else {}), mtime
+        return self._retry(f"read {path.name}", read)
+
+    def _exists(self, path: Path) -> bool:
+        def stat() -> bool:
+            try:
+                os.stat(path)
+                return True
+            except FileNotFoundError:
+                return False
+        return self._retry(f"look at {path.name}", stat)
+
+    # ------------------------------------------------------------------ clock
+
+    def now(self) -> float:
+        """The filesystem's current time: the mtime of this host's clock file, touched just now."""
+        def touch() -> float:
+            os.makedirs(self.state_dir, exist_ok=True)
+            with open(self._probe, "a"):
+                pass
+            os.utime(self._probe)
+            return os.stat(self._probe).st_mtime
+        return self._retry("read the filesystem's clock", touch)
+
+    def timestamp_granularity(self) -> float:
+        """The resolution (s) of mtimes on this filesystem: from 1e-9 (ext4, xfs) to 2 (FAT)."""
+        self.now()
+        odd_second = (int(time.time()) | 1) * 10**9
+        os.utime(self._probe, ns=(odd_second + 123_456_789,) * 2)
+        kept = os.stat(self._probe).st_mtime_ns - odd_second
+        for resolution in (1, 1_000, 1_000_000, 10_000_000, 100_000_000):
+            if kept == 123_456_789 // resolution * resolution:
+                return resolution / 1e9
+        return 1.0 if kept == 0 else 2.0
 
     # ------------------------------------------------------------------ state
 
-    def _claim_info(self, stem: str, now: float) -> ClaimInfo | None:
-        gens = self._generations(stem)
-        if not gens:
-            return None
-        doc, mtime = self._read_record(self._claim_path(stem, gens[-1]))
-        if mtime is None:
-            return None
-        doc = doc or {}
-        age = now - mtime
-        return ClaimInfo(str(doc.get("host", "?")), int(doc.get("pid", -1)), age, age > self.lease)
+    def _generation(self, stem: str) -> int:
+        """The current generation of ``stem`` (-1: never claimed): probe upwards from the last known."""
+        g = self._top.get(stem, -1)
+        while self._exists(self._path(stem, "gen", g + 1)):
+            g += 1
+        if g >= 0:
+            self._top[stem] = g
+        return g
 
-    def _state(self, stem: str, now: float) -> TomogramState:
-        done, done_at = self._read_record(self._done_path(stem))
-        failure, failed_at = self._read_record(self._failed_path(stem))
-        return TomogramState(stem, done, done_at, failure, failed_at, self._claim_info(stem, now))
+    def _state_at(self, stem: str, g: int, now: float) -> TomogramState:
+        if g < 0:
+            return TomogramState(stem)
+        done, done_at = self._read(self._path(stem, "done", g))
+        if not done:  # absent, or still being written where hard links are missing
+            done, done_at = None, None
+        failure, failed_at = (None, None) if done is not None else self._read(self._path(stem, "failed", g))
+        if not failure:
+            failure, failed_at = None, None
+        claim = None
+        if done is None and failure is None and not self._exists(self._path(stem, "released", g)):
+            doc, mtime = self._read(self._path(stem, "gen", g))
+            if mtime is not None:
+                doc = doc or {}
+                age = now - mtime
+                claim = ClaimInfo(str(doc.get("host", "?")), int(doc.get("pid", -1) or -1), age, age > self.lease)
+        return TomogramState(stem, g, done, done_at, failure, failed_at, claim)
 
     def state(self, stem: str) -> TomogramState:
-        """What is stored about ``stem``."""
-        return self._state(stem, self._now_readonly())
+        """What is stored about ``stem``'s current generation (a constant number of file operations).
+
+        The age of a claim is judged by this machine's clock here (for display); whether a
+        claim is stale enough to take over is judged by :meth:`claim`, by the filesystem's.
+        """
+        return self._state_at(stem, self._generation(stem), time.time())
 
     def states(self, stems: Iterable[str] | None = None) -> dict[str, TomogramState]:
-        """The state of each of ``stems`` (default: every tomogram with state here)."""
-        if stems is None:
-            names = os.listdir(self.state_dir) if self.state_dir.is_dir() else []
-            found = set()
-            for name in names:
-                m = _CLAIM_RE.match(name)
-                if m:
-                    found.add(m.group("stem"))
-                elif name.endswith((".done", ".failed")) and not name.startswith("."):
-                    found.add(name.rsplit(".", 1)[0])
-            stems = sorted(found)
-        now = self._now_readonly()
-        return {stem: self._state(stem, now) for stem in stems}
+        """The state of each of ``stems`` (default: every tomogram with state here), read-only.
 
-    def _now_readonly(self) -> float:
-        """The filesystem's time when the folder is writable (probe removed after), else local time."""
+        One listing of the state folders, not one probe per tomogram; ages are judged by
+        this machine's clock (nothing is written, so a read-only folder is fine).
+        """
+        wanted = None if stems is None else list(stems)
+        tops: dict[str, int] = {}
+        tomograms = self.state_dir / "tomograms"
         try:
-            return self.now()
-        except OSError:
-            return time.time()
-        finally:
-            with contextlib.suppress(OSError):
-                os.unlink(self._probe)
+            buckets = [e.path for e in os.scandir(tomograms) if e.is_dir()]
+        except FileNotFoundError:
+            buckets = []
+        for bucket in buckets:
+            with os.scandir(bucket) as entries:
+                for entry in entries:
+                    m = _RECORD_RE.match(entry.name)
+                    if m and m.group("kind") == "gen":
+                        tops[m.group("stem")] = max(tops.get(m.group("stem"), -1), int(m.group("gen")))
+        now = time.time()
+        out = {}
+        for stem in (sorted(tops) if wanted is None else wanted):
+            top = tops.get(stem, -1)
+            if top >= 0:
+                self._top[stem] = max(self._top.get(stem, -1), top)
+            out[stem] = self._state_at(stem, top, now)
+        return out
+
+    def finished_stems(self) -> set[str]:
+        """Stems whose current generation has an outcome (done or failed): one listing, no reads."""
+        tops: dict[str, int] = {}
+        outcomes: set[tuple[str, int]] = set()
+        try:
+            buckets = [e.path for e in os.scandir(self.state_dir / "tomograms") if e.is_dir()]
+        except FileNotFoundError:
+            return set()
+        for bucket in buckets:
+            with os.scandir(bucket) as entries:
+                for entry in entries:
+                    m = _RECORD_RE.match(entry.name)
+                    if not m:
+                        continue
+                    stem, kind, g = m.group("stem"), m.group("kind"), int(m.group("gen"))
+                    if kind == "gen":
+                        tops[stem] = max(tops.get(stem, -1), g)
+                    elif kind in ("done", "failed"):
+                        outcomes.add((stem, g))
+        return {stem for stem, g in tops.items() if (stem, g) in outcomes}
 
     def namespaces(self) -> list[str]:
         """Every namespace with state in this output folder."""
@@ -194,92 +317,157 @@ class FileClaimStore:
     # ------------------------------------------------------------------ claims
 
     def claim(self, stem: str) -> Claim | None:
-        """Claim ``stem`` if nobody holds it, or take over a stale claim. None if held by a live worker."""
-        self._ensure()
-        gens = self._generations(stem)
-        if gens:
-            top = gens[-1]
-            path = self._claim_path(stem, top)
-            try:
-                mtime = os.stat(path).st_mtime
-            except FileNotFoundError:
-                return None  # released or taken over meanwhile: look again next round
-            if self.now() - mtime <= self.lease:
+        """Claim ``stem`` (free, released, finished or stale); None while a live worker holds it."""
+        g = self._generation(stem)
+        if g >= 0:
+            state = self._state_at(stem, g, self.now())
+            if state.claim is not None and not state.claim.stale:
                 return None
-            generation = top + 1
-        else:
-            generation = 0
-        claim = self._create(stem, generation)
-        if claim is None:
+        token = secrets.token_hex(16)
+        doc = {"host": self.host, "pid": os.getpid(), "token": token, "worker": self.worker_id, "start": time.time()}
+        if not self._write_new(self._path(stem, "gen", g + 1), doc):
+            self._top[stem] = g + 1
+            return None  # another worker created this generation first
+        self._top[stem] = g + 1
+        claim = Claim(stem, g + 1, token)
+        if self._exists(self._path(stem, "gen", g + 2)):  # only after a stall past the lease
+            claim.lost.set()
             return None
-        # Another worker may have created a higher generation meanwhile: then it owns it.
-        present = self._generations(stem)
-        if present[-1] != generation:
-            self._remove(claim)
-            return None
-        for older in present:
-            if older < generation:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(self._claim_path(stem, older))
         with self._lock:
             self._held[stem] = claim
         self._start_heartbeat()
         return claim
 
-    def _create(self, stem: str, generation: int) -> Claim | None:
-        path = self._claim_path(stem, generation)
-        token = secrets.token_hex(16)
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            return None
-        try:
-            doc = {"host": self.host, "pid": os.getpid(), "token": token, "start": time.time()}
-            os.write(fd, json.dumps(doc).encode())
-        finally:
-            os.close(fd)
-        return Claim(stem, generation, token)
-
     def still_owner(self, claim: Claim) -> bool:
-        """True while our generation is the highest one present."""
+        """True while no later generation exists."""
         if claim.lost.is_set():
             return False
-        gens = self._generations(claim.stem)
-        if not gens or gens[-1] != claim.generation:
+        if self._exists(self._path(claim.stem, "gen", claim.generation + 1)):
             claim.lost.set()
             return False
         return True
 
     def refresh(self, claim: Claim) -> bool:
-        """Heartbeat one claim; False (and ``lost`` set) when it was taken over."""
+        """Heartbeat one claim: touch our own claim file. False (and ``lost`` set) when taken over."""
         if not self.still_owner(claim):
             return False
         try:
-            os.utime(self._claim_path(claim.stem, claim.generation))
+            self._retry(f"refresh {claim.stem}", lambda: os.utime(self._path(claim.stem, "gen", claim.generation)))
         except FileNotFoundError:
             claim.lost.set()
             return False
         return True
 
+    def _record(self, claim: Claim, kind: str, doc: Mapping[str, Any]) -> None:
+        if not self.still_owner(claim):
+            raise ClaimLost(f"{claim.stem}: claim taken over by another worker; abandoned")
+        full = {**doc, "stem": claim.stem, "generation": claim.generation, "host": self.host, "pid": os.getpid(),
+                "time": time.time()}
+        self._write_new(self._path(claim.stem, kind, claim.generation), full)
+        self._journal(kind, claim.stem, claim.generation, doc.get("fingerprint"))
+
+    def record_done(self, claim: Claim, record: Mapping[str, Any]) -> None:
+        """Write ``done.<g>``: this generation's outputs are in place. ClaimLost when not owner."""
+        self._record(claim, "done", record)
+
+    def record_failed(self, claim: Claim, error: str) -> None:
+        """Write ``failed.<g>`` with the error. ClaimLost when not owner."""
+        self._record(claim, "failed", {"error": error})
+
     def release(self, claim: Claim) -> None:
-        """Remove our claim file, unless the claim was taken over."""
+        """Give the claim up: write ``released.<g>`` unless an outcome is recorded or it was taken over."""
         with self._lock:
             self._held.pop(claim.stem, None)
-        if self.still_owner(claim):
-            self._remove(claim)
+        g = claim.generation
+        if not self.still_owner(claim):
+            return
+        if any(self._exists(self._path(claim.stem, k, g)) for k in ("done", "failed")):
+            return
+        self._write_new(self._path(claim.stem, "released", g), {"host": self.host, "pid": os.getpid()})
 
-    def release_all(self) -> None:
-        """Release every claim held."""
+    def release_all(self) -> list[str]:
+        """Release every claim held; go on after a failure; return the stems not released."""
         with self._lock:
             claims = list(self._held.values())
+        unreleased = []
         for claim in claims:
-            self.release(claim)
+            try:
+                self.release(claim)
+            except (OSError, StoreError) as exc:
+                logger.warning("%s: could not release the claim (%s); it expires after the lease", claim.stem, exc)
+                unreleased.append(claim.stem)
+        return unreleased
 
-    def _remove(self, claim: Claim) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self._claim_path(claim.stem, claim.generation))
+    # ------------------------------------------------------------------ campaigns
+
+    def _campaign_path(self, kind: str, fingerprint: str, n: int) -> Path:
+        return self.state_dir / "campaigns" / f"{kind}-{fingerprint}.{n}"
+
+    def _closed_path(self, kind: str, fingerprint: str, n: int) -> Path:
+        return self.state_dir / "campaigns" / f"{kind}-{fingerprint}.{n}.closed"
+
+    def campaign(self, kind: str, fingerprint: str) -> float:
+        """Start time of the open (or just finished) campaign for ``fingerprint``, opening one if none.
+
+        A campaign finished less than a lease ago is joined, so workers started seconds
+        apart redo each tomogram once even when the first ones finished everything.
+        """
+        n = -1
+        while self._exists(self._campaign_path(kind, fingerprint, n + 1)):
+            n += 1
+        now = self.now()
+        if n >= 0:
+            doc, _ = self._read(self._campaign_path(kind, fingerprint, n))
+            closed, closed_at = self._read(self._closed_path(kind, fingerprint, n))
+            if doc and (closed is None or (closed_at is not None and now - closed_at < self.lease)):
+                return float(doc["start"])
+        if self._write_new(self._campaign_path(kind, fingerprint, n + 1), {"start": now, "host": self.host}):
+            return now
+        doc, _ = self._read(self._campaign_path(kind, fingerprint, n + 1))  # another worker opened it first
+        return float((doc or {}).get("start", now))
+
+    def close_campaign(self, kind: str, fingerprint: str) -> None:
+        """Mark the newest campaign for ``fingerprint`` finished."""
+        n = -1
+        while self._exists(self._campaign_path(kind, fingerprint, n + 1)):
+            n += 1
+        if n >= 0:
+            self._write_new(self._closed_path(kind, fingerprint, n), {"by": self.host})
+
+    # ------------------------------------------------------------------ journal
+
+    def _journal(self, event: str, stem: str, generation: int, fingerprint: str | None) -> None:
+        """Append one line to this worker's own journal file (appends from several NFS clients may mix)."""
+        line = json.dumps({"event": event, "stem": stem, "generation": generation, "fingerprint": fingerprint,
+                           "host": self.host, "pid": os.getpid(), "time": time.time()}) + "\n"
+        folder = self.state_dir / "journal"
+
+        def append() -> None:
+            os.makedirs(folder, exist_ok=True)
+            fd = os.open(folder / f"{self.worker_id}.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                os.write(fd, line.encode())
+            finally:
+                os.close(fd)
+        self._retry("append to the journal", append)
+
+    def journal(self) -> list[dict]:
+        """Every event recorded by every worker, oldest first."""
+        events = []
+        for path in sorted((self.state_dir / "journal").glob("*.jsonl")):
+            for line in path.read_text().splitlines():
+                with contextlib.suppress(ValueError):
+                    events.append(json.loads(line))
+        return sorted(events, key=lambda e: e.get("time", 0))
 
     # ------------------------------------------------------------------ heartbeat
+
+    def progress(self) -> None:
+        """The worker made progress: keep refreshing its claims."""
+        self._last_progress = time.monotonic()
+        if self._stalled:
+            logger.warning("%s: progress again after a stall; claims taken over meanwhile are abandoned", self.host)
+            self._stalled = False
 
     def _start_heartbeat(self) -> None:
         if self._heartbeat is not None and self._heartbeat.is_alive():
@@ -291,17 +479,29 @@ class FileClaimStore:
     def _beat(self) -> None:
         interval = max(self.lease / 4.0, 0.05)
         while not self._stop.wait(interval):
+            if time.monotonic() - self._last_progress > self.stall:
+                if not self._stalled:
+                    logger.error("no progress for %.0f s (a hung GPU call or filesystem?): no longer refreshing "
+                                 "this worker's claims, so other workers take them over", self.stall)
+                    self._stalled = True
+                continue
             with self._lock:
                 held = list(self._held.values())
             for claim in held:
-                with contextlib.suppress(OSError):
+                try:
                     self.refresh(claim)
+                except (OSError, StoreError) as exc:
+                    message = str(exc)
+                    if message not in self._beat_errors:  # say each kind of failure once
+                        self._beat_errors.add(message)
+                        logger.warning("heartbeat of %s failed: %s", claim.stem, message)
 
-    def close(self) -> None:
-        """Stop the heartbeat, release every claim held, remove the clock probe."""
+    def close(self) -> list[str]:
+        """Stop the heartbeat, release every claim held, remove the clock file; the stems not released."""
         self._stop.set()
         if self._heartbeat is not None:
             self._heartbeat.join(timeout=5)
-        self.release_all()
-        with contextlib.suppress(FileNotFoundError):
+        unreleased = self.release_all()
+        with contextlib.suppress(OSError):  # another worker on this host recreates it when it needs it
             os.unlink(self._probe)
+        return unreleased

@@ -22,10 +22,10 @@ def _gpus(text: str) -> list[int] | None:
     return parse_gpus(text, key="--gpus")
 
 
-def _lease(seconds: float) -> float:
-    if not seconds > 0:
-        raise ConfigError(f"--lease-seconds: expected a positive number, got {seconds}")
-    return float(seconds)
+def _positive(option: str, value: float) -> float:
+    if not (value > 0 and value < float("inf")):
+        raise ConfigError(f"{option}: expected a positive number of seconds, got {value}")
+    return float(value)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,12 +46,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="redo tomograms already done")
     p.add_argument("--lease-seconds", type=float, default=120.0, help="a claim not refreshed for this long is taken over")
     p.add_argument("--retry-failed", action="store_true", help="try tomograms that failed before again")
+    p.add_argument("--stall-seconds", type=float, default=1800.0,
+                   help="a worker with no progress for this long lets its claims expire (a hung GPU)")
     p.add_argument("--voxel-size", type=float, default=None, help="A, for headers that say 0 or 1")
     p.add_argument("--batch", type=int, default=None,
                    help="slices per ONNX Runtime call (default: from free GPU memory; 8 on the CPU)")
     s = sub.add_parser("status", help="done / running / failed / pending in an output folder")
     s.add_argument("--output", required=True)
     s.add_argument("--tomograms", default=None, help="also count tomograms not started yet")
+    s.add_argument("--json", action="store_true", help="the report as JSON")
     i = sub.add_parser("info", help="print a model's metadata")
     i.add_argument("model")
     d = sub.add_parser("doctor", help="can the GPUs run here? ONNX Runtime, CUDA libraries, driver, GPUs")
@@ -72,43 +75,30 @@ def cmd_process(args: argparse.Namespace) -> int:
         channel_dirs=tuple(args.macromolecules),
         classes=tuple(c.strip() for c in args.classes.split(",")) if args.classes else None,
         tta=args.tta, dtype=args.dtype, overwrite=args.overwrite, retry_failed=args.retry_failed,
-        lease_seconds=_lease(args.lease_seconds), fallback_voxel_size=args.voxel_size, batch=args.batch,
+        lease_seconds=_positive("--lease-seconds", args.lease_seconds),
+        stall_seconds=_positive("--stall-seconds", args.stall_seconds), fallback_voxel_size=args.voxel_size,
+        batch=args.batch,
     )
     if args.workers < 1:
         raise ConfigError(f"--workers: expected a positive integer, got {args.workers}")
     devices = [d for d in check_gpus(_gpus(args.gpus)) for _ in range(args.workers)]
     result = process(opts, devices, verbose=args.debug)
     print("\n".join(summary(result)))
-    return 1 if result.failed else 0
+    return 0 if result.ok else 1
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from pom_common.claims import FAILED, PENDING, RUNNING
     from pom_common.naming import tomogram_stem
-    from pom_common.workqueue import FileClaimStore
 
     from .inputs import tomograms_from
+    from .status import dataset_status, status_lines
 
     stems = [tomogram_stem(t) for t in tomograms_from(args.tomograms)] if args.tomograms else None
-    namespaces = FileClaimStore(args.output).namespaces()
-    if not namespaces:
-        print(f"{args.output}: nothing processed here yet")
-        return 0
-    for namespace in namespaces:
-        states = FileClaimStore(args.output, namespace=namespace).states(stems)
-        by_status: dict[str, list] = {}
-        for state in states.values():
-            by_status.setdefault(state.status, []).append(state)
-        counts = ", ".join(f"{len(by_status.get(s, []))} {s}" for s in ("done", RUNNING, FAILED, PENDING))
-        print(f"model {namespace}: {counts}")
-        for state in by_status.get(RUNNING, []):
-            claim = state.claim
-            print(f"  running {state.stem}: {claim.host} pid {claim.pid}, heartbeat {claim.age:.0f} s ago"
-                  + (" (stale: will be taken over)" if claim.stale else ""))
-        for state in by_status.get(FAILED, []):
-            print(f"  failed  {state.stem}: {state.error}")
-        for state in by_status.get(PENDING, []):
-            print(f"  pending {state.stem}")
+    status = dataset_status(args.output, stems)
+    if args.json:
+        print(json.dumps(status.to_dict(), indent=1))
+    else:
+        print("\n".join(status_lines(args.output, status)))
     return 0
 
 
@@ -146,11 +136,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             traceback.print_exc()
         hint = " (or run on the CPU: --gpus cpu)" if isinstance(exc, DeviceError) else ""
-        print(f"pom-infer: error: {exc}{hint}", file=sys.stderr)
+        kind = "" if exc.exit_code == 130 else "error: "
+        print(f"pom-infer: {kind}{exc}{hint}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print("pom-infer: interrupted; claims released", file=sys.stderr)
-        return 130
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Run workers (one per device), forward stop signals, and report the whole dataset's state.
+"""Run workers (one per device), forward stop signals, show progress, report the whole dataset.
 
 One device runs its worker in this process; several run one process each (spawned, so
 every worker opens its own ONNX Runtime session on its own GPU). The workers' results
@@ -14,6 +14,7 @@ import os
 import queue
 import signal
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -21,16 +22,21 @@ from pathlib import Path
 
 from pom_common.errors import InputError, PomError
 from pom_common.naming import tomogram_stem
-from pom_common.workqueue import FileClaimStore
 
+from .eligibility import DONE, FAILED, FOREIGN, decide, describe
 from .outputs import make_writer
-from .worker import ProcessOptions, WorkerResult, namespace_of, run_worker
+from .worker import ProcessOptions, Stop, WorkerResult, open_store, run_worker
 
 logger = logging.getLogger(__name__)
 
+#: Seconds between updates of the progress bar (one listing of the state folder each).
+PROGRESS_SECONDS = 2.0
 
-class Stop(BaseException):
-    """Raised by the signal handlers; not an ``Exception``, so no error boundary swallows it."""
+
+class Interrupted(PomError):
+    """The run was stopped by SIGINT or SIGTERM (its claims were released, or say which were not)."""
+
+    exit_code = 130
 
 
 @dataclass
@@ -46,20 +52,38 @@ class RunResult:
         """Tomograms this command's workers completed."""
         return sum(len(w.done) for w in self.workers)
 
+    @property
+    def errors(self) -> list[str]:
+        """Workers that stopped early (their state folder failed)."""
+        return [f"{w.name}: {w.fatal}" for w in self.workers if w.fatal is not None]
+
+    @property
+    def ok(self) -> bool:
+        """Every tomogram done and every worker ended normally."""
+        return not self.failed and not self.errors
+
 
 def summary(result: RunResult) -> list[str]:
     """The lines a command prints at the end of a run."""
     here = "" if result.done_here == len(result.done) else f" ({result.done_here} of them by this command)"
     lines = [f"{len(result.done)} done, {len(result.failed)} failed{here}"]
     lines += [f"  FAILED {stem}: {error}" for stem, error in result.failed]
+    lines += [f"  STOPPED {error}" for error in result.errors]
     return lines
 
 
 @contextmanager
-def _stop_on_signals() -> Iterator[None]:
-    """SIGINT and SIGTERM raise :class:`Stop` in the main thread while the block runs."""
+def stop_on_signals() -> Iterator[None]:
+    """SIGINT and SIGTERM raise :class:`Stop` once; a second signal while cleaning up is ignored."""
+    stopping = threading.Event()
+
     def handler(signum: int, frame: object) -> None:
-        raise Stop(signal.Signals(signum).name)
+        name = signal.Signals(signum).name
+        if stopping.is_set():
+            logger.warning("%s again: still releasing claims, please wait", name)
+            return
+        stopping.set()
+        raise Stop(name)
 
     old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -73,32 +97,31 @@ def _name(device: int | None) -> str:
     return "worker cpu" if device is None else f"worker gpu{device}"
 
 
-def _worker_main(opts: ProcessOptions, device: int | None, verbose: bool, results: multiprocessing.Queue) -> None:
+def _worker_main(opts: ProcessOptions, device: int | None, name: str, verbose: bool,
+                 results: multiprocessing.Queue) -> None:
     """Entry point of a worker process: run, and send the result (or the fatal error) back."""
     from pom_common.log import configure_logging
 
     configure_logging(verbose)
-    name = _name(device)
     result = WorkerResult(name)
-    code = 0
     try:
-        with _stop_on_signals():
+        with stop_on_signals():
             result = run_worker(opts, device, name)
-    except Stop as stop:
-        logger.warning("%s: stopped by %s; claims released", name, stop)
-        code = 130
+    except Stop as stop:  # before the worker loop started: no claim held
+        result.stopped = str(stop)
     except PomError as exc:
         result.fatal = exc
-        code = exc.exit_code
     finally:
         results.put(result)
-    sys.exit(code)
+    sys.exit(130 if result.stopped else 0)
 
 
 def _run_processes(opts: ProcessOptions, devices: list[int | None], verbose: bool) -> list[WorkerResult]:
     ctx = multiprocessing.get_context("spawn")
     results: multiprocessing.Queue = ctx.Queue()
-    procs = [ctx.Process(target=_worker_main, args=(opts, d, verbose, results), name=_name(d)) for d in devices]
+    names = [f"{_name(d)}.{i}" if devices.count(d) > 1 else _name(d) for i, d in enumerate(devices)]
+    procs = [ctx.Process(target=_worker_main, args=(opts, d, n, verbose, results), name=n)
+             for d, n in zip(devices, names)]
     for p in procs:
         p.start()
 
@@ -126,12 +149,54 @@ def _run_processes(opts: ProcessOptions, devices: list[int | None], verbose: boo
     finally:
         for s, h in old.items():
             signal.signal(s, h)
-    if any(p.exitcode == 130 for p in procs):
-        raise KeyboardInterrupt
+    for p, name in zip(procs, names):
+        if p.exitcode not in (0, 130) and not any(w.name == name for w in collected):
+            collected.append(WorkerResult(name, fatal=PomError(f"the worker process died (exit code {p.exitcode})")))
     return collected
 
 
-def process(opts: ProcessOptions, devices: list[int | None], verbose: bool = False) -> RunResult:
+class _Progress:
+    """A progress bar over the whole dataset, fed by the claim store (every worker, every server)."""
+
+    def __init__(self, opts: ProcessOptions) -> None:
+        self.opts = opts
+        self.stems = [tomogram_stem(Path(t)) for t in opts.tomograms]
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="pom-progress", daemon=True)
+
+    def __enter__(self) -> _Progress:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(timeout=5)
+
+    def _run(self) -> None:
+        from tqdm import tqdm
+
+        store = open_store(self.opts)
+        wanted = set(self.stems)
+        bar = None
+        try:
+            while True:
+                finished = len(wanted & store.finished_stems())
+                if bar is None:
+                    bar = tqdm(total=len(self.stems), initial=finished, unit="tomogram", desc="dataset",
+                               disable=None, dynamic_ncols=True, smoothing=0.1)
+                else:
+                    bar.update(finished - bar.n)
+                if self.stop.wait(PROGRESS_SECONDS):
+                    break
+        except Exception as exc:  # the bar is a convenience: never let it stop a run
+            logger.debug("progress bar: %s", exc)
+        finally:
+            if bar is not None:
+                bar.close()
+
+
+def process(opts: ProcessOptions, devices: list[int | None], verbose: bool = False,
+            progress: bool = True) -> RunResult:
     """Segment ``opts.tomograms`` with one worker per device; return every tomogram's final state.
 
     Raises
@@ -139,38 +204,58 @@ def process(opts: ProcessOptions, devices: list[int | None], verbose: bool = Fal
     PomError
         When no worker could start (a bad model, a class the model lacks, ...): the first
         worker's error, with its exit code.
-    KeyboardInterrupt
-        When stopped by SIGINT or SIGTERM (claims are released first).
+    Interrupted
+        When stopped by SIGINT or SIGTERM (after releasing the claims held).
     """
     if not opts.tomograms:
         raise InputError("no tomograms to process")
-    if len(devices) == 1:
-        try:
-            with _stop_on_signals():
-                workers = [run_worker(opts, devices[0], _name(devices[0]))]
-        except Stop as stop:
-            logger.warning("stopped by %s; claims released", stop)
-            raise KeyboardInterrupt from None
-    else:
-        workers = _run_processes(opts, devices, verbose)
-    started = [w for w in workers if w.fatal is None]
+    bar = _Progress(opts) if progress else None
+    try:
+        if bar is not None:
+            bar.__enter__()
+        if len(devices) == 1:
+            try:
+                with stop_on_signals():
+                    workers = [run_worker(opts, devices[0], _name(devices[0]))]
+            except Stop as stop:  # while loading the model: no claim was held yet
+                raise Interrupted(f"stopped by {stop}; no claims were held") from None
+        else:
+            workers = _run_processes(opts, devices, verbose)
+    finally:
+        if bar is not None:
+            bar.__exit__()
+    stopped = [w for w in workers if w.stopped]
+    if stopped:
+        unreleased = sorted({s for w in workers for s in w.unreleased})
+        what = (f"{len(unreleased)} claims could not be released ({', '.join(unreleased[:5])}); they expire after "
+                f"{opts.lease_seconds:g} s" if unreleased else "claims released")
+        raise Interrupted(f"stopped by {stopped[0].stopped}; {what}")
+    started = [w for w in workers if w.fingerprint]
     if not started:
         fatal = next((w.fatal for w in workers if w.fatal is not None), None)
         raise fatal if fatal is not None else PomError("no worker finished (killed?)")
-    return tally(opts, started[0].classes, workers)
+    return tally(opts, started[0], workers)
 
 
-def tally(opts: ProcessOptions, classes: tuple[str, ...], workers: list[WorkerResult]) -> RunResult:
-    """Done (record and outputs in place) or failed, for every tomogram of ``opts``."""
-    store = FileClaimStore(opts.output_dir, opts.lease_seconds, namespace=namespace_of(opts.model))
-    writer = make_writer(opts.dtype, opts.output_dir, classes, range(len(classes)))
+def tally(opts: ProcessOptions, reference: WorkerResult, workers: list[WorkerResult]) -> RunResult:
+    """Done (this recipe, outputs intact) or not, for every tomogram of ``opts``."""
+    store = open_store(opts)
+    writer = make_writer(opts.dtype, opts.output_dir, reference.classes, range(len(reference.classes)))
     stems = [tomogram_stem(Path(t)) for t in opts.tomograms]
     states = store.states(stems)
     result = RunResult(workers=workers)
     for stem in stems:
         state = states[stem]
-        if state.done is not None and writer.complete(stem):
+        outputs_ok = state.done is not None and writer.verify(stem, state.done.get("outputs", {}))
+        decision = decide(state, outputs_ok, reference.fingerprint)
+        if decision == DONE:
             result.done.append(stem)
+        elif decision == FAILED:
+            result.failed.append((stem, state.error))
+        elif decision == FOREIGN:
+            assert state.done is not None
+            result.failed.append((stem, f"holds the outputs of another recipe, {describe(state.done.get('recipe'))}; "
+                                        "not replaced unless overwriting"))
         else:
-            result.failed.append((stem, state.error or "not processed"))
+            result.failed.append((stem, "not processed (stopped, or its outputs changed)"))
     return result

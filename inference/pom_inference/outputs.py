@@ -9,16 +9,17 @@ Each class goes to ``<output>/<stem>__<Class>.mrc`` at the network's voxel size.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
 from pom_common.atomic import TMP_MARK
-from pom_common.mrcio import new_volume, release_pages
+from pom_common.mrcio import expected_size, new_volume, release_pages
 from pom_common.naming import feature_filename
 
 #: Bytes written to the memory-mapped outputs between flushes that release their pages,
@@ -47,6 +48,12 @@ class OutputWriter(Protocol):
 
     def complete(self, stem: str) -> bool:
         """Whether every output file of ``stem`` is in place."""
+
+    def describe(self, stem: str) -> dict[str, dict[str, int]]:
+        """Name -> size and inode of each output of ``stem`` just written (for :meth:`verify`)."""
+
+    def verify(self, stem: str, outputs: Mapping[str, Any]) -> bool:
+        """Whether the outputs are still the files :meth:`describe` recorded (present, same size and inode)."""
 
     def remove_temporaries(self, stem: str) -> int:
         """Delete temporary files a stopped worker left for ``stem``; returns how many."""
@@ -100,6 +107,36 @@ class _MrcWriter:
     def complete(self, stem: str) -> bool:
         """Every class file exists."""
         return all(p.is_file() for p in self.paths(stem))
+
+    def describe(self, stem: str) -> dict[str, dict[str, int]]:
+        """Size and inode of each class file; the size must be what its header implies.
+
+        Raises
+        ------
+        OSError
+            A file is missing or shorter than its header says (a filesystem that lost data).
+        """
+        out = {}
+        for path in self.paths(stem):
+            st = os.stat(path)
+            if st.st_size != expected_size(path):
+                raise OSError(errno.EIO, f"{path.name}: {st.st_size} bytes, its header implies {expected_size(path)}")
+            out[path.name] = {"size": st.st_size, "inode": st.st_ino}
+        return out
+
+    def verify(self, stem: str, outputs: Mapping[str, Any]) -> bool:
+        """Every class file present, with the size and inode recorded when it was written."""
+        for path in self.paths(stem):
+            recorded = outputs.get(path.name) if isinstance(outputs, Mapping) else None
+            if not isinstance(recorded, Mapping):
+                return False
+            try:
+                st = os.stat(path)
+            except OSError:
+                return False
+            if st.st_size != recorded.get("size") or st.st_ino != recorded.get("inode"):
+                return False
+        return True
 
     def remove_temporaries(self, stem: str) -> int:
         """Delete ``.<name>.tmp-*`` files of ``stem``'s outputs."""

@@ -4,7 +4,8 @@ Any number of workers on any number of servers run this loop over the same tomog
 the claim store (:mod:`pom_common.claims`) makes each tomogram processed once. The next
 tomogram is read and preprocessed in a background thread while the current one is
 segmented. Every error inside one tomogram's work becomes that tomogram's recorded
-failure; the others go on.
+failure; the others go on. A worker whose claim was taken over abandons the tomogram
+without a word and waits for it like any other.
 """
 
 from __future__ import annotations
@@ -14,23 +15,32 @@ import logging
 import os
 import time
 import traceback
+from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pom_common.claims import Claim, ClaimStore, TomogramState
-from pom_common.errors import ConfigError, LockError, PomError, one_line
+from pom_common.claims import OVERWRITE, RETRY, Claim, ClaimLost, ClaimStore, StoreError
+from pom_common.errors import ConfigError, PomError, one_line
 from pom_common.modelmeta import ModelInfo
 from pom_common.naming import tomogram_stem
-from pom_common.workqueue import FileClaimStore
+from pom_common.workqueue import DEFAULT_STALL_SECONDS, FileClaimStore, check_lease
 
 from .arrays import SLAB, predict_slabs
+from .eligibility import TRY, Decision, decide, fingerprint
 from .inputs import Prepared, prepare
 from .outputs import OutputWriter, in_background, make_writer
 from .session import Model, announce, load_model
 
 logger = logging.getLogger(__name__)
+
+#: Longest wait between looks at tomograms held by other workers.
+POLL_SECONDS = 1.0
+
+
+class Stop(BaseException):
+    """Raised by the signal handlers; not an ``Exception``, so no error boundary swallows it."""
 
 
 @dataclass(frozen=True)
@@ -44,9 +54,10 @@ class ProcessOptions:
     classes: tuple[str, ...] | None = None  # subset of the model's classes to write
     tta: int = 4
     dtype: str = "float32"  # output writer: "float32" or "uint8" (0..255, as Ais writes)
-    overwrite: bool = False
-    retry_failed: bool = False
+    overwrite: bool = False  # redo every tomogram once for this run (also those of other runs' outputs)
+    retry_failed: bool = False  # try recorded failures once more
     lease_seconds: float = 120.0
+    stall_seconds: float = DEFAULT_STALL_SECONDS  # no progress this long: let the claims expire
     fallback_voxel_size: float | None = None  # used when a header says 0 or 1
     batch: int | None = None  # slices per ONNX Runtime call (None: chosen from free GPU memory, else 8)
     poll_seconds: float | None = None  # wait between looks at claims held by others
@@ -61,14 +72,12 @@ class WorkerResult:
 
     name: str
     classes: tuple[str, ...] = ()
+    fingerprint: str = ""
     done: list[str] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
-    fatal: PomError | None = None  # the worker could not start (bad model, bad options)
-
-
-def namespace_of(model: str | os.PathLike) -> str:
-    """Queue state is kept per model (file stem), so several models can share an output folder."""
-    return Path(model).stem
+    fatal: PomError | None = None  # the worker could not start, or its state folder failed
+    stopped: str = ""  # the signal that stopped it
+    unreleased: list[str] = field(default_factory=list)  # claims it could not give up (they expire)
 
 
 def select_classes(info: ModelInfo, requested: Sequence[str] | None, model: str) -> tuple[tuple[str, ...], list[int]]:
@@ -93,20 +102,9 @@ def check_channels(info: ModelInfo, expected: Sequence[str] | None, model: str) 
                           f"{list(expected)}; retrain it or fix the configuration")
 
 
-def is_eligible(state: TomogramState, outputs_complete: bool, *, overwrite: bool, retry_failed: bool,
-                since: float) -> bool:
-    """Whether a worker started at store time ``since`` should try this tomogram (pure).
-
-    Done (record and every output present) is redone only with ``overwrite``, and only if
-    it was done before ``since``; a recorded failure is retried only with
-    ``retry_failed``, likewise. Pending and running tomograms are tried (a live claim
-    makes the attempt fail cheaply).
-    """
-    if state.done is not None and outputs_complete:
-        return overwrite and state.done_at is not None and state.done_at < since
-    if state.failure is not None:
-        return retry_failed and state.failed_at is not None and state.failed_at < since
-    return True
+def open_store(opts: ProcessOptions) -> FileClaimStore:
+    """The claim store of ``opts.output_dir`` (one per output folder, whatever the model)."""
+    return FileClaimStore(opts.output_dir, opts.lease_seconds, stall_seconds=opts.stall_seconds)
 
 
 class Worker:
@@ -119,54 +117,66 @@ class Worker:
         check_channels(model.info, opts.expect_channels, opts.model)
         classes, index = select_classes(model.info, opts.classes, opts.model)
         self.writer: OutputWriter = make_writer(opts.dtype, opts.output_dir, classes, index)
+        self.fingerprint, self.recipe = fingerprint(opts.model, classes, opts.dtype, opts.tta, opts.fallback_voxel_size)
         os.makedirs(opts.output_dir, exist_ok=True)
-        self.store: ClaimStore = FileClaimStore(opts.output_dir, opts.lease_seconds, namespace_of(opts.model))
-        self.since = self.store.now()
-        lease = opts.lease_seconds
-        self.poll = opts.poll_seconds if opts.poll_seconds is not None else max(min(lease / 4, 10.0), 0.05)
+        store = open_store(opts)
+        check_lease(opts.lease_seconds, store.timestamp_granularity())
+        self.store: ClaimStore = store
+        self.overwrite_since = self.store.campaign(OVERWRITE, self.fingerprint) if opts.overwrite else None
+        self.retry_since = self.store.campaign(RETRY, self.fingerprint) if opts.retry_failed else None
+        self.poll = opts.poll_seconds if opts.poll_seconds is not None else min(POLL_SECONDS, opts.lease_seconds / 4)
         tomograms = [Path(t) for t in opts.tomograms]
         # Start at a different place per worker to reduce contention; the order does not change results.
         offset = (hash((name, os.getpid())) % len(tomograms)) if tomograms else 0
-        self.order = tomograms[offset:] + tomograms[:offset]
-        self.attempted: set[str] = set()
-        self.result = WorkerResult(name, classes)
+        self.queue: deque[Path] = deque(tomograms[offset:] + tomograms[:offset])
+        self.waiting: list[Path] = []  # held by other workers: looked at again after a poll
+        self.attempted: set[str] = set()  # tried once by this worker: never again in this run
+        self.result = WorkerResult(name, classes, self.fingerprint)
 
-    def _eligible(self, tomogram: Path) -> bool:
+    def decision(self, tomogram: Path) -> Decision:
+        """What this worker should do with ``tomogram`` now (see :func:`eligibility.decide`)."""
         stem = tomogram_stem(tomogram)
-        if stem in self.attempted:
-            return False
-        return is_eligible(self.store.state(stem), self.writer.complete(stem), overwrite=self.opts.overwrite,
-                           retry_failed=self.opts.retry_failed, since=self.since)
+        state = self.store.state(stem)
+        outputs_ok = state.done is not None and self.writer.verify(stem, state.done.get("outputs", {}))
+        return decide(state, outputs_ok, self.fingerprint, overwrite_since=self.overwrite_since,
+                      retry_since=self.retry_since)
 
     def _next_claim(self) -> tuple[Path, Claim] | None:
-        for tomogram in self.order:
-            if not self._eligible(tomogram):
+        """The next tomogram to work on, claimed; None when every one is finished or held by others."""
+        while self.queue:
+            tomogram = self.queue.popleft()
+            stem = tomogram_stem(tomogram)
+            if stem in self.attempted or self.decision(tomogram) != TRY:
                 continue
-            claim = self.store.claim(tomogram_stem(tomogram))
+            claim = self.store.claim(stem)
             if claim is None:
+                self.waiting.append(tomogram)
                 continue
-            if not self._eligible(tomogram):  # finished by someone else between the look and the claim
+            if self.decision(tomogram) != TRY:  # finished by someone else between the look and the claim
                 self.store.release(claim)
                 continue
-            self.attempted.add(claim.stem)
-            self.store.clear_done(claim)  # outputs are about to be replaced
+            self.attempted.add(stem)
             if claim.taken_over:  # from a stopped worker: remove what it left half-written
-                self.writer.remove_temporaries(claim.stem)
+                self.writer.remove_temporaries(stem)
             return tomogram, claim
         return None
 
     def run(self) -> WorkerResult:
-        """Process tomograms until every one is done or failed (waiting for others' claims)."""
+        """Process tomograms until every one is finished (waiting for others' claims); never raises Stop."""
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pom-prefetch")
         pending: tuple[Path, Claim, Future[Prepared]] | None = None
+        finished = False
         try:
             while True:
                 if pending is None:
                     item = self._next_claim()
                     if item is None:
-                        if not any(self._eligible(t) for t in self.order):
+                        if not self.waiting:
+                            finished = True
                             break
                         time.sleep(self.poll)  # held by others: wait for them to finish or go stale
+                        self.queue.extend(self.waiting)
+                        self.waiting.clear()
                         continue
                     pending = (*item, self._prefetch(pool, item[0]))
                 tomogram, claim, future = pending
@@ -174,46 +184,64 @@ class Worker:
                 upcoming = self._next_claim()  # read the next tomogram while this one is segmented
                 if upcoming is not None:
                     pending = (*upcoming, self._prefetch(pool, upcoming[0]))
-                self._process(claim, future)
+                self._process(tomogram, claim, future)
+        except Stop as stop:
+            self.result.stopped = str(stop) or "a signal"
+        except StoreError as exc:
+            logger.error("%s: %s", self.name, exc)
+            self.result.fatal = exc
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
-            self.store.close()
+            self.result.unreleased = self.store.close()
+        if finished:
+            for kind, since in ((OVERWRITE, self.overwrite_since), (RETRY, self.retry_since)):
+                if since is not None:
+                    with contextlib.suppress(OSError, StoreError):
+                        self.store.close_campaign(kind, self.fingerprint)
         return self.result
 
     def _prefetch(self, pool: ThreadPoolExecutor, tomogram: Path) -> Future[Prepared]:
         return pool.submit(prepare, tomogram, self.model.info, self.opts.channel_dirs, self.opts.fallback_voxel_size)
 
-    def _process(self, claim: Claim, future: Future[Prepared]) -> None:
+    def _process(self, tomogram: Path, claim: Claim, future: Future[Prepared]) -> None:
         """One tomogram's error boundary: done, failed (recorded), or abandoned (claim lost)."""
         stem = claim.stem
         try:
             prepared = future.result()
+            self.store.progress()
             started = time.perf_counter()
             self._segment(prepared, claim)
-            self.store.record_done(claim, {"classes": list(self.writer.classes), "model": str(self.opts.model)})
+            record = {"fingerprint": self.fingerprint, "recipe": self.recipe, "outputs": self.writer.describe(stem)}
+            self.store.record_done(claim, record)
             self.result.done.append(stem)
             seconds = time.perf_counter() - started
             logger.info("%s  done in %.1f s (read+preprocess %.1f s, segment %.1f s)  %s  %s", stem,
                         prepared.seconds + seconds, prepared.seconds, seconds, self.model.provider, self.name)
-        except LockError as exc:  # taken over meanwhile: the new owner decides
-            logger.warning("%s: %s", self.name, exc)
+        except ClaimLost:  # taken over meanwhile: the new owner decides; wait for it like any other
+            logger.warning("%s: %s: claim taken over by another worker; left to it", self.name, stem)
+            self.attempted.discard(stem)
+            self.waiting.append(tomogram)
+        except StoreError:
+            raise
         except Exception as exc:
             message = one_line(exc)
             logger.debug("%s: %s", stem, traceback.format_exc())
-            if not self.store.still_owner(claim):
+            try:
+                self.store.record_failed(claim, message)
+            except ClaimLost:
                 logger.warning("%s: %s: lost the claim while failing (%s); left to its new owner", self.name, stem,
                                message)
+                self.waiting.append(tomogram)
                 return
-            self.store.record_failed(claim, message)
             self.result.failed.append((stem, message))
             logger.error("%s  FAILED: %s  %s", stem, message, self.name)
         finally:
-            self.store.release(claim)
+            with contextlib.suppress(StoreError):
+                self.store.release(claim)
 
     def _segment(self, prepared: Prepared, claim: Claim) -> None:
         """Segment slab by slab into the writer; the outputs appear only if we still own the claim."""
         nz, ny, nx = prepared.inputs.shape[:3]
-        lost = LockError(f"{claim.stem}: claim taken over by another worker; abandoned")
         batch = self.opts.batch or self.model.batch_for(ny, nx)
         overlap = self.opts.overlap if self.opts.overlap is not None else self.model.provider == "cuda"
         slabs = predict_slabs(self.model, prepared.inputs, tta=self.opts.tta, batch=batch, slab=SLAB)
@@ -221,10 +249,11 @@ class Worker:
             with in_background(sink) if overlap else contextlib.nullcontext(sink) as out:
                 for z0, probabilities in slabs:
                     if claim.lost.is_set():
-                        raise lost
+                        raise ClaimLost(claim.stem)
                     out.write(z0, probabilities)
+                    self.store.progress()
             if not self.store.still_owner(claim):
-                raise lost
+                raise ClaimLost(claim.stem)
 
 
 def run_worker(opts: ProcessOptions, device: int | None, name: str) -> WorkerResult:

@@ -164,7 +164,7 @@ def _report(result) -> int:
     from pom_inference.driver import summary
 
     print("\n".join(summary(result)))
-    return 1 if result.failed else 0
+    return 0 if result.ok else 1
 
 
 def main(argv: list[str] | None = None) -> int:
