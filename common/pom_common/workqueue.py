@@ -133,7 +133,7 @@ class FileClaimStore:
         data = json.dumps(doc).encode()
 
         def write() -> bool:
-            tmp = path.with_name(f".tmp-{secrets.token_hex(6)}")
+            tmp = path.with_name(f".tmp-{secrets.token_hex(4)}-{path.name}")
             fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             try:
                 try:

@@ -1,0 +1,71 @@
+"""Run ``pom-infer`` with faults injected, for the fault-injection tests (a script, not a test module).
+
+    python tests/harness.py process MODEL --tomograms ... (pom-infer's arguments)
+
+Environment variables choose the faults:
+
+``POM_TEST_SLOW``            seconds added to every prediction of a slab (one slice per slab)
+``POM_TEST_PAUSE_BEFORE_DONE`` a tomogram: the worker stops itself (SIGSTOP) after its outputs
+                             are renamed into place and before it records done
+``POM_TEST_HANG``            a tomogram: predicting it never returns
+``POM_TEST_SLOW_RELEASE``    seconds added to every claim release (a slow cleanup)
+"""
+
+import os
+import signal
+import sys
+import time
+
+
+def main() -> int:
+    import pom_inference.arrays as arrays
+    import pom_inference.worker as worker
+    from pom_common.workqueue import FileClaimStore
+    from pom_inference.cli import main as infer_main
+
+    slow = float(os.environ.get("POM_TEST_SLOW", "0") or 0)
+    hang = os.environ.get("POM_TEST_HANG")
+    pause = os.environ.get("POM_TEST_PAUSE_BEFORE_DONE")
+    slow_release = float(os.environ.get("POM_TEST_SLOW_RELEASE", "0") or 0)
+    current = {"stem": None}
+    if slow or hang:
+        worker.SLAB = 1
+        real_predict = arrays.predict_slices
+
+        def predict(*args, **kwargs):
+            if hang and current["stem"] == hang:
+                while True:
+                    time.sleep(3600)
+            time.sleep(slow)
+            return real_predict(*args, **kwargs)
+
+        arrays.predict_slices = predict
+        real_segment = worker.Worker._segment
+
+        def segment(self, prepared, claim):
+            current["stem"] = claim.stem
+            return real_segment(self, prepared, claim)
+
+        worker.Worker._segment = segment
+    if pause:
+        real_done = FileClaimStore.record_done
+
+        def record_done(self, claim, record):
+            if claim.stem == pause:
+                os.kill(os.getpid(), signal.SIGSTOP)
+            return real_done(self, claim, record)
+
+        FileClaimStore.record_done = record_done
+    if slow_release:
+        real_release = FileClaimStore.release
+
+        def release(self, claim):
+            time.sleep(slow_release)
+            return real_release(self, claim)
+
+        FileClaimStore.release = release
+    return infer_main(sys.argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
