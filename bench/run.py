@@ -181,6 +181,71 @@ def bench_claims(tmp: Path, workers=4, jobs=200) -> dict:
             "p95_ms": sorted(times)[int(len(times) * 0.95)] * 1000}
 
 
+# ----------------------------------------------------------------------------- 6. scale
+
+
+def _populate(folder: Path, n: int) -> None:
+    """n finished tomograms' state files, written directly (what n claim cycles would leave)."""
+    import json
+
+    from pom_common.workqueue import DEFAULT_NAMESPACE, STATE_DIR, bucket_of
+
+    root = folder / STATE_DIR / DEFAULT_NAMESPACE / "tomograms"
+    record = json.dumps({"fingerprint": "f" * 16, "outputs": {}})
+    for i in range(n):
+        stem = f"old{i:06d}"
+        bucket = root / bucket_of(stem)
+        bucket.mkdir(parents=True, exist_ok=True)
+        (bucket / f"{stem}.gen.0").write_text("{}")
+        (bucket / f"{stem}.done.0").write_text(record)
+
+
+def bench_scale(tmp: Path, sizes=(1_000, 10_000, 100_000), cycles=200) -> dict:
+    """Bookkeeping per tomogram (look, claim, record done, release) beside n finished ones; status of n."""
+    from pom_common.workqueue import FileClaimStore
+    from pom_inference.status import dataset_status
+
+    rows = []
+    for n in sizes:
+        folder = tmp / f"scale{n}"
+        _populate(folder, n)
+        store = FileClaimStore(folder, 60)
+        start = time.perf_counter()
+        for i in range(cycles):
+            stem = f"new{i:05d}"
+            store.state(stem)
+            claim = store.claim(stem)
+            store.record_done(claim, {"fingerprint": "f" * 16, "outputs": {}})
+            store.release(claim)
+        per = (time.perf_counter() - start) / cycles
+        store.close()
+        start = time.perf_counter()
+        status = dataset_status(folder)
+        rows.append({"n": n, "per_tomogram_ms": per * 1000, "status_s": time.perf_counter() - start,
+                     "status_count": len(status.done) + len(status.changed)})
+    return {"rows": rows, "flat": rows[-1]["per_tomogram_ms"] / rows[0]["per_tomogram_ms"]}
+
+
+def bench_idle(tmp: Path) -> dict:
+    """Seconds between the last tomogram's done record and the exit of a 2-worker run."""
+    from pom_common.mrcio import write_volume
+    from pom_common.workqueue import FileClaimStore
+    from pom_training.models import build_unet
+
+    model = build_unet(1, 2, 4, 2, activation="softmax")
+    onnx_path = _export(model, tmp / "idle.onnx", ("A", "B"), ["Density"], 2)
+    folder = tmp / "idle"
+    folder.mkdir()
+    for i in range(12):
+        write_volume(folder / f"TS_{i:02d}.mrc", np.random.default_rng(i).standard_normal((16, 64, 64), dtype=np.float32), 10.0)
+    out = tmp / "idle_out"
+    subprocess.run([sys.executable, "-m", "pom_inference.cli", "process", str(onnx_path), "--tomograms", str(folder),
+                    "--output", str(out), "--gpus", "cpu", "--workers", "2"], check=True, capture_output=True)
+    exited = time.time()
+    last_done = max(e["time"] for e in FileClaimStore(out).journal() if e["event"] == "done")
+    return {"idle_s": exited - last_done}
+
+
 # ----------------------------------------------------------------------------- report
 
 
@@ -247,6 +312,18 @@ def main(argv=None) -> int:
         say("## 5. Coordination: claim + mark done + release, 4 workers, 200 empty jobs")
         say(f"| cycles | median | p95 |\n|---|---|---|\n| {c['claims']} | {c['median_ms']:.2f} ms | {c['p95_ms']:.2f} ms "
             f"(target <= 20 ms: {verdict(c['median_ms'] <= 20)}) |")
+        say()
+        s = bench_scale(tmp, sizes=(1_000, 10_000) if args.quick else (1_000, 10_000, 100_000))
+        say("## 6. Work queue at scale: bookkeeping per tomogram beside n finished ones, and `status` of n")
+        say("| finished tomograms | bookkeeping per tomogram (look, claim, done, release) | status |\n|---|---|---|")
+        for r in s["rows"]:
+            target = f" (target <= 5 s: {verdict(r['status_s'] <= 5)})" if r["n"] >= 100_000 else ""
+            say(f"| {r['n']:,} | {r['per_tomogram_ms']:.2f} ms | {r['status_s']:.2f} s{target} |")
+        say(f"\nLargest / smallest: {s['flat']:.2f}x (flat: target <= 1.5x: {verdict(s['flat'] <= 1.5)})")
+        say()
+        i = bench_idle(tmp)
+        say("## 7. Idle time at the end of a run (2 workers, 12 tomograms): last done record -> exit")
+        say(f"| {i['idle_s']:.2f} s (target <= 1 s: {verdict(i['idle_s'] <= 1)}) |\n|---|")
         say()
         say("GPU: no accelerator was lent to the session that ran this; the H100 figure is not measured here.")
     if not args.quick:

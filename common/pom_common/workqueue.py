@@ -232,17 +232,24 @@ class FileClaimStore:
             self._top[stem] = g
         return g
 
-    def _state_at(self, stem: str, g: int, now: float) -> TomogramState:
+    def _state_at(self, stem: str, g: int, now: float, present: set[str] | None = None) -> TomogramState:
+        """The state at generation ``g``; ``present``: the record kinds a listing found (skips lookups)."""
         if g < 0:
             return TomogramState(stem)
-        done, done_at = self._read(self._path(stem, "done", g))
+        done, done_at = (None, None)
+        if present is None or "done" in present:
+            done, done_at = self._read(self._path(stem, "done", g))
         if not done:  # absent, or still being written where hard links are missing
             done, done_at = None, None
-        failure, failed_at = (None, None) if done is not None else self._read(self._path(stem, "failed", g))
+        failure, failed_at = (None, None)
+        if done is None and (present is None or "failed" in present):
+            failure, failed_at = self._read(self._path(stem, "failed", g))
         if not failure:
             failure, failed_at = None, None
+        released = ("released" in present) if present is not None else None
         claim = None
-        if done is None and failure is None and not self._exists(self._path(stem, "released", g)):
+        if done is None and failure is None and not (
+                released if released is not None else self._exists(self._path(stem, "released", g))):
             doc, mtime = self._read(self._path(stem, "gen", g))
             if mtime is not None:
                 doc = doc or {}
@@ -266,6 +273,7 @@ class FileClaimStore:
         """
         wanted = None if stems is None else list(stems)
         tops: dict[str, int] = {}
+        kinds: dict[tuple[str, int], set[str]] = {}
         tomograms = self.state_dir / "tomograms"
         try:
             buckets = [e.path for e in os.scandir(tomograms) if e.is_dir()]
@@ -275,15 +283,19 @@ class FileClaimStore:
             with os.scandir(bucket) as entries:
                 for entry in entries:
                     m = _RECORD_RE.match(entry.name)
-                    if m and m.group("kind") == "gen":
-                        tops[m.group("stem")] = max(tops.get(m.group("stem"), -1), int(m.group("gen")))
+                    if not m:
+                        continue
+                    stem, kind, g = m.group("stem"), m.group("kind"), int(m.group("gen"))
+                    kinds.setdefault((stem, g), set()).add(kind)
+                    if kind == "gen":
+                        tops[stem] = max(tops.get(stem, -1), g)
         now = time.time()
         out = {}
         for stem in (sorted(tops) if wanted is None else wanted):
             top = tops.get(stem, -1)
             if top >= 0:
                 self._top[stem] = max(self._top.get(stem, -1), top)
-            out[stem] = self._state_at(stem, top, now)
+            out[stem] = self._state_at(stem, top, now, kinds.get((stem, top), set()))
         return out
 
     def finished_stems(self) -> set[str]:

@@ -36,7 +36,7 @@ from .session import Model, announce, load_model
 logger = logging.getLogger(__name__)
 
 #: Longest wait between looks at tomograms held by other workers.
-POLL_SECONDS = 1.0
+POLL_SECONDS = 0.25
 
 
 class Stop(BaseException):
