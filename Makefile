@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test bench demo lint check-imports clean
+.PHONY: test bench demo lint check-imports clean chaos
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +16,9 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
+
+chaos: $(STAMP)
+	$(BIN)/python -m pytest -q -m chaos tests/test_chaos.py
 
 check-imports: $(STAMP)
 	$(BIN)/python -m pytest -q tests/test_import_boundaries.py
