@@ -228,7 +228,7 @@ def test_channel_of_another_shape(infer_setup):
 def test_model_not_onnx(infer_setup, capsys):
     tmp, _ = infer_setup
     (tmp / "bad.onnx").write_text("hello")
-    assert _process(tmp, tmp / "bad.onnx") == 1
+    assert _process(tmp, tmp / "bad.onnx") == 2
     one_line_error(capsys, "bad.onnx", "not a usable ONNX model")
     assert not (tmp / "o").exists()
 
@@ -236,7 +236,7 @@ def test_model_not_onnx(infer_setup, capsys):
 def test_onnx_without_our_metadata(infer_setup, capsys):
     tmp, _ = infer_setup
     model = make_onnx_model(tmp / "plain.onnx", metadata=False)
-    assert _process(tmp, model) == 1
+    assert _process(tmp, model) == 2
     one_line_error(capsys, "plain.onnx", "without Pom metadata")
 
 

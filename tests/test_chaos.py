@@ -50,7 +50,7 @@ def test_random_kills_pauses_and_stops(tmp_path, seed):
             workers.append(_start(_args(tmp_path, model), POM_TEST_SLOW=0.15))
     for w in workers:
         err = w.communicate(timeout=120)[1]
-        assert w.returncode in (0, 130, -9), err
+        assert w.returncode in (0, 130, -9, -15), err  # -15: stopped while starting, before it held anything
         assert "FAILED" not in err
     assert infer_main(_args(tmp_path, model)) == 0  # a last worker finds everything done (or finishes it)
     assert set(_done_events(out).values()) == {1} and len(_done_events(out)) == 16

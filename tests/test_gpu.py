@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from pom_common.errors import DeviceError
-from pom_inference import gpu
+from pom_inference import gpu, nvidia
 from pom_inference.cli import main as infer_main
 from pom_inference.outputs import in_background
 from pom_inference.session import batch_from_memory, check_gpus, load_model
@@ -58,7 +58,7 @@ class FakeDriver:
 def loader(missing=(), driver=None):
     """A library loader where ``missing`` fail to load and libcuda.so.1 is ``driver`` (absent when None)."""
     def load(name):
-        if name in missing or (name == gpu.DRIVER_LIBRARY and driver is None) or name == gpu.NVML_LIBRARY:
+        if name in missing or (name == gpu.DRIVER_LIBRARY and driver is None) or name == nvidia.NVML_LIBRARY:
             raise OSError(f"{name}: cannot open shared object file: No such file or directory")
         return driver if name == gpu.DRIVER_LIBRARY else object()
     return load

@@ -241,3 +241,26 @@ def test_lease_rules(tmp_path):
         check_lease(2, granularity=1.0)
     assert check_lease(4, granularity=1.0) == 4.0
     assert FileClaimStore(tmp_path).timestamp_granularity() <= 0.01  # the test filesystems keep fine mtimes
+
+
+def test_an_outcome_recorded_while_claiming_is_carried_forward(tmp_path, monkeypatch):
+    """D decided to take over C's stale claim; C (slow, not dead) records done just as D claims."""
+    c = FileClaimStore(tmp_path / "race", 5)
+    claim_c = c.claim("X")
+    _pause(c)
+    _age(c, "X", 60)
+    d = FileClaimStore(tmp_path / "race", 5)
+    real = d._write_new
+
+    def write_new(path, doc):
+        if path.name == "X.gen.1":
+            c.record_done(claim_c, {"fingerprint": "f"})  # lands after D's look, before D's create
+        return real(path, doc)
+
+    monkeypatch.setattr(d, "_write_new", write_new)
+    assert d.claim("X", expected=0) is None  # nothing claimed ...
+    state = d.state("X")
+    assert state.generation == 1 and state.status == "done" and state.done["carried_from"] == 0  # ... done kept
+    assert d.claim("X") is None  # and a done tomogram is not claimed without redo
+    assert d.claim("X", redo=True).generation == 2
+    c.close(), d.close()

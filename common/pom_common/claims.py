@@ -98,8 +98,13 @@ class ClaimStore(Protocol):
     def now(self) -> float:
         """The store's clock (seconds), against which leases and record times are judged."""
 
-    def claim(self, stem: str) -> Claim | None:
-        """Claim ``stem``, taking over a stale claim; None while another worker holds it."""
+    def claim(self, stem: str, expected: int | None = None, redo: bool = False) -> Claim | None:
+        """Claim ``stem``, taking over a stale claim; None while another worker holds it.
+
+        With ``expected``: only while the current generation is still the one the caller
+        decided on. Without ``redo``, a tomogram with a recorded outcome is never claimed
+        (an outcome recorded meanwhile is kept, not hidden).
+        """
 
     def refresh(self, claim: Claim) -> bool:
         """Heartbeat; False (and ``claim.lost`` set) when the claim was taken over."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -17,8 +18,10 @@ from types import MappingProxyType
 from typing import Any
 
 from .atomic import atomic_write_text
-from .constants import CONFIG_FILENAME, DENSITY
+from .constants import CONFIG_FILENAME, DENSITY, MAX_Z_SUM
 from .errors import ConfigError
+from .files import read_regular_file
+from .naming import name_problem
 from .normalise import DENSITY_PROCESSING
 
 #: The values ``label_method`` may take.
@@ -140,6 +143,11 @@ _USED_KEYS: dict[str, tuple[str, Any]] = {
 KNOWN_KEYS = tuple(_USED_KEYS) + tuple(_LEGACY_KEYS)
 
 
+#: Smallest training crop (pixels): 8 x 8 after binning; the U-Net's depth may ask for more.
+MIN_BOX = 16
+#: A configuration file larger than this is not one.
+MAX_CONFIG_BYTES = 1 << 20
+
 #: What ``GPUS`` (and ``-gpus``/``--gpus``) say to run on the CPU.
 CPU = "cpu"
 
@@ -210,8 +218,30 @@ def validate_config(document: Any) -> list[str]:
         if number is not None and number < 1:
             problems.append(f"key {key!r}: expected a positive integer, found {number}")
     number = _int_value(document, "z_sum")
-    if number is not None and number < 0:
-        problems.append(f"key 'z_sum': expected an integer >= 0, found {number}")
+    if number is not None and not 0 <= number <= MAX_Z_SUM:
+        problems.append(f"key 'z_sum': expected an integer from 0 to {MAX_Z_SUM} (the window is 2 * z_sum + 1 "
+                        f"slices), found {number}")
+    box = _int_value(document, "ontology_annotation_box_size")
+    if box is not None and box >= 1 and (box < MIN_BOX or box % 2):
+        problems.append(f"key 'ontology_annotation_box_size': expected an even number of pixels, at least {MIN_BOX} "
+                        f"(the crops are binned 2x), found {box}")
+    for key in ("apix", "shared_model_unknown_class_threshold"):
+        value = document.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and not (math.isfinite(value) and value > 0):
+            problems.append(f"key {key!r}: expected a positive number, found {json.dumps(value)}")
+    for key in ("ontologies", "macromolecules"):
+        names = document.get(key)
+        if not isinstance(names, list) or not _type_ok("list[str]", names):
+            continue
+        for name in names:
+            problem = name_problem(name)
+            if problem:
+                problems.append(f"key {key!r}: {problem}")
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            problems.append(f"key {key!r}: {repeated} listed more than once")
+    if _type_ok("list[str]", document.get("macromolecules")) and not document["macromolecules"]:
+        problems.append("key 'macromolecules': expected at least one input channel, e.g. [\"Density\"]")
     number = _int_value(document, "shared_model_runs_per_volume")
     if number is not None and not 1 <= number <= 4:
         problems.append(f"key 'shared_model_runs_per_volume': expected 1 to 4, found {number}")
@@ -267,15 +297,22 @@ def load_config(path: str | os.PathLike = CONFIG_FILENAME) -> ProjectConfig:
     """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        data = read_regular_file(path, MAX_CONFIG_BYTES)
     except FileNotFoundError:
         raise ConfigError(f"{path}: no project configuration here (run 'pom init' to create one)") from None
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
+        raise ConfigError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {data[exc.start]:#04x} at position {exc.start}); "
+                          "save it as UTF-8") from None
     try:
         document = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not a configuration (JSON nested too deeply)") from None
     return config_from_dict(document, base_dir=path.parent, source=str(path))
 
 

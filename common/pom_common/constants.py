@@ -10,6 +10,8 @@ BIN_FACTOR = 2
 CHANNEL_SCALE = 255.0
 #: Header voxel sizes that mean "not set"; the configuration's apix is used instead.
 UNSET_VOXEL_SIZES = (0.0, 1.0)
+#: Largest z_sum accepted (a window of 257 slices is thicker than any lamella).
+MAX_Z_SUM = 128
 #: Name of the project configuration file (Pom's).
 CONFIG_FILENAME = "project_configuration.json"
 #: Version of the ONNX metadata layout written by export.

@@ -18,7 +18,9 @@ class InputError(PomError):
 
 
 class ModelError(PomError):
-    """A model file is missing, not ONNX, or lacks the metadata this toolkit writes."""
+    """A model file is missing, not ONNX, or lacks the metadata this toolkit writes (a usage error)."""
+
+    exit_code = 2
 
 
 class DeviceError(PomError):

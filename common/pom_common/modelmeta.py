@@ -6,11 +6,13 @@ Stored as one JSON document under the ONNX ``metadata_props`` key ``pom``.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .constants import BIN_FACTOR, METADATA_VERSION
+from .constants import BIN_FACTOR, MAX_Z_SUM, METADATA_VERSION
 from .errors import ModelError
+from .naming import name_problem
 from .normalise import PROCESSING, canonical, processing_normalisation
 
 METADATA_KEY = "pom"
@@ -53,27 +55,61 @@ class ModelInfo:
                              "or 'pom shared train')")
         try:
             doc = json.loads(text)
-            info = cls(
-                kind=str(doc["kind"]), classes=tuple(str(c) for c in doc["classes"]),
-                channels=tuple(str(c) for c in doc["channels"]), z_sum=int(doc["z_sum"]),
-                bin_factor=int(doc.get("bin_factor", BIN_FACTOR)),
-                normalisation={str(k): canonical(str(v)) for k, v in dict(doc.get("normalisation", {})).items()},
-                normalisation_window=int(doc.get("normalisation_window", 64)),
-                size_multiple=int(doc["size_multiple"]), voxel_size=float(doc.get("voxel_size", 0.0)),
-                training=dict(doc.get("training", {})), version=str(doc.get("version", "")),
-                metadata_version=str(doc.get("metadata_version", METADATA_VERSION)),
-            )
-        except (ValueError, KeyError, TypeError) as exc:
-            raise ModelError(f"{source}: Pom metadata is malformed ({type(exc).__name__}: {exc})") from None
-        if info.kind not in ("single", "shared") or not info.classes or not info.channels:
-            raise ModelError(f"{source}: Pom metadata is malformed (kind {info.kind!r}, classes {info.classes}, "
-                             f"channels {info.channels})")
-        for channel in info.channels:
-            if info.normalisation_of(channel) not in PROCESSING:
-                raise ModelError(f"{source}: unknown normalisation for channel {channel!r}")
-        if info.normalisation_window < 1:
-            raise ModelError(f"{source}: normalisation_window must be >= 1")
-        return info
+        except (ValueError, RecursionError):
+            raise ModelError(f"{source}: Pom metadata is not JSON") from None
+        if not isinstance(doc, dict):
+            raise ModelError(f"{source}: Pom metadata is not a JSON object")
+        problems: list[str] = []
+
+        def integer(key: str, low: int, high: int, default: int | None = None) -> int:
+            value = doc.get(key, default)
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                problems.append(f"{key} must be an integer from {low} to {high}, found {json.dumps(value)}")
+                return low
+            return value
+
+        def names(key: str) -> tuple[str, ...]:
+            value = doc.get(key)
+            if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+                problems.append(f"{key} must be a non-empty list of names, found {json.dumps(value)[:80]}")
+                return ()
+            for name in value:
+                problem = name_problem(name)
+                if problem:
+                    problems.append(f"{key}: {problem}")
+            if len(set(value)) != len(value):
+                problems.append(f"{key} lists a name twice: {value}")
+            return tuple(value)
+
+        kind = doc.get("kind")
+        if kind not in ("single", "shared"):
+            problems.append(f"kind must be 'single' or 'shared', found {json.dumps(kind)}")
+        classes, channels = names("classes"), names("channels")
+        z_sum = integer("z_sum", 0, MAX_Z_SUM)
+        bin_factor = integer("bin_factor", 1, 8, BIN_FACTOR)
+        window = integer("normalisation_window", 1, 1_000_000, 64)
+        multiple = integer("size_multiple", 1, 1024)
+        voxel = doc.get("voxel_size", 0.0)
+        if isinstance(voxel, bool) or not isinstance(voxel, (int, float)) or not (math.isfinite(voxel) and voxel >= 0):
+            problems.append(f"voxel_size must be a number >= 0, found {json.dumps(voxel)}")
+            voxel = 0.0
+        raw_norm = doc.get("normalisation", {})
+        normalisation: dict[str, str] = {}
+        if not isinstance(raw_norm, dict) or not all(isinstance(v, str) for v in raw_norm.values()):
+            problems.append("normalisation must map channel names to names")
+        else:
+            normalisation = {str(k): canonical(v) for k, v in raw_norm.items()}
+            for channel in channels:
+                how = normalisation.get(channel, processing_normalisation(channel))
+                if how not in PROCESSING:
+                    problems.append(f"normalisation of {channel!r} is {how!r}, expected one of {list(PROCESSING)}")
+        training = doc.get("training", {})
+        if problems:
+            raise ModelError(f"{source}: Pom metadata: " + "; ".join(problems))
+        return cls(kind=str(kind), classes=classes, channels=channels, z_sum=z_sum, bin_factor=bin_factor,
+                   normalisation=normalisation, normalisation_window=window, size_multiple=multiple,
+                   voxel_size=float(voxel), training=dict(training) if isinstance(training, dict) else {},
+                   version=str(doc.get("version", "")), metadata_version=str(doc.get("metadata_version", METADATA_VERSION)))
 
     def normalisation_of(self, channel: str) -> str:
         """How processing scales ``channel`` (see :mod:`pom_common.normalise`)."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
 import warnings
 from collections.abc import Iterator
@@ -16,12 +17,18 @@ from pathlib import Path
 from typing import Any
 
 import mrcfile
+import mrcfile.dtypes
+import mrcfile.utils
 import numpy as np
 import numpy.typing as npt
 
 from .atomic import atomic_path
 from .constants import UNSET_VOXEL_SIZES
 from .errors import InputError
+from .files import regular_file
+
+logger = logging.getLogger(__name__)
+HEADER_DTYPE = mrcfile.dtypes.HEADER_DTYPE
 
 #: dtypes this toolkit reads (MRC modes 0, 1, 2, 6, 12; uint8 arrives as mode 6 or 0).
 READABLE_DTYPES = (np.int8, np.int16, np.float32, np.uint16, np.float16, np.uint8)
@@ -67,12 +74,12 @@ def read_volume(path: str | os.PathLike, fallback_voxel_size: float | None = Non
     Raises
     ------
     InputError
-        Missing file, corrupt header, truncated data, not a 3D volume, an axis order
-        other than x, y, z, or anisotropic voxels in x and y.
+        Missing file (or broken link, or not a regular file), corrupt header, truncated
+        data, not a 3D volume, an axis order other than x, y, z, or anisotropic voxels.
+        The header is checked against the file size before anything is allocated.
     """
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: file not found")
+    check_header(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error")
@@ -105,11 +112,54 @@ def read_volume(path: str | os.PathLike, fallback_voxel_size: float | None = Non
             f"{path}: anisotropic voxels {sizes[0]:.4g} x {sizes[1]:.4g} x {sizes[2]:.4g} A; "
             "expected equal sizes in x, y and z (resample the volume first)"
         )
-    if header_size in UNSET_VOXEL_SIZES or not np.isfinite(header_size):
+    if header_size in UNSET_VOXEL_SIZES or not (np.isfinite(header_size) and header_size > 0):
+        if header_size not in UNSET_VOXEL_SIZES:
+            logger.warning("%s: the header's voxel size %s A is not a size; using %s", path.name, header_size,
+                           f"{fallback_voxel_size:g} A (the fallback)" if fallback_voxel_size else "the fallback")
         if fallback_voxel_size is None:
-            return Volume(data, header_size, False, path)
+            return Volume(data, 0.0, False, path)
         return Volume(data, float(fallback_voxel_size), False, path)
     return Volume(data, header_size, True, path)
+
+
+def check_header(path: Path) -> None:
+    """Refuse a file whose header does not describe its own size, before mrcfile allocates anything.
+
+    Raises
+    ------
+    InputError
+        Not a regular file, a header shorter than 1024 bytes, non-positive dimensions, an
+        unknown mode, or an extended header or data block larger than the file.
+    """
+    try:
+        size = regular_file(path).st_size
+        with open(path, "rb") as handle:
+            raw = handle.read(1024)
+    except OSError as exc:
+        raise InputError(f"{path}: {exc.strerror or exc}") from None
+    if len(raw) < 1024:
+        raise InputError(f"{path}: not a readable MRC file ({len(raw)} bytes, shorter than a header)")
+    header = np.frombuffer(raw, dtype=HEADER_DTYPE)[0]
+    try:
+        order = mrcfile.utils.byte_order_from_machine_stamp(header["machst"])
+    except ValueError:
+        order = "<" if 0 <= int(header["mode"]) < 64 else ">"  # an unset machine stamp: the plausible order
+    if order == ">":
+        header = np.frombuffer(raw, dtype=HEADER_DTYPE.newbyteorder(">"))[0]
+    dims = (int(header["nx"]), int(header["ny"]), int(header["nz"]))
+    if min(dims) <= 0:
+        raise InputError(f"{path}: not a readable MRC file (the header says {dims[0]} x {dims[1]} x {dims[2]} voxels)")
+    try:
+        itemsize = mrcfile.utils.dtype_from_mode(int(header["mode"])).itemsize
+    except ValueError:
+        raise InputError(f"{path}: unsupported MRC mode {int(header['mode'])}") from None
+    extended = int(header["nsymbt"])
+    needed = 1024 + extended + dims[0] * dims[1] * dims[2] * itemsize
+    if extended < 0 or 1024 + extended > size:
+        raise InputError(f"{path}: not a readable MRC file (the header declares a {extended}-byte extended header, "
+                         f"the file holds {size} bytes)")
+    if size < needed:
+        raise InputError(f"{path}: truncated: {size} bytes, its header implies {needed}")
 
 
 def _mrc_mode_for(dtype: npt.DTypeLike) -> np.dtype:

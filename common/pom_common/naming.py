@@ -1,4 +1,13 @@
-"""File-name rules. The only module that knows about the ``__`` separator."""
+"""File-name rules. The only module that knows about the ``__`` separator.
+
+Names are data, not paths. Feature, class and channel names (from the configuration, the
+``.scns`` titles, a model's metadata) become parts of file names: ``TS__<Class>.mrc``,
+``<feature>_<channel>.tif``, ``<feature>.onnx``. A name must be non-empty, at most 100
+characters, and free of path separators (slash, backslash), control characters and the
+names ``.`` and ``..``; anything else is refused where it enters (one line naming the key,
+file or model), so no name can place a file outside its folder. Ais allows titles like
+``ER/Golgi``: rename such a feature (``ER-Golgi``) in Ais and in ``ontologies``.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +20,22 @@ from .errors import InputError
 
 SEPARATOR = "__"
 MRC_SUFFIX = ".mrc"
+#: Longest feature, class or channel name (file names are limited to 255 bytes).
+MAX_NAME = 100
+
+
+def name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a feature, class or channel name; None when it can."""
+    if not isinstance(name, str) or not name.strip():
+        return f"name {name!r} is empty"
+    if len(name) > MAX_NAME:
+        return f"name {name[:20]!r}... is longer than {MAX_NAME} characters"
+    if "/" in name or "\\" in name or name in (".", ".."):
+        return (f"name {name!r} would be a path (it becomes part of file names such as TS__<name>.mrc); "
+                "use letters, digits, spaces, '-' or '_' (e.g. 'ER-Golgi' for 'ER/Golgi')")
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        return f"name {name!r} contains a control character"
+    return None
 
 
 def tomogram_stem(path: str | os.PathLike) -> str:
@@ -25,14 +50,27 @@ def is_derived(path: str | os.PathLike) -> bool:
 
 
 def feature_filename(stem: str, feature: str) -> str:
-    """``TS_001`` + ``Membrane`` -> ``TS_001__Membrane.mrc``."""
+    """``TS_001`` + ``Membrane`` -> ``TS_001__Membrane.mrc``.
+
+    Raises
+    ------
+    ValueError
+        ``feature`` is not a valid name (see the module's rules): never a path.
+    """
+    problem = name_problem(feature)
+    if problem:
+        raise ValueError(problem)
     return f"{stem}{SEPARATOR}{feature}{MRC_SUFFIX}"
 
 
 def list_tomograms(folder: str | os.PathLike) -> list[Path]:
-    """Tomograms in ``folder``: ``*.mrc`` that are not derived files, sorted by name."""
+    """Tomograms in ``folder``: ``*.mrc`` that are not derived files, sorted by name.
+
+    Every such entry is listed, also a broken link or a folder named ``X.mrc``: reading it
+    then fails with a reason, rather than the entry being skipped without a word.
+    """
     folder = Path(folder)
-    return sorted(p for p in folder.glob(f"*{MRC_SUFFIX}") if not is_derived(p) and p.is_file())
+    return sorted(p for p in folder.glob(f"*{MRC_SUFFIX}") if not is_derived(p))
 
 
 def channel_candidates(tomogram: str | os.PathLike, channel: str, folders: Sequence[str | os.PathLike] = ()) -> list[Path]:
@@ -64,7 +102,7 @@ def find_channel(tomogram: str | os.PathLike, channel: str, folders: Sequence[st
     """
     candidates = channel_candidates(tomogram, channel, folders)
     for candidate in candidates:
-        if candidate.is_file():
+        if os.path.lexists(candidate):  # a broken link is reported when read, not skipped
             return candidate
     where = ", ".join(str(c) for c in candidates)
     raise InputError(f"{Path(tomogram).name}: channel {channel!r} not found (looked for {where})")

@@ -85,12 +85,14 @@ def standardise_local(binned: np.ndarray, window: int) -> np.ndarray:
     ----------
     binned : (nz, ny, nx) float32, modified in place.
     window : box size in (binned) pixels; the training crop size. A window with no
-        variance is only centred.
+        variance is only centred. A window more than 3 times the slice is clamped to that,
+        so memory stays proportional to the slice whatever the model's metadata says.
 
     Returns
     -------
     ``binned``.
     """
+    window = max(1, min(int(window), 3 * max(binned.shape[1:], default=1)))
     for z in range(binned.shape[0]):
         image = binned[z]
         mean = _box_mean(image, window)

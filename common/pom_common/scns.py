@@ -20,6 +20,10 @@ from typing import Any
 import numpy as np
 
 from .errors import InputError
+from .files import read_regular_file
+
+#: A .scns file larger than this is refused (Ais's masks of a large tomogram stay far below).
+MAX_SCNS_BYTES = 8 << 30
 
 Box = tuple[int, int]  # (x, y) = (column, row), unbinned pixels
 
@@ -307,6 +311,11 @@ def _check_memo_indices(path: Path, data: bytes) -> None:
         return
 
 
+def _flat(exc: BaseException) -> str:
+    """An exception's text on one line (bytes from a broken file may hold line breaks)."""
+    return " ".join(str(exc).split())[:300]
+
+
 def _unpickle(path: Path, data: bytes) -> Any:
     _check_memo_indices(path, data)
     try:
@@ -323,14 +332,14 @@ def _unpickle(path: Path, data: bytes) -> Any:
         ) from None
     except (EOFError, pickle.UnpicklingError) as exc:
         if isinstance(exc, pickle.UnpicklingError) and "truncated" not in str(exc):
-            raise ScnsError(f"{path}: not a valid .scns pickle ({exc})") from None
+            raise ScnsError(f"{path}: not a valid .scns pickle ({_flat(exc)})") from None
         raise ScnsError(f"{path}: truncated (the pickle ends early); re-save it in Ais") from None
     except RecursionError:
         raise ScnsError(f"{path}: not a valid .scns (nested too deeply)") from None
     except MemoryError:
         raise ScnsError(f"{path}: not a valid .scns (asks for more memory than available)") from None
     except Exception as exc:  # pickle.UnpicklingError, ValueError, TypeError, ... from bad bytes
-        raise ScnsError(f"{path}: not a valid .scns pickle ({type(exc).__name__}: {exc})") from None
+        raise ScnsError(f"{path}: not a valid .scns pickle ({type(exc).__name__}: {_flat(exc)})") from None
 
 
 # --------------------------------------------------------------------------------------
@@ -404,7 +413,7 @@ def read_scns(path: str | os.PathLike) -> Annotation:
     """
     path = Path(path)
     try:
-        data = path.read_bytes()
+        data = read_regular_file(path, MAX_SCNS_BYTES)
     except OSError as exc:
         raise ScnsError(f"{path}: cannot read ({exc.strerror or exc})") from None
     if not data:
@@ -417,7 +426,7 @@ def read_scns(path: str | os.PathLike) -> Annotation:
     except ScnsError:
         raise
     except Exception as exc:  # any other shape of garbage: still one clear error
-        raise ScnsError(f"{path}: not a usable Ais annotation ({type(exc).__name__}: {exc})") from None
+        raise ScnsError(f"{path}: not a usable Ais annotation ({type(exc).__name__}: {_flat(exc)})") from None
 
 
 def _to_annotation(path: Path, frame: Any) -> Annotation:

@@ -328,12 +328,25 @@ class FileClaimStore:
 
     # ------------------------------------------------------------------ claims
 
-    def claim(self, stem: str) -> Claim | None:
-        """Claim ``stem`` (free, released, finished or stale); None while a live worker holds it."""
+    def claim(self, stem: str, expected: int | None = None, redo: bool = False) -> Claim | None:
+        """Claim ``stem`` (free, released or stale); None while a live worker holds it.
+
+        ``expected``: claim only while the current generation is still the one the caller
+        decided on. ``redo``: the caller means to redo a recorded outcome (overwrite, retry,
+        damaged outputs); otherwise a tomogram with an outcome is not claimed, and an outcome
+        recorded just as we claimed (a slow owner finishing then) is carried forward to the
+        new generation instead, so a finished tomogram never looks pending again.
+        """
         g = self._generation(stem)
+        if expected is not None and g != expected:
+            return None
+        had_outcome = False
         if g >= 0:
             state = self._state_at(stem, g, self.now())
             if state.claim is not None and not state.claim.stale:
+                return None
+            had_outcome = state.done is not None or state.failure is not None
+            if had_outcome and not redo:
                 return None
         token = secrets.token_hex(16)
         doc = {"host": self.host, "pid": os.getpid(), "token": token, "worker": self.worker_id, "start": time.time()}
@@ -341,6 +354,8 @@ class FileClaimStore:
             self._top[stem] = g + 1
             return None  # another worker created this generation first
         self._top[stem] = g + 1
+        if g >= 0 and not had_outcome and self._carry_forward(stem, g):
+            return None
         claim = Claim(stem, g + 1, token)
         if self._exists(self._path(stem, "gen", g + 2)):  # only after a stall past the lease
             claim.lost.set()
@@ -349,6 +364,15 @@ class FileClaimStore:
             self._held[stem] = claim
         self._start_heartbeat()
         return claim
+
+    def _carry_forward(self, stem: str, g: int) -> bool:
+        """Copy an outcome recorded at generation ``g`` (after we looked) to ``g + 1``, which we just created."""
+        for kind in ("done", "failed"):
+            record, _ = self._read(self._path(stem, kind, g))
+            if record:
+                self._write_new(self._path(stem, kind, g + 1), {**record, "carried_from": g})
+                return True
+        return False
 
     def still_owner(self, claim: Claim) -> bool:
         """True while no later generation exists."""

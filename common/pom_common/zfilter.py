@@ -196,21 +196,27 @@ def zfilter_bin(volume: np.ndarray, z_sum: int, bin_factor: int = 2) -> np.ndarr
         # Last input slice each output slice needs (its window is complete after it).
         last_plane = np.array([first[o] + np.nonzero(weights[o])[0].max() for o in range(nzo)], dtype=np.int64)
         rows = ny // b
-        block = rows if mapping is None else max(1, _DROP_BYTES // max(1, nz * b * volume.strides[1]))
+        if volume.dtype.isnative:
+            block = rows if mapping is None else max(1, _DROP_BYTES // max(1, nz * b * volume.strides[1]))
+        else:  # MRC allows big-endian files: the kernel reads native copies of a few rows at a time
+            block = max(1, _DROP_BYTES // max(1, nz * b * nx * volume.dtype.itemsize))
         for y0 in range(0, rows, block):
-            fused(volume, b, weights, first, last_plane, scale, y0, min(rows, y0 + block), out)
+            y1 = min(rows, y0 + block)
+            if volume.dtype.isnative:
+                fused(volume, b, weights, first, last_plane, scale, y0, y1, out)
+            else:
+                part = volume[:, y0 * b : y1 * b].astype(volume.dtype.newbyteorder("="))
+                fused(part, b, weights, first, last_plane, scale, 0, y1 - y0, out[:, y0:y1])
             if mapping is not None:
                 _drop_pages(mapping)
         return out
     # Only slices that some output slice uses are binned (odd z edges excluded).
     last_needed = int(first[-1]) + weights.shape[1]
     binned = np.empty((last_needed, ny // b, nx // b), dtype=np.float32)
-    native = volume.dtype.type in _NUMBA_NATIVE
     for start in range(0, last_needed, _CHUNK):
         chunk = volume[start : start + _CHUNK]
         chunk = chunk[: min(_CHUNK, last_needed - start)]
-        if not native:
-            chunk = chunk.astype(np.float32)
+        chunk = chunk.astype(np.float32)  # float16: no numba kernel reads it directly
         bin_xy(chunk, b, binned[start : start + chunk.shape[0]])
     combine_z(binned, weights, first, scale, out)
     return out

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import traceback
 
+from pom_common.cli import OneLineParser
 from pom_common.config import parse_gpus
 from pom_common.errors import ConfigError, DeviceError, PomError
 from pom_common.log import configure_logging
@@ -29,7 +31,7 @@ def _positive(option: str, value: float) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pom-infer", description="Segment cryo-ET tomograms with a Pom ONNX model.")
+    parser = OneLineParser(prog="pom-infer", description="Segment cryo-ET tomograms with a Pom ONNX model.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug messages")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("process", help="segment every tomogram (run it on many servers at once)")
@@ -69,6 +71,10 @@ def cmd_process(args: argparse.Namespace) -> int:
     from .session import check_gpus
     from .worker import ProcessOptions
 
+    if args.voxel_size is not None and not (math.isfinite(args.voxel_size) and args.voxel_size > 0):
+        raise ConfigError(f"--voxel-size: expected a positive number of Angstrom, got {args.voxel_size}")
+    if args.batch is not None and args.batch < 1:
+        raise ConfigError(f"--batch: expected a positive number of slices, got {args.batch}")
     tomograms = tomograms_from(args.tomograms)
     opts = ProcessOptions(
         model=args.model, tomograms=tuple(str(t) for t in tomograms), output_dir=args.output,

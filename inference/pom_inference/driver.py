@@ -22,16 +22,15 @@ from pathlib import Path
 
 from pom_common.errors import InputError, PomError
 from pom_common.naming import tomogram_stem
+from pom_common.workqueue import check_lease
 
+from .checks import check_options, check_output_folder, check_tomograms
 from .eligibility import DONE, FAILED, FOREIGN, decide, describe
 from .outputs import make_writer
+from .progress import DatasetProgress
 from .worker import ProcessOptions, Stop, WorkerResult, open_store, run_worker
 
 logger = logging.getLogger(__name__)
-
-#: Seconds between updates of the progress bar (one listing of the state folder each).
-PROGRESS_SECONDS = 2.0
-
 
 class Interrupted(PomError):
     """The run was stopped by SIGINT or SIGTERM (its claims were released, or say which were not)."""
@@ -155,46 +154,6 @@ def _run_processes(opts: ProcessOptions, devices: list[int | None], verbose: boo
     return collected
 
 
-class _Progress:
-    """A progress bar over the whole dataset, fed by the claim store (every worker, every server)."""
-
-    def __init__(self, opts: ProcessOptions) -> None:
-        self.opts = opts
-        self.stems = [tomogram_stem(Path(t)) for t in opts.tomograms]
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="pom-progress", daemon=True)
-
-    def __enter__(self) -> _Progress:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        self.thread.join(timeout=5)
-
-    def _run(self) -> None:
-        from tqdm import tqdm
-
-        store = open_store(self.opts)
-        wanted = set(self.stems)
-        bar = None
-        try:
-            while True:
-                finished = len(wanted & store.finished_stems())
-                if bar is None:
-                    bar = tqdm(total=len(self.stems), initial=finished, unit="tomogram", desc="dataset",
-                               disable=None, dynamic_ncols=True, smoothing=0.1)
-                else:
-                    bar.update(finished - bar.n)
-                if self.stop.wait(PROGRESS_SECONDS):
-                    break
-        except Exception as exc:  # the bar is a convenience: never let it stop a run
-            logger.debug("progress bar: %s", exc)
-        finally:
-            if bar is not None:
-                bar.close()
-
-
 def process(opts: ProcessOptions, devices: list[int | None], verbose: bool = False,
             progress: bool = True) -> RunResult:
     """Segment ``opts.tomograms`` with one worker per device; return every tomogram's final state.
@@ -209,7 +168,11 @@ def process(opts: ProcessOptions, devices: list[int | None], verbose: bool = Fal
     """
     if not opts.tomograms:
         raise InputError("no tomograms to process")
-    bar = _Progress(opts) if progress else None
+    check_options(opts.batch, opts.tta, opts.dtype, opts.fallback_voxel_size, opts.stall_seconds)
+    check_lease(opts.lease_seconds)
+    check_tomograms(opts.tomograms)
+    check_output_folder(opts.output_dir, create=False)
+    bar = DatasetProgress(opts) if progress else None
     try:
         if bar is not None:
             bar.__enter__()

@@ -16,18 +16,18 @@ import ctypes
 import functools
 import io
 import logging
-import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from .elf import elf_needed
+from .nvidia import DRIVER_LIBRARY, Gpu, driver_cuda_version, list_gpus
+
 logger = logging.getLogger(__name__)
 
 CUDA = "CUDAExecutionProvider"
-DRIVER_LIBRARY = "libcuda.so.1"
-NVML_LIBRARY = "libnvidia-ml.so.1"
 #: Oldest driver branch that runs each CUDA major (NVIDIA's compatibility table).
 MIN_DRIVER = {12: 525, 13: 580}
 #: The install lines, per CUDA major of the onnxruntime-gpu build.
@@ -57,16 +57,6 @@ class Library:
         return self.path is not None
 
 
-@dataclass(frozen=True)
-class Gpu:
-    """A GPU as the CUDA driver numbers it (the index ONNX Runtime's device_id means)."""
-
-    index: int
-    name: str
-    total_mib: int
-    free_mib: int | None  # None when NVML is not available
-
-
 @dataclass
 class CudaReport:
     """What ``doctor`` prints: versions, libraries, driver, GPUs, and the problems found."""
@@ -93,58 +83,6 @@ class CudaReport:
                                **({"error": lib.error} if lib.error else {})} for lib in self.libraries],
                 "driver_cuda": ".".join(map(str, self.driver_cuda)) if self.driver_cuda else None,
                 "gpus": [vars(g) for g in self.gpus]}
-
-
-# ----------------------------------------------------------------------------- ELF
-
-
-def elf_needed(path: str | Path) -> list[str]:
-    """The DT_NEEDED entries (shared libraries it links against) of a 64-bit little-endian ELF file.
-
-    A few dozen lines instead of a dependency: only the dynamic section is read.
-
-    Raises
-    ------
-    ValueError
-        ``path`` is not a 64-bit little-endian ELF shared object.
-    """
-    data = Path(path).read_bytes()
-    if data[:4] != b"\x7fELF" or data[4] != 2 or data[5] != 1:
-        raise ValueError(f"{path}: not a 64-bit little-endian ELF file")
-    phoff, = struct.unpack_from("<Q", data, 0x20)
-    phentsize, phnum = struct.unpack_from("<HH", data, 0x36)
-    loads, dynamic = [], None
-    for i in range(phnum):
-        p_type, _, p_offset, p_vaddr, _, p_filesz, _, _ = struct.unpack_from("<IIQQQQQQ", data, phoff + i * phentsize)
-        if p_type == 1:  # PT_LOAD: maps file offsets to addresses
-            loads.append((p_vaddr, p_offset, p_filesz))
-        elif p_type == 2:  # PT_DYNAMIC
-            dynamic = (p_offset, p_filesz)
-    if dynamic is None:
-        return []
-
-    def offset_of(address: int) -> int:
-        for vaddr, offset, size in loads:
-            if vaddr <= address < vaddr + size:
-                return address - vaddr + offset
-        raise ValueError(f"{path}: address {address:#x} outside the loaded segments")
-
-    needed, strtab = [], None
-    for i in range(dynamic[1] // 16):
-        tag, value = struct.unpack_from("<qQ", data, dynamic[0] + i * 16)
-        if tag == 0:  # DT_NULL
-            break
-        if tag == 1:  # DT_NEEDED: offset into the string table
-            needed.append(value)
-        elif tag == 5:  # DT_STRTAB
-            strtab = offset_of(value)
-    if strtab is None:
-        return []
-    names = []
-    for offset in needed:
-        end = data.index(b"\0", strtab + offset)
-        names.append(data[strtab + offset : end].decode())
-    return names
 
 
 # ----------------------------------------------------------------------------- onnxruntime
@@ -252,88 +190,16 @@ def check_libraries(names: list[str], cuda_major: int | None,
     return found
 
 
-# ----------------------------------------------------------------------------- driver
-
-
-def driver_cuda_version(load: Callable[[str], Any] = ctypes.CDLL) -> tuple[int, int] | None:
-    """The highest CUDA version the installed NVIDIA driver supports (None: no driver)."""
-    try:
-        cuda = load(DRIVER_LIBRARY)
-    except OSError:
-        return None
-    version = ctypes.c_int(0)
-    if cuda.cuDriverGetVersion(ctypes.byref(version)) != 0:
-        return None
-    return version.value // 1000, version.value % 1000 // 10
-
-
-def list_gpus(load: Callable[[str], Any] = ctypes.CDLL) -> list[Gpu]:
-    """The GPUs the driver sees, in CUDA's numbering, with free memory from NVML when available."""
-    try:
-        cuda = load(DRIVER_LIBRARY)
-    except OSError:
-        return []
-    count = ctypes.c_int(0)
-    if cuda.cuInit(0) != 0 or cuda.cuDeviceGetCount(ctypes.byref(count)) != 0:
-        return []
-    nvml = _nvml(load)
-    gpus = []
-    for index in range(count.value):
-        device = ctypes.c_int(0)
-        if cuda.cuDeviceGet(ctypes.byref(device), index) != 0:
-            continue
-        name = ctypes.create_string_buffer(256)
-        total = ctypes.c_size_t(0)
-        cuda.cuDeviceGetName(name, 256, device)
-        cuda.cuDeviceTotalMem_v2(ctypes.byref(total), device)
-        free = None
-        if nvml is not None:
-            bus = ctypes.create_string_buffer(32)
-            if cuda.cuDeviceGetPCIBusId(bus, 32, device) == 0:
-                free = _nvml_free_mib(nvml, bus.value)
-        gpus.append(Gpu(index, name.value.decode(errors="replace"), total.value // 2**20, free))
-    return gpus
-
-
-class _NvmlMemory(ctypes.Structure):
-    _fields_ = [("total", ctypes.c_ulonglong), ("free", ctypes.c_ulonglong), ("used", ctypes.c_ulonglong)]
-
-
-def _nvml(load: Callable[[str], Any]) -> Any:
-    try:
-        nvml = load(NVML_LIBRARY)
-    except OSError:
-        return None
-    return nvml if nvml.nvmlInit_v2() == 0 else None
-
-
-def _nvml_free_mib(nvml: Any, bus_id: bytes) -> int | None:
-    handle = ctypes.c_void_p()
-    if nvml.nvmlDeviceGetHandleByPciBusId_v2(bus_id, ctypes.byref(handle)) != 0:
-        return None
-    memory = _NvmlMemory()
-    if nvml.nvmlDeviceGetMemoryInfo(handle, ctypes.byref(memory)) != 0:
-        return None
-    return int(memory.free // 2**20)
-
-
-def free_memory_mib(device: int, load: Callable[[str], Any] = ctypes.CDLL) -> int | None:
-    """Free memory (MiB) of GPU ``device`` now, or None when it cannot be read."""
-    for gpu in list_gpus(load):
-        if gpu.index == device:
-            return gpu.free_mib
-    return None
-
-
 # ----------------------------------------------------------------------------- the report
 
 
-def _cudnn_packages() -> list[str]:
-    names = []
-    for dist in ("nvidia-cudnn-cu12", "nvidia-cudnn-cu13"):
+def _versions(*distributions: str) -> list[str]:
+    """``name version`` of each installed distribution among ``distributions``."""
+    found = []
+    for dist in distributions:
         with contextlib.suppress(metadata.PackageNotFoundError):
-            names.append(f"{dist} {metadata.version(dist)}")
-    return names
+            found.append(f"{dist} {metadata.version(dist)}")
+    return found
 
 
 def diagnose(gpus: list[int] | None = None, load: Callable[[str], Any] = ctypes.CDLL) -> CudaReport:
@@ -373,7 +239,7 @@ def diagnose(gpus: list[int] | None = None, load: Callable[[str], Any] = ctypes.
         elif absent:
             report.problems.append(f"GPU {absent} not present: the driver sees {len(report.gpus)} GPU(s) "
                                    f"(0..{len(report.gpus) - 1})")
-    cudnn = _cudnn_packages()
+    cudnn = _versions("nvidia-cudnn-cu12", "nvidia-cudnn-cu13")
     if len(cudnn) > 1:
         report.problems.append(f"both {' and '.join(cudnn)} are installed: they write the same files "
                                "(nvidia/cudnn/lib); use one environment per CUDA major (see README 'GPU servers')")
@@ -381,8 +247,4 @@ def diagnose(gpus: list[int] | None = None, load: Callable[[str], Any] = ctypes.
 
 
 def _installed(distribution: str) -> bool:
-    try:
-        metadata.version(distribution)
-        return True
-    except metadata.PackageNotFoundError:
-        return False
+    return bool(_versions(distribution))

@@ -17,6 +17,7 @@ import numpy as np
 
 from pom_common.constants import DENSITY
 from pom_common.errors import InputError
+from pom_common.files import read_regular_file
 from pom_common.modelmeta import ModelInfo
 from pom_common.mrcio import read_volume
 from pom_common.naming import find_channel, is_derived, list_tomograms
@@ -24,6 +25,9 @@ from pom_common.naming import find_channel, is_derived, list_tomograms
 from .preprocess import prepare_inputs
 
 logger = logging.getLogger(__name__)
+
+#: A list of tomograms larger than this is not one.
+MAX_LIST_BYTES = 64 << 20
 
 
 def tomograms_from(source: str | os.PathLike) -> list[Path]:
@@ -37,9 +41,15 @@ def tomograms_from(source: str | os.PathLike) -> list[Path]:
     source = Path(source)
     if source.is_dir():
         return list_tomograms(source)
-    if source.suffix == ".txt" and source.is_file():
+    if source.suffix == ".txt":
+        try:
+            text = read_regular_file(source, MAX_LIST_BYTES).decode("utf-8")
+        except OSError as exc:
+            raise InputError(f"{source}: cannot read the list ({exc.strerror or exc})") from None
+        except UnicodeDecodeError as exc:
+            raise InputError(f"{source}: not UTF-8 text (byte at position {exc.start}); save the list as UTF-8") from None
         paths = []
-        for line in source.read_text().splitlines():
+        for line in text.splitlines():
             line = line.strip()
             if not line or line.startswith("#"):
                 continue

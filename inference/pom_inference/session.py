@@ -18,7 +18,7 @@ import numpy as np
 from pom_common.errors import DeviceError, ModelError, one_line
 from pom_common.modelmeta import METADATA_KEY, ModelInfo
 
-from . import gpu
+from . import gpu, nvidia
 from .predict import DEFAULT_BATCH
 
 logger = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ class Model:
         """Slices per call for (height, width) images: from free GPU memory on a GPU, else the default."""
         if self.provider != "cuda" or self.device is None:
             return DEFAULT_BATCH
-        free = gpu.free_memory_mib(self.device)
+        free = nvidia.free_memory_mib(self.device)
         filters = int(self.info.training.get("base_filters", 64) or 64)
         return batch_from_memory(free, height, width, filters)
 
@@ -162,6 +162,10 @@ def load_model(path: str | os.PathLike, device: int | None = None, threads: int 
     if len(inputs) != 1 or (isinstance(inputs[0].shape[-1], int) and inputs[0].shape[-1] != len(info.channels)):
         raise ModelError(f"{path}: the graph's input {inputs[0].shape} does not match its metadata "
                          f"channels {list(info.channels)}")
+    if not outputs or (isinstance(outputs[0].shape[-1], int) and outputs[0].shape[-1] != len(info.classes)):
+        shape = outputs[0].shape if outputs else None
+        raise ModelError(f"{path}: the graph's output {shape} does not match its metadata classes "
+                         f"{list(info.classes)}")
     provider = "cuda" if device is not None else "cpu"
     model = Model(session=session, info=info, provider=provider, path=path, input_name=inputs[0].name,
                   output_name=outputs[0].name, device=device,

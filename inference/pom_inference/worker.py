@@ -16,18 +16,17 @@ import os
 import time
 import traceback
 from collections import deque
-from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pom_common.claims import OVERWRITE, RETRY, Claim, ClaimLost, ClaimStore, StoreError
-from pom_common.errors import ConfigError, PomError, one_line
-from pom_common.modelmeta import ModelInfo
+from pom_common.errors import PomError, one_line
 from pom_common.naming import tomogram_stem
 from pom_common.workqueue import DEFAULT_STALL_SECONDS, FileClaimStore, check_lease
 
 from .arrays import SLAB, predict_slabs
+from .checks import check_channels, check_output_folder, check_outputs_are_not_inputs, select_classes
 from .eligibility import TRY, Decision, decide, fingerprint
 from .inputs import Prepared, prepare
 from .outputs import OutputWriter, in_background, make_writer
@@ -80,28 +79,6 @@ class WorkerResult:
     unreleased: list[str] = field(default_factory=list)  # claims it could not give up (they expire)
 
 
-def select_classes(info: ModelInfo, requested: Sequence[str] | None, model: str) -> tuple[tuple[str, ...], list[int]]:
-    """The classes to write (default: all of the model's) and their output indices.
-
-    Raises
-    ------
-    ConfigError
-        A requested class that the model does not produce.
-    """
-    classes = tuple(requested) if requested else info.classes
-    unknown = [c for c in classes if c not in info.classes]
-    if unknown:
-        raise ConfigError(f"classes {unknown} requested, but {model} produces {list(info.classes)}")
-    return classes, [info.classes.index(c) for c in classes]
-
-
-def check_channels(info: ModelInfo, expected: Sequence[str] | None, model: str) -> None:
-    """Refuse a model whose input channels differ from the project's ``macromolecules``."""
-    if expected is not None and tuple(info.channels) != tuple(expected):
-        raise ConfigError(f"{model}: the model expects channels {list(info.channels)} but 'macromolecules' is "
-                          f"{list(expected)}; retrain it or fix the configuration")
-
-
 def open_store(opts: ProcessOptions) -> FileClaimStore:
     """The claim store of ``opts.output_dir`` (one per output folder, whatever the model)."""
     return FileClaimStore(opts.output_dir, opts.lease_seconds, stall_seconds=opts.stall_seconds)
@@ -117,8 +94,9 @@ class Worker:
         check_channels(model.info, opts.expect_channels, opts.model)
         classes, index = select_classes(model.info, opts.classes, opts.model)
         self.writer: OutputWriter = make_writer(opts.dtype, opts.output_dir, classes, index)
+        check_output_folder(opts.output_dir)
+        check_outputs_are_not_inputs(opts.tomograms, model.info.channels, opts.channel_dirs, opts.output_dir, classes)
         self.fingerprint, self.recipe = fingerprint(opts.model, classes, opts.dtype, opts.tta, opts.fallback_voxel_size)
-        os.makedirs(opts.output_dir, exist_ok=True)
         store = open_store(opts)
         check_lease(opts.lease_seconds, store.timestamp_granularity())
         self.store: ClaimStore = store
@@ -133,27 +111,29 @@ class Worker:
         self.attempted: set[str] = set()  # tried once by this worker: never again in this run
         self.result = WorkerResult(name, classes, self.fingerprint)
 
-    def decision(self, tomogram: Path) -> Decision:
-        """What this worker should do with ``tomogram`` now (see :func:`eligibility.decide`)."""
+    def decision(self, tomogram: Path) -> tuple[Decision, int, bool]:
+        """What to do with ``tomogram`` now, the generation decided on, and whether it redoes an outcome."""
         stem = tomogram_stem(tomogram)
         state = self.store.state(stem)
         outputs_ok = state.done is not None and self.writer.verify(stem, state.done.get("outputs", {}))
-        return decide(state, outputs_ok, self.fingerprint, overwrite_since=self.overwrite_since,
-                      retry_since=self.retry_since)
+        decision = decide(state, outputs_ok, self.fingerprint, overwrite_since=self.overwrite_since,
+                          retry_since=self.retry_since)
+        return decision, state.generation, state.done is not None or state.failure is not None
 
     def _next_claim(self) -> tuple[Path, Claim] | None:
         """The next tomogram to work on, claimed; None when every one is finished or held by others."""
         while self.queue:
             tomogram = self.queue.popleft()
             stem = tomogram_stem(tomogram)
-            if stem in self.attempted or self.decision(tomogram) != TRY:
+            if stem in self.attempted:
                 continue
-            claim = self.store.claim(stem)
+            decision, generation, redo = self.decision(tomogram)
+            if decision != TRY:
+                continue
+            # Claimed only if nobody moved on since we looked (else: look again after a poll).
+            claim = self.store.claim(stem, expected=generation, redo=redo)
             if claim is None:
                 self.waiting.append(tomogram)
-                continue
-            if self.decision(tomogram) != TRY:  # finished by someone else between the look and the claim
-                self.store.release(claim)
                 continue
             self.attempted.add(stem)
             if claim.taken_over:  # from a stopped worker: remove what it left half-written

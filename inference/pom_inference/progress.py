@@ -1,0 +1,56 @@
+"""A progress bar over the whole dataset, fed by the claim store: every worker, on every server."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+from pom_common.naming import tomogram_stem
+
+from .worker import ProcessOptions, open_store
+
+logger = logging.getLogger(__name__)
+
+#: Seconds between updates of the bar (one listing of the state folder each).
+PROGRESS_SECONDS = 2.0
+
+
+class DatasetProgress:
+    """Finished tomograms of the run (done or failed) out of all, with throughput and time left (tqdm)."""
+
+    def __init__(self, opts: ProcessOptions) -> None:
+        self.opts = opts
+        self.stems = [tomogram_stem(Path(t)) for t in opts.tomograms]
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="pom-progress", daemon=True)
+
+    def __enter__(self) -> DatasetProgress:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(timeout=5)
+
+    def _run(self) -> None:
+        from tqdm import tqdm
+
+        store = open_store(self.opts)
+        wanted = set(self.stems)
+        bar = None
+        try:
+            while True:
+                finished = len(wanted & store.finished_stems())
+                if bar is None:
+                    bar = tqdm(total=len(self.stems), initial=finished, unit="tomogram", desc="dataset",
+                               disable=None, dynamic_ncols=True, smoothing=0.1)
+                else:
+                    bar.update(finished - bar.n)
+                if self.stop.wait(PROGRESS_SECONDS):
+                    break
+        except Exception as exc:  # the bar is a convenience: never let it stop a run
+            logger.debug("progress bar: %s", exc)
+        finally:
+            if bar is not None:
+                bar.close()
