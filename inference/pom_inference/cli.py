@@ -133,7 +133,10 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Run ``pom-infer`` with ``argv`` (default: the command line); return the exit code."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a usage error, already said in one line (2)
+        return int(exc.code or 0)
     configure_logging(verbose=args.debug)
     try:
         commands = {"process": cmd_process, "status": cmd_status, "info": cmd_info, "doctor": cmd_doctor}

@@ -20,12 +20,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pom_common.errors import InputError, PomError
+from pom_common.errors import ConfigError, PomError
 from pom_common.naming import tomogram_stem
 from pom_common.workqueue import check_lease
 
 from .checks import check_options, check_output_folder, check_tomograms
 from .eligibility import DONE, FAILED, FOREIGN, decide, describe
+from .gpu import _ort
 from .outputs import make_writer
 from .progress import DatasetProgress
 from .worker import ProcessOptions, Stop, WorkerResult, open_store, run_worker
@@ -103,6 +104,7 @@ def _worker_main(opts: ProcessOptions, device: int | None, name: str, verbose: b
 
     configure_logging(verbose)
     result = WorkerResult(name)
+    _ort()  # imported before the handlers: a Stop raised inside its import would become an ImportError
     try:
         with stop_on_signals():
             result = run_worker(opts, device, name)
@@ -167,7 +169,7 @@ def process(opts: ProcessOptions, devices: list[int | None], verbose: bool = Fal
         When stopped by SIGINT or SIGTERM (after releasing the claims held).
     """
     if not opts.tomograms:
-        raise InputError("no tomograms to process")
+        raise ConfigError("no tomograms to process")
     check_options(opts.batch, opts.tta, opts.dtype, opts.fallback_voxel_size, opts.stall_seconds)
     check_lease(opts.lease_seconds)
     check_tomograms(opts.tomograms)
@@ -177,6 +179,7 @@ def process(opts: ProcessOptions, devices: list[int | None], verbose: bool = Fal
         if bar is not None:
             bar.__enter__()
         if len(devices) == 1:
+            _ort()  # imported before the handlers: a Stop raised inside its import would become an ImportError
             try:
                 with stop_on_signals():
                     workers = [run_worker(opts, devices[0], _name(devices[0]))]

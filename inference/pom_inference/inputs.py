@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from pom_common.constants import DENSITY
-from pom_common.errors import InputError
+from pom_common.errors import ConfigError, InputError
 from pom_common.files import read_regular_file
 from pom_common.modelmeta import ModelInfo
 from pom_common.mrcio import read_volume
@@ -35,8 +35,8 @@ def tomograms_from(source: str | os.PathLike) -> list[Path]:
 
     Raises
     ------
-    InputError
-        ``source`` is neither a folder nor a .txt file.
+    ConfigError
+        ``source`` is neither a folder nor a readable UTF-8 .txt file.
     """
     source = Path(source)
     if source.is_dir():
@@ -45,9 +45,9 @@ def tomograms_from(source: str | os.PathLike) -> list[Path]:
         try:
             text = read_regular_file(source, MAX_LIST_BYTES).decode("utf-8")
         except OSError as exc:
-            raise InputError(f"{source}: cannot read the list ({exc.strerror or exc})") from None
+            raise ConfigError(f"{source}: cannot read the list ({exc.strerror or exc})") from None
         except UnicodeDecodeError as exc:
-            raise InputError(f"{source}: not UTF-8 text (byte at position {exc.start}); save the list as UTF-8") from None
+            raise ConfigError(f"{source}: not UTF-8 text (byte at position {exc.start}); save the list as UTF-8") from None
         paths = []
         for line in text.splitlines():
             line = line.strip()
@@ -58,7 +58,7 @@ def tomograms_from(source: str | os.PathLike) -> list[Path]:
             if not is_derived(p):
                 paths.append(p)
         return paths
-    raise InputError(f"{source}: expected a folder of .mrc tomograms or a .txt list of paths")
+    raise ConfigError(f"{source}: expected a folder of .mrc tomograms or a .txt list of paths")
 
 
 @dataclass(frozen=True)

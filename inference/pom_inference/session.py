@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from pom_common.errors import DeviceError, ModelError, one_line
+from pom_common.files import regular_file
 from pom_common.modelmeta import METADATA_KEY, ModelInfo
 
 from . import gpu, nvidia
@@ -135,8 +136,10 @@ def load_model(path: str | os.PathLike, device: int | None = None, threads: int 
         A GPU was asked for and CUDA cannot run on it (the message says why and how to fix it).
     """
     path = Path(path)
-    if not path.is_file():
-        raise ModelError(f"{path}: model file not found")
+    try:
+        regular_file(path)
+    except OSError as exc:
+        raise ModelError(f"{path}: model file {exc.strerror or exc}") from None
     ort = _ort()
     options = _options(ort, threads)
     providers: list = [CPU]
