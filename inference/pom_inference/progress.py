@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from pathlib import Path
 
 from pom_common.naming import tomogram_stem
@@ -41,13 +42,16 @@ class DatasetProgress:
         bar = None
         try:
             while True:
+                started = time.monotonic()
                 finished = len(wanted & store.finished_stems())
+                cost = time.monotonic() - started
                 if bar is None:
                     bar = tqdm(total=len(self.stems), initial=finished, unit="tomogram", desc="dataset",
                                disable=None, dynamic_ncols=True, smoothing=0.1)
                 else:
                     bar.update(finished - bar.n)
-                if self.stop.wait(PROGRESS_SECONDS):
+                # A large folder on a slow filesystem: look less often (at most 10 % of the time).
+                if self.stop.wait(max(PROGRESS_SECONDS, 10 * cost)):
                     break
         except Exception as exc:  # the bar is a convenience: never let it stop a run
             logger.debug("progress bar: %s", exc)
