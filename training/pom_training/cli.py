@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shlex
 import sys
 import traceback
 from pathlib import Path
@@ -33,6 +34,7 @@ def _gpus(text: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``pom`` argument parser (Pom's options, plus ``export`` and ``preview``)."""
     parser = argparse.ArgumentParser(prog="pom", description="Organelle segmentation of cryo-ET tomograms "
                                      "from Ais annotations (Pom-compatible).")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -54,6 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
         p = single.add_parser(name, help=f"apply a single-feature network to the tomograms in {what}")
         p.add_argument("-o", "--ontology", required=True)
         p.add_argument("-gpus", "--gpus", type=str, default=None)
+
+    ex = sub.add_parser("export", help="export trained networks (.keras) to ONNX again, without training")
+    ex.add_argument("network", nargs="?", choices=("shared",), help="'shared': the shared network")
+    ex.add_argument("-o", "--ontology", help="the single network of this feature")
+    ex.add_argument("-all", "--all", dest="all_features", type=_bool01, default=False,
+                    help="1: the single network of every ontology")
 
     shared = sub.add_parser("shared", help="one network for all features").add_subparsers(dest="command")
     init = shared.add_parser("initialize", help="build joint labels with the single networks")
@@ -79,6 +87,7 @@ def _gpu_list(option: str | None, config: ProjectConfig) -> list[int]:
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Run the parsed command; returns the exit code (errors raise :class:`PomError`)."""
     project = Path(args.project)
     if args.phase is None:
         if not (project / CONFIG_FILENAME).exists():  # as Pom does: a bare run creates the configuration
@@ -101,6 +110,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         if not pngs:
             raise InputError(f"{config.output_path}: no processed tomograms to preview")
         return 0
+    if args.phase == "export":
+        return _export(args, _load(args.project))
     if getattr(args, "command", None) is None:
         parser.parse_args([args.phase, "--help"])
         return 2
@@ -129,15 +140,55 @@ def _single(args: argparse.Namespace, config: ProjectConfig) -> int:
         if not args.all_features and not args.ontology:
             raise ConfigError("pom single train: give -o FEATURE or -all 1")
         gpus = _gpu_list(args.gpus, config)
+        from .export import ExportError
         from .train import train_single
 
+        failed = []
         for feature in features:
-            train_single(config, feature, counterexamples=args.counterexamples, gpus=gpus)
-        return 0
+            try:
+                train_single(config, feature, counterexamples=args.counterexamples, gpus=gpus)
+            except ExportError as exc:
+                if len(features) == 1:
+                    raise
+                print(f"pom: error: {exc}", file=sys.stderr)  # the other features still train
+                failed.append(feature)
+        return _export_summary(failed, len(features), "trained (their .keras files are kept), but not exported")
     from .processing import segment_folder_single
 
     gpus = _gpu_list(args.gpus, config)
     return _report(segment_folder_single(config, args.ontology, test=args.command == "test", gpus=gpus))
+
+
+def _export(args: argparse.Namespace, config: ProjectConfig) -> int:
+    """``pom export -o FEATURE | -all 1 | shared``: ONNX again from the saved .keras, no training."""
+    if sum((args.network is not None, args.ontology is not None, args.all_features)) != 1:
+        raise ConfigError("pom export: give one of -o FEATURE, -all 1 or shared")
+    from .train import export_shared, export_single
+
+    if args.network == "shared":
+        print(f"wrote {export_shared(config)}")
+        return 0
+    if not args.all_features:
+        print(f"wrote {export_single(config, args.ontology)}")
+        return 0
+    failed = []
+    for feature in config.ontologies:
+        try:
+            print(f"wrote {export_single(config, feature)}")
+        except PomError as exc:
+            print(f"pom: error: {exc}", file=sys.stderr)  # export the others
+            failed.append(feature)
+    return _export_summary(failed, len(config.ontologies), "not exported")
+
+
+def _export_summary(failed: list[str], total: int, what: str) -> int:
+    """0 when nothing failed; else one line naming the features and how to export them again, and 1."""
+    if not failed:
+        return 0
+    names = ", ".join(repr(f) for f in failed)
+    print(f"pom: error: {len(failed)} of {total} features {what}: {names}; once the cause above is fixed, "
+          f"export each with 'pom export -o FEATURE', e.g.: pom export -o {shlex.quote(failed[0])}", file=sys.stderr)
+    return 1
 
 
 def _shared(args: argparse.Namespace, config: ProjectConfig) -> int:
@@ -168,6 +219,7 @@ def _report(result) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``pom``: returns 0, 1 for a failed run, 2 for a usage or configuration error, 130 when interrupted."""
     parser = build_parser()
     args = parser.parse_args(argv)
     configure_logging(verbose=args.debug)

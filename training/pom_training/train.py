@@ -1,7 +1,9 @@
 """Training loops for the single-feature and shared networks (Keras), with export.
 
 Data come from Pom's on-disk stacks (training_datasets/phase1, phase2); the trained
-networks are written as ``.keras`` and as self-describing ``.onnx`` files.
+networks are written as ``.keras`` and as self-describing ``.onnx`` files, with the
+metadata of the export beside the ``.keras`` (``<name>.metadata.json``) so that
+``pom export`` can export them again without training.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import json
 import logging
 import math
 import os
+import shlex
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,11 +47,13 @@ class TrainConfig:
 
     @classmethod
     def single(cls, config: ProjectConfig) -> TrainConfig:
+        """Settings of a single-feature network's training."""
         return cls(config.single_model_epochs, config.single_model_batch_size, config.model_base_filters,
                    config.model_depth)
 
     @classmethod
     def shared(cls, config: ProjectConfig) -> TrainConfig:
+        """Settings of the shared network's training."""
         return cls(config.shared_model_epochs, config.shared_model_batch_size, config.model_base_filters,
                    config.model_depth)
 
@@ -224,7 +229,7 @@ def train_single(config: ProjectConfig, feature: str, counterexamples: bool = Tr
                           f"{multiple}; lower model_depth or use an ontology_annotation_box_size multiple of {2 * multiple}")
     import keras
 
-    from .export import export_onnx, model_metadata
+    from .export import model_metadata
     from .losses import masked_binary_crossentropy
     from .models import build_unet
 
@@ -240,12 +245,9 @@ def train_single(config: ProjectConfig, feature: str, counterexamples: bool = Tr
     checkpoint = out_dir / f"{feature}_checkpoint.keras"
     losses = fit(model, x8, y8, tc, masked_binary_crossentropy, checkpoint, feature)
     keras_path = out_dir / f"{feature}.keras"
-    _save_keras(model, keras_path)
     meta = model_metadata(config, kind="single", classes=(feature,), tc=tc, voxel_size=training_voxel_size(config),
                           extra={"counterexamples": counterexamples, "images": int(len(x)), "losses": losses})
-    onnx_path = export_onnx(model, out_dir / f"{feature}.onnx", meta)
-    checkpoint.unlink(missing_ok=True)
-    logger.info("saved %s and %s", keras_path, onnx_path)
+    onnx_path = _save_and_export(model, keras_path, checkpoint, meta, f"pom export -o {shlex.quote(feature)}")
     return {"losses": losses, "keras": keras_path, "onnx": onnx_path}
 
 
@@ -256,7 +258,7 @@ def train_shared(config: ProjectConfig, gpus: list[int] | None = None, checkpoin
     tc = tc or TrainConfig.shared(config)
     import keras
 
-    from .export import export_onnx, model_metadata
+    from .export import model_metadata
     from .models import build_unet
 
     keras.utils.set_random_seed(tc.seed)
@@ -280,13 +282,75 @@ def train_shared(config: ProjectConfig, gpus: list[int] | None = None, checkpoin
     ckpt = out_dir / f"{SHARED_NAME}_checkpoint.keras"
     losses = fit(model, x8, y8, tc, keras.losses.CategoricalCrossentropy(), ckpt, "shared")
     keras_path = out_dir / f"{SHARED_NAME}.keras"
-    _save_keras(model, keras_path)
     meta = model_metadata(config, kind="shared", classes=classes, tc=tc, voxel_size=training_voxel_size(config),
                           extra={"images": int(len(x)), "losses": losses, "continued_from": checkpoint})
-    onnx_path = export_onnx(model, out_dir / f"{SHARED_NAME}.onnx", meta)
-    ckpt.unlink(missing_ok=True)
-    logger.info("saved %s and %s", keras_path, onnx_path)
+    onnx_path = _save_and_export(model, keras_path, ckpt, meta, "pom export shared")
     return {"losses": losses, "keras": keras_path, "onnx": onnx_path}
 
 
-__all__ = ["TrainConfig", "augment8", "train_shared", "train_single"]
+def _save_and_export(model, keras_path: Path, checkpoint: Path, meta, again: str) -> Path:
+    """Save ``model`` and its export metadata, drop the checkpoint, then export to ONNX beside it.
+
+    The ``.keras`` file and ``<name>.metadata.json`` are written first, so a failed export
+    loses no training: ``again`` (a ``pom export`` command line) exports them later.
+
+    Raises
+    ------
+    ExportError
+        The export failed; the message says how to export again.
+    """
+    from .export import ExportError, export_onnx, write_metadata
+
+    _save_keras(model, keras_path)
+    write_metadata(keras_path, meta)
+    checkpoint.unlink(missing_ok=True)  # the final weights are in keras_path
+    try:
+        onnx_path = export_onnx(model, keras_path.with_suffix(".onnx"), meta)
+    except ExportError as exc:
+        raise ExportError(f"{exc}; the trained network is saved as {keras_path}; to export it again: {again}") from None
+    logger.info("saved %s and %s", keras_path, onnx_path)
+    return onnx_path
+
+
+def export_single(config: ProjectConfig, feature: str) -> Path:
+    """``pom export -o FEATURE``: export ``models/phase1/<feature>.keras`` again, without training.
+
+    Raises
+    ------
+    ConfigError
+        ``feature`` is not one of the ontologies.
+    InputError
+        The feature has no trained network.
+    ModelError
+        The network or its metadata cannot be read, or the export fails.
+    """
+    from .export import export_saved
+
+    if feature not in config.ontologies:
+        raise ConfigError(f"-o {feature!r}: not in ontologies {list(config.ontologies)}")
+    keras_path = config.path(str(MODELS1), f"{feature}.keras")
+    if not keras_path.is_file():
+        raise InputError(f"{keras_path}: no trained network for {feature!r}; train it with: "
+                         f"pom single train -o {shlex.quote(feature)}")
+    return export_saved(keras_path, keras_path.with_suffix(".onnx"))
+
+
+def export_shared(config: ProjectConfig) -> Path:
+    """``pom export shared``: export ``models/phase2/shared.keras`` again, without training.
+
+    Raises
+    ------
+    InputError
+        There is no trained shared network.
+    ModelError
+        The network or its metadata cannot be read, or the export fails.
+    """
+    from .export import export_saved
+
+    keras_path = config.path(str(MODELS2), f"{SHARED_NAME}.keras")
+    if not keras_path.is_file():
+        raise InputError(f"{keras_path}: no trained shared network; train it with: pom shared train")
+    return export_saved(keras_path, keras_path.with_suffix(".onnx"))
+
+
+__all__ = ["TrainConfig", "augment8", "export_shared", "export_single", "train_shared", "train_single"]
