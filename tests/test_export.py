@@ -21,7 +21,7 @@ from pom_training.train import TrainConfig
 
 from .conftest import _copy_project
 
-TINY = {"model_base_filters": 4, "model_depth": 2, "single_model_epochs": 2, "single_model_batch_size": 16,
+TINY = {"GPUS": "cpu", "model_base_filters": 4, "model_depth": 2, "single_model_epochs": 2, "single_model_batch_size": 16,
         "ontologies": ["Mitochondrion", "Vesicle"]}
 
 #: (input channels, classes, activation, depth, training steps): mixed on purpose.

@@ -14,7 +14,7 @@ from pom_training.cli import main as pom_main
 from .conftest import _copy_project
 
 TINY = {"model_base_filters": 4, "model_depth": 2, "single_model_epochs": 4, "single_model_batch_size": 16,
-        "shared_model_epochs": 4, "shared_model_batch_size": 16, "shared_model_runs_per_volume": 2}
+        "shared_model_epochs": 4, "shared_model_batch_size": 16, "shared_model_runs_per_volume": 2, "GPUS": "cpu"}
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +136,7 @@ def test_shared_initialize_train_and_process(trained):
     shutil.copy(trained / "test" / "TS_003.mrc", trained / "tomograms" / "TS_003.mrc")
     for ch in ("Membrane", "Ribosome"):
         shutil.copy(trained / "test" / f"TS_003__{ch}.mrc", trained / "macromolecules" / f"TS_003__{ch}.mrc")
-    assert pom_main(["--project", str(trained), "shared", "process", "-gpus", "0,1"]) == 0
+    assert pom_main(["--project", str(trained), "shared", "process", "-gpus", "cpu", "-workers", "2"]) == 0
     out = trained / "output"
     names = sorted(p.name for p in out.glob("*.mrc"))
     assert len(names) == 15 and "TS_003__Unknown.mrc" in names

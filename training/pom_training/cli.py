@@ -7,16 +7,17 @@ commands import it when they run and say which extra to install when it is missi
 from __future__ import annotations
 
 import argparse
+import json
 import logging
-import os
 import shlex
 import sys
 import traceback
 from pathlib import Path
 
+from pom_common.cli import OneLineParser
 from pom_common.config import ProjectConfig, init_project, load_config, parse_gpus
 from pom_common.constants import CONFIG_FILENAME
-from pom_common.errors import ConfigError, InputError, PomError
+from pom_common.errors import ConfigError, DeviceError, InputError, PomError
 from pom_common.log import configure_logging
 
 logger = logging.getLogger("pom")
@@ -28,14 +29,9 @@ def _bool01(text: str) -> bool:
     return text == "1"
 
 
-def _gpus(text: str) -> str:
-    parse_gpus(text)  # raises ConfigError with a clear message
-    return text
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The ``pom`` argument parser (Pom's options, plus ``export`` and ``preview``)."""
-    parser = argparse.ArgumentParser(prog="pom", description="Organelle segmentation of cryo-ET tomograms "
+    parser = OneLineParser(prog="pom", description="Organelle segmentation of cryo-ET tomograms "
                                      "from Ais annotations (Pom-compatible).")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     parser.add_argument("--project", default=".", help="project folder (default: the current folder)")
@@ -55,8 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
     for name, what in (("test", "test_dir"), ("process", "tomogram_dir into output_dir")):
         p = single.add_parser(name, help=f"apply a single-feature network to the tomograms in {what}")
         p.add_argument("-o", "--ontology", required=True)
-        p.add_argument("-gpus", "--gpus", type=str, default=None)
+        p.add_argument("-gpus", "--gpus", type=str, default=None, help="GPU indices or 'cpu' (default: GPUS)")
+        p.add_argument("-workers", "--workers", type=int, default=1, help="worker processes per GPU (or on the CPU)")
 
+    dr = sub.add_parser("doctor", help="can training and inference use the GPUs? (TensorFlow, ONNX Runtime, CUDA)")
+    dr.add_argument("-gpus", "--gpus", default=None, help="GPUs to check (default: GPUS, or 0), or 'cpu'")
+    dr.add_argument("--json", action="store_true", help="the report as JSON")
     ex = sub.add_parser("export", help="export trained networks (.keras) to ONNX again, without training")
     ex.add_argument("network", nargs="?", choices=("shared",), help="'shared': the shared network")
     ex.add_argument("-o", "--ontology", help="the single network of this feature")
@@ -71,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("-gpus", "--gpus", type=str, default=None)
     st.add_argument("-checkpoint", "--checkpoint", default=None, help="continue training this .keras model")
     sp = shared.add_parser("process", help="segment every tomogram (run on many servers at once)")
-    sp.add_argument("-gpus", "--gpus", type=str, default=None, help="GPU indices or 'cpu'")
+    sp.add_argument("-gpus", "--gpus", type=str, default=None, help="GPU indices or 'cpu' (default: GPUS)")
+    sp.add_argument("-workers", "--workers", type=int, default=1, help="worker processes per GPU (or on the CPU)")
     sp.add_argument("--overwrite", action="store_true")
     sp.add_argument("--retry-failed", action="store_true")
     sp.add_argument("--dtype", choices=("float32", "uint8"), default="float32")
@@ -82,7 +83,8 @@ def _load(project: str) -> ProjectConfig:
     return load_config(Path(project) / CONFIG_FILENAME)
 
 
-def _gpu_list(option: str | None, config: ProjectConfig) -> list[int]:
+def _gpu_list(option: str | None, config: ProjectConfig) -> list[int] | None:
+    """GPU indices from -gpus, else from the configuration's GPUS; None for the CPU ('cpu')."""
     return parse_gpus(option, key="-gpus") if option is not None else config.gpu_list()
 
 
@@ -112,6 +114,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         return 0
     if args.phase == "export":
         return _export(args, _load(args.project))
+    if args.phase == "doctor":
+        return _doctor(args)
     if getattr(args, "command", None) is None:
         parser.parse_args([args.phase, "--help"])
         return 2
@@ -156,7 +160,8 @@ def _single(args: argparse.Namespace, config: ProjectConfig) -> int:
     from .processing import segment_folder_single
 
     gpus = _gpu_list(args.gpus, config)
-    return _report(segment_folder_single(config, args.ontology, test=args.command == "test", gpus=gpus))
+    return _report(segment_folder_single(config, args.ontology, test=args.command == "test", gpus=gpus,
+                                         workers=args.workers))
 
 
 def _export(args: argparse.Namespace, config: ProjectConfig) -> int:
@@ -205,9 +210,9 @@ def _shared(args: argparse.Namespace, config: ProjectConfig) -> int:
         return 0
     from .processing import process_project
 
-    gpus = None if args.gpus == "cpu" else _gpu_list(args.gpus, config)
+    gpus = _gpu_list(args.gpus, config)
     return _report(process_project(config, gpus=gpus, overwrite=args.overwrite, retry_failed=args.retry_failed,
-                                   dtype=args.dtype))
+                                   dtype=args.dtype, workers=args.workers))
 
 
 def _report(result) -> int:
@@ -218,19 +223,45 @@ def _report(result) -> int:
     return 0 if result.ok else 1
 
 
+def _needs_tensorflow(args: argparse.Namespace) -> bool:
+    return args.phase in ("export", "doctor") or getattr(args, "command", None) == "train"
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    """``pom doctor``: can inference and training use the GPUs asked for (or the configuration's)."""
+    from .devices import doctor
+
+    gpus = parse_gpus(args.gpus, key="-gpus") if args.gpus is not None else _configured_gpus(args)
+    doc, lines, ok = doctor(gpus)
+    print(json.dumps(doc, indent=1) if args.json else "\n".join(lines))
+    return 0 if ok else 1
+
+
+def _configured_gpus(args: argparse.Namespace) -> list[int] | None:
+    path = Path(args.project) / CONFIG_FILENAME
+    return _load(args.project).gpu_list() if path.exists() else [0]
+
+
 def main(argv: list[str] | None = None) -> int:
     """``pom``: returns 0, 1 for a failed run, 2 for a usage or configuration error, 130 when interrupted."""
     parser = build_parser()
-    args = parser.parse_args(argv)
-    configure_logging(verbose=args.debug)
-    if not args.debug:  # TensorFlow's C++ start-up chatter (CUDA probing) is not for users
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a usage error, already said in one line (2)
+        return int(exc.code or 0)
+    configure_logging(verbose=args.debug)
+    try:
+        if not args.debug and _needs_tensorflow(args):  # TensorFlow's C++ start-up chatter is not for users
+            from .devices import import_tensorflow_quietly
+
+            import_tensorflow_quietly()
         return run(args, parser)
     except PomError as exc:
         if args.debug:
             traceback.print_exc()
-        print(f"pom: error: {exc}", file=sys.stderr)
+        kind = "" if exc.exit_code == 130 else "error: "
+        hint = " (or train and segment on the CPU: -gpus cpu)" if isinstance(exc, DeviceError) else ""
+        print(f"pom: {kind}{exc}{hint}", file=sys.stderr)
         return exc.exit_code
     except ModuleNotFoundError as exc:
         if exc.name and exc.name.split(".")[0] in ("tensorflow", "tf2onnx", "onnx", "tifffile", "keras", "scipy"):

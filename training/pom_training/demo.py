@@ -34,7 +34,7 @@ logger = logging.getLogger(__name__)
 
 #: Tiny settings: the same code path as a GPU run, sized for a 2-core CPU.
 TINY = {"model_base_filters": 8, "model_depth": 3, "single_model_epochs": 8, "single_model_batch_size": 64,
-        "shared_model_epochs": 12, "shared_model_batch_size": 64, "shared_model_runs_per_volume": 4, "GPUS": "0"}
+        "shared_model_epochs": 12, "shared_model_batch_size": 64, "shared_model_runs_per_volume": 4, "GPUS": "cpu"}
 
 
 def score(project: Path, stems: list[str], classes: tuple[str, ...]) -> dict:
@@ -94,7 +94,7 @@ def run(folder: Path, full: bool = False, seed: int = 2026) -> dict:
     p = ["--project", str(project)]
     steps = [["single", "initialize"], ["single", "train", "-all", "1"],
              *[["single", "test", "-o", c] for c in CLASSES],
-             ["shared", "initialize", "-selective", "1"], ["shared", "train"], ["shared", "process", "-gpus", "0,1"]]
+             ["shared", "initialize", "-selective", "1"], ["shared", "train"], ["shared", "process", "-gpus", "cpu", "-workers", "2"]]
     for step in steps:
         logger.info("$ pom %s", " ".join(step))
         code = pom([*p, *step])

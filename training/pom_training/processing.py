@@ -18,7 +18,9 @@ from pom_inference.worker import ProcessOptions
 
 
 def _run(config: ProjectConfig, model: Path, source_key: str, output: Path, gpus: list[int] | None,
-         overwrite: bool = False, retry_failed: bool = False, dtype: str = "float32") -> RunResult:
+         overwrite: bool = False, retry_failed: bool = False, dtype: str = "float32", workers: int = 1) -> RunResult:
+    if workers < 1:
+        raise ConfigError(f"workers: expected a positive number of processes, got {workers}")
     source = config.require_dir(source_key)
     tomograms = list_tomograms(source)
     if not tomograms:
@@ -27,10 +29,11 @@ def _run(config: ProjectConfig, model: Path, source_key: str, output: Path, gpus
                           channel_dirs=(str(config.macromolecule_path),), tta=config.shared_model_runs_per_volume,
                           fallback_voxel_size=config.apix, expect_channels=tuple(config.macromolecules),
                           overwrite=overwrite, retry_failed=retry_failed, dtype=dtype)
-    return process(opts, check_gpus(gpus))
+    return process(opts, [d for d in check_gpus(gpus) for _ in range(workers)])
 
 
-def segment_folder_single(config: ProjectConfig, feature: str, test: bool, gpus: list[int] | None) -> RunResult:
+def segment_folder_single(config: ProjectConfig, feature: str, test: bool, gpus: list[int] | None,
+                          workers: int = 1) -> RunResult:
     """``pom single test`` (test_dir -> test_dir) and ``pom single process`` (tomogram_dir -> output_dir).
 
     Like Pom, these replace earlier outputs of the same model.
@@ -44,12 +47,12 @@ def segment_folder_single(config: ProjectConfig, feature: str, test: bool, gpus:
         raise ConfigError(f"feature {feature!r} is not in ontologies {list(config.ontologies)}")
     model = ProjectLayout.of(config).single_model(feature)
     output = config.test_path if test else config.output_path
-    return _run(config, model, "test_dir" if test else "tomogram_dir", output, gpus, overwrite=True)
+    return _run(config, model, "test_dir" if test else "tomogram_dir", output, gpus, overwrite=True, workers=workers)
 
 
 def process_project(config: ProjectConfig, gpus: list[int] | None, overwrite: bool = False,
-                    retry_failed: bool = False, dtype: str = "float32") -> RunResult:
+                    retry_failed: bool = False, dtype: str = "float32", workers: int = 1) -> RunResult:
     """``pom shared process``: every tomogram in tomogram_dir with the shared model into output_dir."""
     model = ProjectLayout.of(config).shared_model()
     return _run(config, model, "tomogram_dir", config.output_path, gpus, overwrite=overwrite,
-                retry_failed=retry_failed, dtype=dtype)
+                retry_failed=retry_failed, dtype=dtype, workers=workers)

@@ -25,6 +25,7 @@ from pom_common.constants import UNKNOWN
 from pom_common.errors import ConfigError, InputError
 
 from .dataset import INFO, LABEL, PHASE1, read_stack
+from .devices import make_strategy
 
 logger = logging.getLogger(__name__)
 
@@ -129,30 +130,6 @@ def training_voxel_size(config: ProjectConfig) -> float:
         return float(config.apix)
 
 
-# ----------------------------------------------------------------------------- devices
-
-
-def make_strategy(gpus: list[int]):
-    """MirroredStrategy over the listed GPUs; the default strategy on CPU (said in one line)."""
-    import tensorflow as tf
-
-    physical = tf.config.list_physical_devices("GPU")
-    if not physical:
-        logger.info("TensorFlow sees no GPU: training on the CPU")
-        return tf.distribute.get_strategy()
-    missing = [g for g in gpus if g >= len(physical)]
-    if missing:
-        raise ConfigError(f"-gpus: GPU {missing} not present; TensorFlow sees {len(physical)} GPU(s) (0..{len(physical) - 1})")
-    try:
-        tf.config.set_visible_devices([physical[g] for g in gpus], "GPU")
-    except RuntimeError:
-        pass  # already initialised in this process (e.g. -all 1): keep the first choice
-    logger.info("training on GPU %s", ",".join(map(str, gpus)))
-    if len(gpus) == 1:
-        return tf.distribute.OneDeviceStrategy("/gpu:0")
-    return tf.distribute.MirroredStrategy()
-
-
 # ----------------------------------------------------------------------------- fitting
 
 
@@ -237,7 +214,7 @@ def train_single(config: ProjectConfig, feature: str, counterexamples: bool = Tr
     x8, y8 = augment8(x), augment8(y)
     out_dir = config.path(str(MODELS1))
     os.makedirs(out_dir, exist_ok=True)
-    strategy = make_strategy(gpus if gpus is not None else config.gpu_list())
+    strategy = make_strategy(gpus)  # None or []: the CPU, asked for
     logger.info("training %s: %d images (x8 augmented = %d), channels %s, %d epochs", feature, len(x), len(x8),
                 list(config.macromolecules), tc.epochs)
     with strategy.scope():
@@ -265,7 +242,7 @@ def train_shared(config: ProjectConfig, gpus: list[int] | None = None, checkpoin
     x8, y8 = augment8(x), augment8(y)
     out_dir = config.path(str(MODELS2))
     os.makedirs(out_dir, exist_ok=True)
-    strategy = make_strategy(gpus if gpus is not None else config.gpu_list())
+    strategy = make_strategy(gpus)  # None or []: the CPU, asked for
     with strategy.scope():
         if checkpoint:
             path = Path(checkpoint)
