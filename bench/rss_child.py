@@ -8,7 +8,7 @@ from pom_inference.worker import ProcessOptions
 
 def main(model: str, tomogram: str, output: str) -> None:
     opts = ProcessOptions(model=model, tomograms=(tomogram,), output_dir=output, tta=4)
-    result = process(opts, [None])
+    result = process(opts, [None], progress=False)
     assert not result.failed, result.failed
     with open("/proc/self/status") as status:
         for line in status:

@@ -111,10 +111,13 @@ def bench_end_to_end(tmp: Path, shape=(32, 256, 256), filters=64, depth=4, repea
     model = build_unet(1, len(classes), filters, depth, activation="softmax")
     onnx_path = _export(model, tmp / "shared.onnx", classes, ["Density"], depth)
 
-    def ours():
-        opts = ProcessOptions(model=str(onnx_path), tomograms=(str(tomogram),), output_dir=str(tmp / "ours"),
-                              tta=4, overwrite=True)
-        assert not process(opts, [None]).failed
+    runs = iter(range(1000))
+
+    def ours():  # a fresh output folder each time: the same folder would hold the tomogram as done
+        opts = ProcessOptions(model=str(onnx_path), tomograms=(str(tomogram),),
+                              output_dir=str(tmp / f"ours{next(runs)}"), tta=4)
+        result = process(opts, [None], progress=False)
+        assert not result.failed and result.done_here == 1
 
     out_dir = tmp / "pom"
     out_dir.mkdir()
