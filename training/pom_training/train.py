@@ -85,7 +85,7 @@ def load_single_dataset(config: ProjectConfig, feature: str, counterexamples: bo
     with label 0 and weight = their own annotation (so only their annotated pixels count).
     """
     if feature not in config.ontologies:
-        raise ConfigError(f"-o {feature!r}: not in ontologies {list(config.ontologies)}")
+        raise ConfigError(f"feature {feature!r} is not in ontologies {list(config.ontologies)}")
     folder = config.path(str(PHASE1))
     available = _available_phase1(config)
     if feature not in available:
@@ -197,7 +197,18 @@ def fit(model, x: np.ndarray, y: np.ndarray, tc: TrainConfig, loss, checkpoint: 
 
 def train_single(config: ProjectConfig, feature: str, counterexamples: bool = True, gpus: list[int] | None = None,
                  tc: TrainConfig | None = None) -> dict:
-    """Train, save and export the network of one feature. Returns a summary dict."""
+    """Train, save and export the network of one feature. Returns a summary dict.
+
+    ``label_method`` "painted" and "direct" learn every painted label instead
+    (:func:`pom_training.painted_training.train_single_painted`; ``counterexamples`` does
+    not apply); "pom" trains as Pom does, below.
+    """
+    if config.label_method != "pom":
+        from .painted_training import train_single_painted
+
+        if not counterexamples:
+            logger.info("-c 0 does not apply to label_method %r: every painted label is used", config.label_method)
+        return train_single_painted(config, feature, gpus=gpus, tc=tc)
     x, y = load_single_dataset(config, feature, counterexamples)
     tc = tc or TrainConfig.single(config)
     multiple = 2**tc.depth
@@ -230,7 +241,16 @@ def train_single(config: ProjectConfig, feature: str, counterexamples: bool = Tr
 
 def train_shared(config: ProjectConfig, gpus: list[int] | None = None, checkpoint: str | None = None,
                  tc: TrainConfig | None = None) -> dict:
-    """Train, save and export the shared network (ontologies + Unknown, softmax)."""
+    """Train, save and export the shared network (ontologies + Unknown, softmax).
+
+    ``label_method`` "painted" and "direct" train with
+    :func:`pom_training.painted_training.train_shared_stable` (unlabelled pixels ignored,
+    reproducible for a seed, cosine schedule); "pom" as Pom does, below.
+    """
+    if config.label_method != "pom":
+        from .painted_training import train_shared_stable
+
+        return train_shared_stable(config, gpus=gpus, checkpoint=checkpoint, tc=tc)
     x, y, classes = load_shared_dataset(config)
     tc = tc or TrainConfig.shared(config)
     import keras
@@ -304,7 +324,7 @@ def export_single(config: ProjectConfig, feature: str) -> Path:
     from .export import export_saved
 
     if feature not in config.ontologies:
-        raise ConfigError(f"-o {feature!r}: not in ontologies {list(config.ontologies)}")
+        raise ConfigError(f"feature {feature!r} is not in ontologies {list(config.ontologies)}")
     keras_path = config.path(str(MODELS1), f"{feature}.keras")
     if not keras_path.is_file():
         raise InputError(f"{keras_path}: no trained network for {feature!r}; train it with: "
