@@ -204,18 +204,23 @@ class FileClaimStore:
         """The filesystem's current time: the mtime of this host's clock file, touched just now."""
         def touch() -> float:
             os.makedirs(self.state_dir, exist_ok=True)
-            with open(self._probe, "a"):
-                pass
-            os.utime(self._probe)
-            return os.stat(self._probe).st_mtime
+            with open(self._probe, "a") as handle:  # through the descriptor: another worker on this
+                os.utime(handle.fileno())          # host may remove the name at any moment
+                return os.fstat(handle.fileno()).st_mtime
         return self._retry("read the filesystem's clock", touch)
 
     def timestamp_granularity(self) -> float:
         """The resolution (s) of mtimes on this filesystem: from 1e-9 (ext4, xfs) to 2 (FAT)."""
-        self.now()
+        os.makedirs(self.state_dir, exist_ok=True)
         odd_second = (int(time.time()) | 1) * 10**9
-        os.utime(self._probe, ns=(odd_second + 123_456_789,) * 2)
-        kept = os.stat(self._probe).st_mtime_ns - odd_second
+        probe = self.state_dir / f".tmp-clock-{self.worker_id}"
+        try:
+            with open(probe, "w") as handle:
+                os.utime(handle.fileno(), ns=(odd_second + 123_456_789,) * 2)
+                kept = os.fstat(handle.fileno()).st_mtime_ns - odd_second
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(probe)
         for resolution in (1, 1_000, 1_000_000, 10_000_000, 100_000_000):
             if kept == 123_456_789 // resolution * resolution:
                 return resolution / 1e9
