@@ -21,7 +21,7 @@ import numpy as np
 from pom_common.atomic import atomic_path, atomic_write_text
 from pom_common.config import ProjectConfig
 from pom_common.constants import BIN_FACTOR, DENSITY
-from pom_common.errors import InputError
+from pom_common.errors import ConfigError, InputError
 from pom_common.layout import LABEL, ProjectLayout
 from pom_common.mrcio import read_volume
 from pom_common.naming import find_channel, tomogram_stem
@@ -138,7 +138,7 @@ def phase1_initialize(config: ProjectConfig, progress: bool = True) -> Phase1Rep
 
     report = Phase1Report()
     if not config.ontologies:
-        raise InputError(f"{config.path('project_configuration.json')}: 'ontologies' is empty; "
+        raise ConfigError(f"{config.path('project_configuration.json')}: 'ontologies' is empty; "
                          "list the features to segment, e.g. [\"Mitochondrion\", \"Void\"]")
     files = sorted(config.require_dir("tomogram_dir").glob("*.scns"))
     if not files:
