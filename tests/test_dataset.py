@@ -6,7 +6,7 @@ import pytest
 import tifffile
 
 from pom_common.config import load_config, replace
-from pom_common.errors import InputError
+from pom_common.errors import ConfigError
 from pom_training.cli import main
 from pom_training.dataset import phase1_initialize
 
@@ -71,5 +71,5 @@ def test_features_outside_ontologies_reported(ais_project):
 
 def test_empty_ontologies(ais_project):
     config = replace(load_config(ais_project / "project_configuration.json"), ontologies=())
-    with pytest.raises(InputError, match="ontologies"):
+    with pytest.raises(ConfigError, match="ontologies"):
         phase1_initialize(config, progress=False)
