@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test bench demo lint check-imports clean chaos
+.PHONY: test bench demo quality lint check-imports clean chaos
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,10 +29,13 @@ bench: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m pom_training.demo --folder demo
 
+quality: $(STAMP)
+	$(BIN)/python -m pom_training.quality --folder quality
+
 lint: $(STAMP)
 	$(BIN)/ruff check common inference training tests bench
 	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) build *.egg-info common/*.egg-info .pytest_cache .ruff_cache demo bench/out
+	rm -rf $(VENV) build *.egg-info common/*.egg-info .pytest_cache .ruff_cache demo bench/out quality
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

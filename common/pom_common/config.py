@@ -79,7 +79,7 @@ class ProjectConfig:
     #: How Ais annotations become training labels: "pom" (Pom's algorithm, for reproduction),
     #: "painted" (every painted feature teaches every network) or "direct" (the shared network
     #: learns the painted labels alone, no single networks); see LABEL_METHODS.
-    label_method: str = "pom"
+    label_method: str = "direct"
     #: Pom keys kept for round trips (rendering settings and others), read-only.
     legacy: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     #: Folder the configuration was loaded from; relative folders resolve against it.

@@ -7,6 +7,7 @@ commands import it when they run and say which extra to install when it is missi
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import shlex
@@ -48,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("-c", "--counterexamples", type=_bool01, default=True,
                        help="1 (default): use other features' annotations as counterexamples")
     train.add_argument("-gpus", "--gpus", type=str, default=None, help="GPU indices, e.g. 0,1 (default: GPUS)")
+    train.add_argument("-seed", "--seed", type=int, default=0, help="random seed (default 0)")
     for name, what in (("test", "test_dir"), ("process", "tomogram_dir into output_dir")):
         p = single.add_parser(name, help=f"apply a single-feature network to the tomograms in {what}")
         p.add_argument("-o", "--ontology", required=True)
@@ -70,12 +72,16 @@ def build_parser() -> argparse.ArgumentParser:
     st = shared.add_parser("train", help="train the shared network")
     st.add_argument("-gpus", "--gpus", type=str, default=None)
     st.add_argument("-checkpoint", "--checkpoint", default=None, help="continue training this .keras model")
+    st.add_argument("-seed", "--seed", type=int, default=0, help="random seed (default 0)")
     sp = shared.add_parser("process", help="segment every tomogram (run on many servers at once)")
     sp.add_argument("-gpus", "--gpus", type=str, default=None, help="GPU indices or 'cpu' (default: GPUS)")
     sp.add_argument("-workers", "--workers", type=int, default=1, help="worker processes per GPU (or on the CPU)")
     sp.add_argument("--overwrite", action="store_true")
     sp.add_argument("--retry-failed", action="store_true")
     sp.add_argument("--dtype", choices=("float32", "uint8"), default="float32")
+    from .evaluate import add_parser as add_evaluate
+
+    add_evaluate(sub)
     return parser
 
 
@@ -116,6 +122,10 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         return _export(args, _load(args.project))
     if args.phase == "doctor":
         return _doctor(args)
+    if args.phase == "evaluate":
+        from .evaluate import main_evaluate
+
+        return main_evaluate(args, _load(args.project))
     if getattr(args, "command", None) is None:
         parser.parse_args([args.phase, "--help"])
         return 2
@@ -134,8 +144,8 @@ def _single(args: argparse.Namespace, config: ProjectConfig) -> int:
             print(f"skipped file: {line}")
         for line in report.dropped:
             print(f"dropped box: {line}")
-        for title, files in sorted(report.unknown_features.items()):
-            print(f"not in ontologies: feature {title!r} in {', '.join(sorted(files))}")
+        for line in report.feature_notes():  # not in ontologies ("did you mean ...?"), unnamed
+            print(line)
         print(report.table(config.ontologies))
         print(f"Wrote {len(report.written)} stacks to {config.path('training_datasets', 'phase1')}")
         return 0
@@ -145,12 +155,13 @@ def _single(args: argparse.Namespace, config: ProjectConfig) -> int:
             raise ConfigError("pom single train: give -o FEATURE or -all 1")
         gpus = _gpu_list(args.gpus, config)
         from .export import ExportError
-        from .train import train_single
+        from .train import TrainConfig, train_single
 
+        tc = dataclasses.replace(TrainConfig.single(config), seed=args.seed)
         failed = []
         for feature in features:
             try:
-                train_single(config, feature, counterexamples=args.counterexamples, gpus=gpus)
+                train_single(config, feature, counterexamples=args.counterexamples, gpus=gpus, tc=tc)
             except ExportError as exc:
                 if len(features) == 1:
                     raise
@@ -204,9 +215,10 @@ def _shared(args: argparse.Namespace, config: ProjectConfig) -> int:
         return 0
     if args.command == "train":
         gpus = _gpu_list(args.gpus, config)
-        from .train import train_shared
+        from .train import TrainConfig, train_shared
 
-        train_shared(config, gpus=gpus, checkpoint=args.checkpoint)
+        train_shared(config, gpus=gpus, checkpoint=args.checkpoint,
+                     tc=dataclasses.replace(TrainConfig.shared(config), seed=args.seed))
         return 0
     from .processing import process_project
 

@@ -5,6 +5,13 @@ pixels centred on the box; the label is the mask crop binned 2x; each input chan
 the mean over the z window 2 * z_sum + 1 of the crop, binned 2x; Density is standardised
 per image, other channels (uint8 0..255) are mapped to -1..1. Stacks are written in Pom's
 layout, ``training_datasets/phase1/<feature>_y.tif`` and ``<feature>_<channel>.tif``.
+
+Beside them (added, Pom's stacks unchanged): ``<feature>_painted.tif``, for every crop which
+ontology is painted at each pixel on that slice, every feature's paint, not only the crop's
+own (:mod:`pom_training.labels`); and in ``info.json`` the position of every crop.
+Also, for the painted-label methods, ``phase1/extra/``: more crops per annotated slice,
+:data:`pom_training.labels.EXTRA_PER_BOX` around each box at seeded random offsets, with their
+channels and painted code maps (no Pom label: only their paint teaches).
 """
 
 from __future__ import annotations
@@ -27,6 +34,16 @@ from pom_common.mrcio import read_volume
 from pom_common.naming import find_channel, tomogram_stem
 from pom_common.normalise import normalise_crop
 from pom_common.scns import Annotation, read_scns
+
+from .labels import (
+    EXTRA_PER_BOX,
+    PAINTED,
+    PaintedSlices,
+    extra_stack,
+    is_unnamed,
+    jittered_centres,
+    title_hint,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +70,14 @@ class Phase1Report:
     skipped_files: list[str] = field(default_factory=list)
     written: list[Path] = field(default_factory=list)
     voxel_sizes: dict[str, float] = field(default_factory=dict)  # tomogram -> A, from its header
+    #: feature -> [tomogram stem, z, x, y] of each crop, in stack order.
+    crops: dict[str, list[list]] = field(default_factory=dict)
+    #: [tomogram stem, z, x, y] of each extra crop (phase1/extra/), in stack order.
+    extra_crops: list[list] = field(default_factory=list)
+    #: title not in ontologies -> the ontology it matches when case and spaces are ignored.
+    title_hints: dict[str, str] = field(default_factory=dict)
+    #: Features Ais never named ("Unnamed feature 5") -> "<file> (<n> boxes)" entries.
+    unnamed_features: dict[str, list[str]] = field(default_factory=dict)
 
     def table(self, ontologies: tuple[str, ...]) -> str:
         """Images, annotated images and tomograms per feature, as a text table."""
@@ -63,6 +88,19 @@ class Phase1Report:
                          f"{len(self.tomograms.get(o, ())):>9}")
         return "\n".join(lines)
 
+    def feature_notes(self) -> list[str]:
+        """One line per feature title not used: not in ontologies (with a hint), or unnamed."""
+        lines = []
+        for title, files in sorted(self.unknown_features.items()):
+            if title in self.unnamed_features:
+                continue
+            hint = self.title_hints.get(title)
+            tip = f" (did you mean {hint!r}? titles must match exactly; rename it in Ais)" if hint else ""
+            lines.append(f"not in ontologies: feature {title!r} in {', '.join(sorted(files))}{tip}")
+        for title, where in sorted(self.unnamed_features.items()):
+            lines.append(f"unnamed feature {title!r} in {', '.join(where)}: not used; give it a title in Ais")
+        return lines
+
 
 def sample_annotation(
     annotation: Annotation,
@@ -70,17 +108,31 @@ def sample_annotation(
     config: ProjectConfig,
     stacks: dict[str, dict[str, list[np.ndarray]]],
     report: Phase1Report,
+    painted: dict[str, list[np.ndarray]] | None = None,
+    extra: dict[str, list[np.ndarray]] | None = None,
 ) -> None:
-    """Append the images of one annotated tomogram to ``stacks[feature][channel]`` (pure arrays)."""
+    """Append the images of one annotated tomogram to ``stacks[feature][channel]`` (pure arrays).
+
+    With ``painted``, also append each crop's painted code map to ``painted[feature]``
+    (:class:`pom_training.labels.PaintedSlices`) and its position to ``report.crops``. With
+    ``extra`` too, append the extra crops around each kept box to ``extra[channel]`` and
+    ``extra[PAINTED]`` (those with a painted pixel), their positions to ``report.extra_crops``.
+    """
     box = config.ontology_annotation_box_size
     half = box // 2
     z_sum = config.z_sum
     name = annotation.path.name
     n_slices, height, width = annotation.shape
+    codes = PaintedSlices(annotation, config.ontologies) if painted is not None else None
     for feature in annotation.features:
         o = feature.title
         if o not in config.ontologies:
             report.unknown_features.setdefault(o, set()).add(name)
+            hint = title_hint(o, config.ontologies)
+            if hint is not None:
+                report.title_hints[o] = hint
+            if is_unnamed(o):
+                report.unnamed_features.setdefault(o, []).append(f"{name} ({feature.n_boxes} boxes)")
             continue
         report.tomograms.setdefault(o, set()).add(name)
         for z, points in feature.boxes.items():
@@ -102,16 +154,30 @@ def sample_annotation(
                 for channel, volume in channels.items():
                     crop = volume[z - z_sum : z + z_sum + 1, y0:y1, x0:x1]
                     stacks[o][channel].append(normalise_crop(bin_image(crop.mean(0)), channel))
+                if codes is not None and painted is not None:
+                    stem = tomogram_stem(annotation.path)
+                    painted[o].append(codes.crop(z, y0, y1, x0, x1))
+                    report.crops.setdefault(o, []).append([stem, int(z), int(x), int(y)])
+                    if extra is not None:
+                        for ex, ey in jittered_centres(stem, z, x, y, box, height, width, EXTRA_PER_BOX):
+                            code = codes.crop(z, ey - half, ey + half, ex - half, ex + half)
+                            if not code.any():
+                                continue
+                            extra[PAINTED].append(code)
+                            for channel, volume in channels.items():
+                                crop = volume[z - z_sum : z + z_sum + 1, ey - half : ey + half, ex - half : ex + half]
+                                extra[channel].append(normalise_crop(bin_image(crop.mean(0)), channel))
+                            report.extra_crops.append([stem, int(z), int(ex), int(ey)])
                 report.images[o] = report.images.get(o, 0) + 1
                 if np.any(label != 0):
                     report.annotated[o] = report.annotated.get(o, 0) + 1
 
 
-def write_stack(path: Path, images: list[np.ndarray]) -> None:
-    """Write a float32 (n, h, w) tif stack atomically."""
+def write_stack(path: Path, images: list[np.ndarray], dtype: type = np.float32) -> None:
+    """Write a (n, h, w) tif stack atomically (float32, or ``dtype``)."""
     import tifffile
 
-    array = np.asarray(images, dtype=np.float32)
+    array = np.asarray(images, dtype=dtype)
     with atomic_path(path) as tmp:
         tifffile.imwrite(tmp, array)
 
@@ -146,6 +212,12 @@ def phase1_initialize(config: ProjectConfig, progress: bool = True) -> Phase1Rep
     stacks: dict[str, dict[str, list[np.ndarray]]] = {
         o: OrderedDict((c, []) for c in (LABEL, *config.macromolecules)) for o in config.ontologies
     }
+    painted: dict[str, list[np.ndarray]] | None = {o: [] for o in config.ontologies}
+    extra: dict[str, list[np.ndarray]] | None = {c: [] for c in (PAINTED, *config.macromolecules)}
+    if PAINTED in config.macromolecules:  # its stack would be <feature>_painted.tif too
+        logger.warning("a channel is named %r: the painted labels are not recorded (label_method 'pom' only)",
+                       PAINTED)
+        painted = extra = None
     for scns in tqdm(files, desc="annotations", unit="file", disable=None if progress else True):
         try:
             annotation = read_scns(scns)
@@ -167,7 +239,7 @@ def phase1_initialize(config: ProjectConfig, progress: bool = True) -> Phase1Rep
         if not any(f.n_boxes for f in annotation.features):
             report.skipped_files.append(f"{scns}: no boxes in any feature (place boxes in Ais with shift+click)")
             continue
-        sample_annotation(annotation, channels, config, stacks, report)
+        sample_annotation(annotation, channels, config, stacks, report, painted, extra)
     if not any(channels[LABEL] for channels in stacks.values()):
         raise InputError(f"{config.tomogram_path}: no training images could be sampled from {len(files)} .scns "
                          f"file(s) for ontologies {list(config.ontologies)}"
@@ -181,8 +253,22 @@ def phase1_initialize(config: ProjectConfig, progress: bool = True) -> Phase1Rep
             path = layout.phase1_stack(o, channel)
             write_stack(path, images)
             report.written.append(path)
+        if painted is not None:
+            path = layout.phase1_stack(o, PAINTED)
+            write_stack(path, painted[o], dtype=np.uint8)
+            report.written.append(path)
+    if extra is not None and extra[PAINTED]:
+        os.makedirs(extra_stack(layout.phase1, PAINTED).parent, exist_ok=True)
+        for channel, images in extra.items():
+            path = extra_stack(layout.phase1, channel)
+            write_stack(path, images, dtype=np.uint8 if channel == PAINTED else np.float32)
+            report.written.append(path)
+    info: dict = {}
     if report.voxel_sizes:  # recorded in the exported models as the pixel size they were trained at
         sizes = sorted(report.voxel_sizes.values())
         info = {"voxel_size": sizes[len(sizes) // 2], "tomograms": report.voxel_sizes}
-        atomic_write_text(layout.phase1_info, json.dumps(info, indent=1) + "\n")
+    # The painted stacks' codes index these classes; the crops' positions group them by slice.
+    info.update({"painted_classes": list(config.ontologies) if painted is not None else None, "crops": report.crops,
+                 "extra_crops": report.extra_crops})
+    atomic_write_text(layout.phase1_info, json.dumps(info, indent=1) + "\n")
     return report

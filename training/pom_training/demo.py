@@ -33,8 +33,8 @@ from .synthetic import CLASSES, PALETTE, write_project
 logger = logging.getLogger(__name__)
 
 #: Tiny settings: the same code path as a GPU run, sized for a 2-core CPU.
-TINY = {"model_base_filters": 8, "model_depth": 3, "single_model_epochs": 8, "single_model_batch_size": 64,
-        "shared_model_epochs": 12, "shared_model_batch_size": 64, "shared_model_runs_per_volume": 4, "GPUS": "cpu"}
+TINY = {"model_base_filters": 8, "model_depth": 3, "single_model_epochs": 8, "single_model_batch_size": 32,
+        "shared_model_epochs": 12, "shared_model_batch_size": 32, "shared_model_runs_per_volume": 4, "GPUS": "cpu"}
 
 
 def score(project: Path, stems: list[str], classes: tuple[str, ...]) -> dict:
@@ -80,15 +80,21 @@ def previews(project: Path, folder: Path, stems: list[str], classes: tuple[str, 
     return out
 
 
-def run(folder: Path, full: bool = False, seed: int = 2026) -> dict:
-    """Generate the project in ``folder``, run the whole workflow, return the report."""
+def run(folder: Path, full: bool = False, seed: int = 2026, label_method: str | None = None) -> dict:
+    """Generate the project in ``folder``, run the whole workflow, return the report.
+
+    ``label_method`` overrides the configuration's default (e.g. "pom" for Pom's algorithm).
+    """
     from .cli import main as pom
 
     project = folder / "project"
     if project.exists():
         shutil.rmtree(project)
     started = time.perf_counter()
-    stems = write_project(project, seed=seed, settings=None if full else TINY)
+    settings = {} if full else dict(TINY)
+    if label_method:
+        settings["label_method"] = label_method
+    stems = write_project(project, seed=seed, settings=settings)
     logger.info("generated %d training and %d held-out tomograms in %s", len(stems["train"]), len(stems["test"]),
                 project)
     p = ["--project", str(project)]
@@ -103,6 +109,7 @@ def run(folder: Path, full: bool = False, seed: int = 2026) -> dict:
     report = score(project, stems["test"], CLASSES)
     report["seconds"] = round(time.perf_counter() - started, 1)
     report["settings"] = "full" if full else TINY
+    report["label_method"] = json.loads((project / "project_configuration.json").read_text())["label_method"]
     pngs = previews(project, folder, stems["test"], CLASSES, 2)
     atomic_write_text(folder / "report.json", json.dumps(report, indent=2) + "\n")
     print()
@@ -120,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--folder", default="demo")
     parser.add_argument("--full", action="store_true", help="the configuration's default (GPU) settings")
     parser.add_argument("--seed", type=int, default=2026)
+    parser.add_argument("--label-method", default=None, help="override the configuration's label_method, e.g. pom")
     args = parser.parse_args(argv)
     from pom_common.log import configure_logging
 
@@ -127,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     folder = Path(args.folder)
     folder.mkdir(parents=True, exist_ok=True)
-    run(folder, full=args.full, seed=args.seed)
+    run(folder, full=args.full, seed=args.seed, label_method=args.label_method)
     return 0
 
 

@@ -50,7 +50,7 @@ def _cause(report: dict[str, Any], gpus: list[int]) -> str | None:
 
 
 def make_strategy(gpus: list[int] | None) -> Any:
-    """A tf.distribute strategy over ``gpus`` (MirroredStrategy for several), or the CPU for None.
+    """A tf.distribute strategy over ``gpus`` (MirroredStrategy for several), or the CPU for None or [].
 
     Raises
     ------
@@ -59,7 +59,7 @@ def make_strategy(gpus: list[int] | None) -> Any:
     """
     import tensorflow as tf
 
-    if gpus is None:
+    if not gpus:  # None (or no GPU at all): the CPU, as asked
         try:
             tf.config.set_visible_devices([], "GPU")
         except RuntimeError:

@@ -1,17 +1,26 @@
-"""Phase 2: joint labels for the shared network, distilled from the single networks."""
+"""Phase 2: joint labels for the shared network.
+
+``label_method`` "pom": distilled from the single networks, as Pom does. "painted": the
+same, then every painted pixel takes its painted class. "direct": the painted labels alone
+(no single networks; unpainted pixels are all-zero rows, ignored in training).
+"""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+from pathlib import Path
 
 import numpy as np
 
+from pom_common.atomic import atomic_write_text
 from pom_common.config import ProjectConfig
 from pom_common.constants import UNKNOWN
 from pom_common.errors import InputError, ModelError
 
 from .dataset import LABEL, PHASE1, read_stack, write_stack
+from .labels import PAINTED, override_joint_labels, read_painted
 from .train import MODELS1, PHASE2
 
 logger = logging.getLogger(__name__)
@@ -54,24 +63,52 @@ def joint_labels(own: np.ndarray, source: np.ndarray, predictions: np.ndarray, u
 
 def phase2_initialize(config: ProjectConfig, selective: bool = True, device: int | None = None,
                       progress: bool = True) -> dict:
-    """Apply every single network to all phase 1 images; write phase 2 stacks (Pom's layout)."""
+    """Write the phase 2 stacks (Pom's layout) by ``config.label_method``.
+
+    "pom" and "painted" apply every single network to the phase 1 images (only those with
+    annotated pixels when ``selective``); "direct" needs no network and takes every crop
+    with a painted pixel.
+    """
     from tqdm import tqdm
 
     from pom_inference.predict import predict_slices
     from pom_inference.session import load_model
 
+    if config.label_method == "direct":
+        from .painted_training import direct_shared_dataset, load_phase1
+
+        data = load_phase1(config)
+        x, one_hot, _ = direct_shared_dataset(data)
+        n_extra = 0 if data.extra_codes is None else int(data.extra_codes.reshape(len(data.extra_codes), -1).any(1).sum())
+        return _write_phase2(config, x, one_hot, base_images=len(x) - n_extra)
     folder = config.path(str(PHASE1))
-    xs, ys, src = [], [], []
+    xs, ys, src, codes = [], [], [], []
+    n_extra = 0
     for j, o in enumerate(config.ontologies):
         y = read_stack(folder / f"{o}_{LABEL}.tif")
         x = np.stack([read_stack(folder / f"{o}_{c}.tif") for c in config.macromolecules], axis=-1)
+        c = read_painted(folder / f"{o}_{PAINTED}.tif") if config.label_method == "painted" else None
         if selective:
             keep = y.reshape(len(y), -1).sum(axis=1) > 0
             x, y = x[keep], y[keep]
+            c = c[keep] if c is not None else None
         xs.append(x)
         ys.append(y)
         src.append(np.full(len(y), j))
+        if c is not None:
+            codes.append(c)
+    if config.label_method == "painted":  # the extra crops: no own feature, their paint only
+        from .painted_training import load_phase1
+
+        data = load_phase1(config)
+        if data.extra_x is not None and data.extra_codes is not None:
+            n_extra = len(data.extra_x)
+            xs.append(data.extra_x)
+            ys.append(np.zeros(data.extra_codes.shape, np.float32))
+            src.append(np.full(len(data.extra_codes), -1))
+            codes.append(data.extra_codes)
     x, own, source = np.concatenate(xs), np.concatenate(ys), np.concatenate(src)
+    base_images = len(x) - n_extra
     if len(x) == 0:
         raise InputError(f"{folder}: no annotated training images")
     predictions = np.zeros((*own.shape, len(config.ontologies)), dtype=np.float32)
@@ -82,6 +119,31 @@ def phase2_initialize(config: ProjectConfig, selective: bool = True, device: int
                              f"lists {list(config.macromolecules)}; retrain it")
         predictions[..., j] = predict_slices(model.run, x, model.info.size_multiple, tta=8, batch=64)[..., 0]
     one_hot = joint_labels(own, source, predictions, config.shared_model_unknown_class_threshold)
+    if codes:
+        one_hot = override_joint_labels(one_hot, np.concatenate(codes))
+    return _write_phase2(config, x, one_hot, base_images)
+
+
+def phase2_info_path(config: ProjectConfig) -> Path:
+    """``training_datasets/phase2/info.json``: how the phase 2 stacks were made."""
+    return config.path(str(PHASE2), "info.json")
+
+
+def read_phase2_info(config: ProjectConfig) -> dict:
+    """The phase 2 ``info.json`` ({} when absent or unreadable: stacks made by Pom or an older version)."""
+    try:
+        info = json.loads(phase2_info_path(config).read_text())
+    except (OSError, ValueError):
+        return {}
+    return info if isinstance(info, dict) else {}
+
+
+def _write_phase2(config: ProjectConfig, x: np.ndarray, one_hot: np.ndarray, base_images: int) -> dict:
+    """Write ``in_<channel>.tif``, ``out_<class>.tif`` and ``info.json``; a summary dict.
+
+    ``base_images`` is how many of the images are Pom's crops (the first ones); the rest
+    are extra crops, which enlarge the pool an epoch draws from, not the epoch.
+    """
     out = config.path(str(PHASE2))
     os.makedirs(out, exist_ok=True)
     for c, channel in enumerate(config.macromolecules):
@@ -90,6 +152,8 @@ def phase2_initialize(config: ProjectConfig, selective: bool = True, device: int
     for k, name in enumerate(classes):
         write_stack(out / f"out_{name}.tif", list(one_hot[..., k]))
     counts = {name: int(one_hot[..., k].sum()) for k, name in enumerate(classes)}
-    logger.info("phase 2: %d images of %dx%d; pixels per class %s; written to %s", len(x), x.shape[1], x.shape[2],
-                counts, out)
-    return {"images": int(len(x)), "pixels": counts}
+    atomic_write_text(phase2_info_path(config), json.dumps(
+        {"label_method": config.label_method, "images": int(len(x)), "base_images": int(base_images)}) + "\n")
+    logger.info("phase 2 (%s): %d images of %dx%d (%d extra crops); pixels per class %s; written to %s",
+                config.label_method, len(x), x.shape[1], x.shape[2], len(x) - base_images, counts, out)
+    return {"images": int(len(x)), "base_images": int(base_images), "pixels": counts}

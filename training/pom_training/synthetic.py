@@ -187,26 +187,48 @@ def _ais_classes():
 
 def write_scns(path: Path, tomogram_path: Path, labels: np.ndarray, plan, box: int, pixel_size_nm: float) -> None:
     """Save an annotation in Ais's pickle layout; masks = ground truth inside the boxes (+ margin)."""
-    module = _ais_classes()
     nz, ny, nx = labels.shape
-    frame = module.SEFrame()
-    frame.path, frame.title = str(tomogram_path), tomogram_path.stem
-    frame.n_slices, frame.height, frame.width, frame.pixel_size = nz, ny, nx, pixel_size_nm
-    frame.includes_map, frame.map = False, None
-    frame.features = []
     margin = 8
+    features = []
     for title, per_z in plan.items():
         f = CLASSES.index(title)
-        feature = module.Segmentation()
-        feature.title, feature.box_size, feature.colour = title, box, PALETTE[title]
-        feature.boxes, feature.slices = {}, {}
+        masks = {}
         for z, centres in per_z.items():
             window = np.zeros((ny, nx), bool)
             for x, y in centres:
                 h = box // 2 + margin
                 window[max(0, y - h): y + h, max(0, x - h): x + h] = True
-            feature.boxes[z] = centres
-            feature.slices[z] = ((labels[z] == f) & window).astype(np.uint8)
+            masks[z] = ((labels[z] == f) & window).astype(np.uint8)
+        features.append(AisFeature(title, dict(per_z), masks, PALETTE[title], box))
+    write_ais_pickle(path, tomogram_path, labels.shape, features, pixel_size_nm)
+
+
+@dataclass(frozen=True)
+class AisFeature:
+    """One feature as Ais saves it: title, box centres and painted masks per slice."""
+
+    title: str
+    boxes: dict[int, list[list[int]]]  # z -> [[x, y], ...] (column, row), in click order
+    masks: dict[int, np.ndarray]  # z -> (ny, nx) uint8 0/1
+    colour: tuple[float, float, float]
+    box_size: int
+
+
+def write_ais_pickle(path: Path, tomogram_path: Path, shape: tuple[int, int, int], features: list[AisFeature],
+                     pixel_size_nm: float) -> None:
+    """Write ``features`` as an Ais ``SEFrame`` pickle (the ``.scns`` layout, protocol 4)."""
+    module = _ais_classes()
+    nz, ny, nx = shape
+    frame = module.SEFrame()
+    frame.path, frame.title = str(tomogram_path), tomogram_path.stem
+    frame.n_slices, frame.height, frame.width, frame.pixel_size = nz, ny, nx, pixel_size_nm
+    frame.includes_map, frame.map = False, None
+    frame.features = []
+    for f in features:
+        feature = module.Segmentation()
+        feature.title, feature.box_size, feature.colour = f.title, f.box_size, f.colour
+        feature.boxes = {z: [list(c) for c in centres] for z, centres in f.boxes.items()}
+        feature.slices = dict(f.masks)
         frame.features.append(feature)
     names = ("Ais", "Ais.core", "Ais.core.se_frame")
     saved = {n: sys.modules.get(n) for n in names}
