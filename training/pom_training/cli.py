@@ -19,6 +19,7 @@ from pom_common.cli import OneLineParser
 from pom_common.config import ProjectConfig, init_project, load_config, parse_gpus
 from pom_common.constants import CONFIG_FILENAME
 from pom_common.errors import ConfigError, DeviceError, InputError, PomError
+from pom_common.layout import ProjectLayout
 from pom_common.log import configure_logging
 
 logger = logging.getLogger("pom")
@@ -147,7 +148,7 @@ def _single(args: argparse.Namespace, config: ProjectConfig) -> int:
         for line in report.feature_notes():  # not in ontologies ("did you mean ...?"), unnamed
             print(line)
         print(report.table(config.ontologies))
-        print(f"Wrote {len(report.written)} stacks to {config.path('training_datasets', 'phase1')}")
+        print(f"Wrote {len(report.written)} stacks to {ProjectLayout.of(config).phase1}")
         return 0
     if args.command == "train":
         features = list(config.ontologies) if args.all_features else [args.ontology]

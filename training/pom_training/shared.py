@@ -18,10 +18,10 @@ from pom_common.atomic import atomic_write_text
 from pom_common.config import ProjectConfig
 from pom_common.constants import UNKNOWN
 from pom_common.errors import InputError, ModelError
+from pom_common.layout import ProjectLayout
 
-from .dataset import LABEL, PHASE1, read_stack, write_stack
+from .dataset import read_stack, write_stack
 from .labels import PAINTED, override_joint_labels, read_painted
-from .train import MODELS1, PHASE2
 
 logger = logging.getLogger(__name__)
 
@@ -81,13 +81,14 @@ def phase2_initialize(config: ProjectConfig, selective: bool = True, device: int
         x, one_hot, _ = direct_shared_dataset(data)
         n_extra = 0 if data.extra_codes is None else int(data.extra_codes.reshape(len(data.extra_codes), -1).any(1).sum())
         return _write_phase2(config, x, one_hot, base_images=len(x) - n_extra)
-    folder = config.path(str(PHASE1))
+    layout = ProjectLayout.of(config)
+    folder = layout.phase1
     xs, ys, src, codes = [], [], [], []
     n_extra = 0
     for j, o in enumerate(config.ontologies):
-        y = read_stack(folder / f"{o}_{LABEL}.tif")
-        x = np.stack([read_stack(folder / f"{o}_{c}.tif") for c in config.macromolecules], axis=-1)
-        c = read_painted(folder / f"{o}_{PAINTED}.tif") if config.label_method == "painted" else None
+        y = read_stack(layout.phase1_label(o))
+        x = np.stack([read_stack(layout.phase1_stack(o, c)) for c in config.macromolecules], axis=-1)
+        c = read_painted(layout.phase1_stack(o, PAINTED)) if config.label_method == "painted" else None
         if selective:
             keep = y.reshape(len(y), -1).sum(axis=1) > 0
             x, y = x[keep], y[keep]
@@ -113,7 +114,7 @@ def phase2_initialize(config: ProjectConfig, selective: bool = True, device: int
         raise InputError(f"{folder}: no annotated training images")
     predictions = np.zeros((*own.shape, len(config.ontologies)), dtype=np.float32)
     for j, o in enumerate(tqdm(config.ontologies, desc="single models", unit="model", disable=None if progress else True)):
-        model = load_model(config.path(str(MODELS1), f"{o}.onnx"), device=device, quiet=True)
+        model = load_model(layout.single_model(o), device=device, quiet=True)
         if tuple(model.info.channels) != tuple(config.macromolecules):
             raise ModelError(f"{model.path}: expects channels {list(model.info.channels)}, the configuration "
                              f"lists {list(config.macromolecules)}; retrain it")
@@ -126,7 +127,7 @@ def phase2_initialize(config: ProjectConfig, selective: bool = True, device: int
 
 def phase2_info_path(config: ProjectConfig) -> Path:
     """``training_datasets/phase2/info.json``: how the phase 2 stacks were made."""
-    return config.path(str(PHASE2), "info.json")
+    return ProjectLayout.of(config).phase2 / "info.json"
 
 
 def read_phase2_info(config: ProjectConfig) -> dict:
@@ -144,13 +145,14 @@ def _write_phase2(config: ProjectConfig, x: np.ndarray, one_hot: np.ndarray, bas
     ``base_images`` is how many of the images are Pom's crops (the first ones); the rest
     are extra crops, which enlarge the pool an epoch draws from, not the epoch.
     """
-    out = config.path(str(PHASE2))
+    layout = ProjectLayout.of(config)
+    out = layout.phase2
     os.makedirs(out, exist_ok=True)
     for c, channel in enumerate(config.macromolecules):
-        write_stack(out / f"in_{channel}.tif", list(x[..., c]))
+        write_stack(layout.phase2_input(channel), list(x[..., c]))
     classes = (*config.ontologies, UNKNOWN)  # a new tuple: the configuration is not touched
     for k, name in enumerate(classes):
-        write_stack(out / f"out_{name}.tif", list(one_hot[..., k]))
+        write_stack(layout.phase2_output(name), list(one_hot[..., k]))
     counts = {name: int(one_hot[..., k].sum()) for k, name in enumerate(classes)}
     atomic_write_text(phase2_info_path(config), json.dumps(
         {"label_method": config.label_method, "images": int(len(x)), "base_images": int(base_images)}) + "\n")

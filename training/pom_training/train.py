@@ -23,17 +23,12 @@ from pom_common.atomic import temporary_path
 from pom_common.config import ProjectConfig
 from pom_common.constants import UNKNOWN
 from pom_common.errors import ConfigError, InputError
+from pom_common.layout import ProjectLayout
 
-from .dataset import INFO, LABEL, PHASE1, read_stack
+from .dataset import read_stack
 from .devices import make_strategy
 
 logger = logging.getLogger(__name__)
-
-PHASE2 = Path("training_datasets", "phase2")
-MODELS1 = Path("models", "phase1")
-MODELS2 = Path("models", "phase2")
-SHARED_NAME = "shared"
-
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -73,11 +68,6 @@ def augment8(images: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.array(out, dtype=np.float32))
 
 
-def _available_phase1(config: ProjectConfig) -> list[str]:
-    folder = config.path(str(PHASE1))
-    return sorted(p.name[: -len("_y.tif")] for p in folder.glob("*_y.tif"))
-
-
 def load_single_dataset(config: ProjectConfig, feature: str, counterexamples: bool) -> tuple[np.ndarray, np.ndarray]:
     """Inputs (N, h, w, C) and targets (N, h, w, 2) = (label, loss weight) for one feature.
 
@@ -86,23 +76,24 @@ def load_single_dataset(config: ProjectConfig, feature: str, counterexamples: bo
     """
     if feature not in config.ontologies:
         raise ConfigError(f"feature {feature!r} is not in ontologies {list(config.ontologies)}")
-    folder = config.path(str(PHASE1))
-    available = _available_phase1(config)
+    layout = ProjectLayout.of(config)
+    folder = layout.phase1
+    available = layout.phase1_features()
     if feature not in available:
         raise InputError(f"no training data for {feature!r} in {folder} (features with data: "
                          f"{available or 'none'}); annotate it in Ais and run 'pom single initialize'")
 
     def channels(o: str) -> np.ndarray:
-        stacks = [read_stack(folder / f"{o}_{c}.tif") for c in config.macromolecules]
+        stacks = [read_stack(layout.phase1_stack(o, c)) for c in config.macromolecules]
         return np.stack(stacks, axis=-1)
 
-    y = read_stack(folder / f"{feature}_{LABEL}.tif")
+    y = read_stack(layout.phase1_label(feature))
     xs, ys = [channels(feature)], [np.stack([y, np.ones_like(y)], axis=-1)]
     if counterexamples:
         for o in config.ontologies:
             if o == feature or o not in available:
                 continue
-            oy = read_stack(folder / f"{o}_{LABEL}.tif")
+            oy = read_stack(layout.phase1_label(o))
             keep = oy.reshape(len(oy), -1).sum(axis=1) > 0
             if keep.any():
                 xs.append(channels(o)[keep])
@@ -112,10 +103,11 @@ def load_single_dataset(config: ProjectConfig, feature: str, counterexamples: bo
 
 def load_shared_dataset(config: ProjectConfig) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
     """Phase 2 inputs (N, h, w, C) and one-hot targets (N, h, w, K); K = ontologies + Unknown."""
-    folder = config.path(str(PHASE2))
+    layout = ProjectLayout.of(config)
+    folder = layout.phase2
     classes = (*config.ontologies, UNKNOWN)
-    x = np.stack([read_stack(folder / f"in_{c}.tif") for c in config.macromolecules], axis=-1)
-    y = np.stack([read_stack(folder / f"out_{o}.tif") for o in classes], axis=-1)
+    x = np.stack([read_stack(layout.phase2_input(c)) for c in config.macromolecules], axis=-1)
+    y = np.stack([read_stack(layout.phase2_output(o)) for o in classes], axis=-1)
     if x.shape[:3] != y.shape[:3]:
         raise InputError(f"{folder}: in_*.tif {x.shape[:3]} and out_*.tif {y.shape[:3]} differ")
     return x, y, classes
@@ -123,7 +115,7 @@ def load_shared_dataset(config: ProjectConfig) -> tuple[np.ndarray, np.ndarray, 
 
 def training_voxel_size(config: ProjectConfig) -> float:
     """Unbinned voxel size (A) of the training tomograms, as recorded by phase 1."""
-    info = config.path(str(PHASE1), INFO)
+    info = ProjectLayout.of(config).phase1_info
     try:
         return float(json.loads(info.read_text())["voxel_size"])
     except (OSError, ValueError, KeyError, TypeError):
@@ -223,16 +215,16 @@ def train_single(config: ProjectConfig, feature: str, counterexamples: bool = Tr
 
     keras.utils.set_random_seed(tc.seed)
     x8, y8 = augment8(x), augment8(y)
-    out_dir = config.path(str(MODELS1))
-    os.makedirs(out_dir, exist_ok=True)
+    layout = ProjectLayout.of(config)
+    os.makedirs(layout.models1, exist_ok=True)
     strategy = make_strategy(gpus)  # None or []: the CPU, asked for
     logger.info("training %s: %d images (x8 augmented = %d), channels %s, %d epochs", feature, len(x), len(x8),
                 list(config.macromolecules), tc.epochs)
     with strategy.scope():
         model = build_unet(x.shape[-1], 1, tc.base_filters, tc.depth, activation="sigmoid")
-    checkpoint = out_dir / f"{feature}_checkpoint.keras"
+    checkpoint = layout.single_checkpoint(feature)
     losses = fit(model, x8, y8, tc, masked_binary_crossentropy, checkpoint, feature)
-    keras_path = out_dir / f"{feature}.keras"
+    keras_path = layout.single_model(feature, ".keras")
     meta = model_metadata(config, kind="single", classes=(feature,), tc=tc, voxel_size=training_voxel_size(config),
                           extra={"counterexamples": counterexamples, "images": int(len(x)), "losses": losses})
     onnx_path = _save_and_export(model, keras_path, checkpoint, meta, f"pom export -o {shlex.quote(feature)}")
@@ -260,8 +252,8 @@ def train_shared(config: ProjectConfig, gpus: list[int] | None = None, checkpoin
 
     keras.utils.set_random_seed(tc.seed)
     x8, y8 = augment8(x), augment8(y)
-    out_dir = config.path(str(MODELS2))
-    os.makedirs(out_dir, exist_ok=True)
+    layout = ProjectLayout.of(config)
+    os.makedirs(layout.models2, exist_ok=True)
     strategy = make_strategy(gpus)  # None or []: the CPU, asked for
     with strategy.scope():
         if checkpoint:
@@ -276,9 +268,9 @@ def train_shared(config: ProjectConfig, gpus: list[int] | None = None, checkpoin
         else:
             model = build_unet(x.shape[-1], len(classes), tc.base_filters, tc.depth, activation="softmax")
     logger.info("training the shared network: %d images (x8 = %d), classes %s", len(x), len(x8), list(classes))
-    ckpt = out_dir / f"{SHARED_NAME}_checkpoint.keras"
+    ckpt = layout.shared_checkpoint()
     losses = fit(model, x8, y8, tc, keras.losses.CategoricalCrossentropy(), ckpt, "shared")
-    keras_path = out_dir / f"{SHARED_NAME}.keras"
+    keras_path = layout.shared_model(".keras")
     meta = model_metadata(config, kind="shared", classes=classes, tc=tc, voxel_size=training_voxel_size(config),
                           extra={"images": int(len(x)), "losses": losses, "continued_from": checkpoint})
     onnx_path = _save_and_export(model, keras_path, ckpt, meta, "pom export shared")
@@ -325,7 +317,7 @@ def export_single(config: ProjectConfig, feature: str) -> Path:
 
     if feature not in config.ontologies:
         raise ConfigError(f"feature {feature!r} is not in ontologies {list(config.ontologies)}")
-    keras_path = config.path(str(MODELS1), f"{feature}.keras")
+    keras_path = ProjectLayout.of(config).single_model(feature, ".keras")
     if not keras_path.is_file():
         raise InputError(f"{keras_path}: no trained network for {feature!r}; train it with: "
                          f"pom single train -o {shlex.quote(feature)}")
@@ -344,7 +336,7 @@ def export_shared(config: ProjectConfig) -> Path:
     """
     from .export import export_saved
 
-    keras_path = config.path(str(MODELS2), f"{SHARED_NAME}.keras")
+    keras_path = ProjectLayout.of(config).shared_model(".keras")
     if not keras_path.is_file():
         raise InputError(f"{keras_path}: no trained shared network; train it with: pom shared train")
     return export_saved(keras_path, keras_path.with_suffix(".onnx"))
