@@ -649,6 +649,10 @@ POM_CASES = [
     _config_case("config-apix-negative", lambda p: _set(p, apix=-1.0), 2, ["'apix'", "positive"]),
     _config_case("config-z-sum-huge", lambda p: _set(p, z_sum=1000), 2, ["'z_sum'"]),
     _config_case("config-box-1", lambda p: _set(p, ontology_annotation_box_size=1), 2, ["'ontology_annotation_box_size'"]),
+    # Valid settings that drop every box: the error names the key, not only "no training images".
+    _config_case("config-z-sum-drops-every-box", lambda p: _set(p, z_sum=64), 2, ["'z_sum' 64", "no training images"]),
+    _config_case("config-box-larger-than-images", lambda p: _set(p, ontology_annotation_box_size=4096), 2,
+                 ["'ontology_annotation_box_size' 4096", "no training images"]),
     _config_case("config-box-odd", lambda p: _set(p, ontology_annotation_box_size=65), 2,
                  ["'ontology_annotation_box_size'"]),
     _config_case("config-escaping-ontology", lambda p: _set(p, ontologies=["../../../escaped"]), 2,

@@ -47,11 +47,6 @@ from .labels import (
 
 logger = logging.getLogger(__name__)
 
-PHASE1 = Path("training_datasets", "phase1")
-#: Beside the phase 1 stacks: the voxel size of each training tomogram (from its header).
-INFO = "info.json"
-
-
 def bin_image(image: np.ndarray, b: int = BIN_FACTOR) -> np.ndarray:
     """Mean-bin a (h, w) image by b (h and w multiples of b); keeps Pom's dtype rules."""
     h, w = image.shape
@@ -66,6 +61,8 @@ class Phase1Report:
     annotated: dict[str, int] = field(default_factory=dict)
     tomograms: dict[str, set[str]] = field(default_factory=dict)
     dropped: list[str] = field(default_factory=list)
+    #: Boxes dropped because of a configuration key: "z_sum", "ontology_annotation_box_size".
+    dropped_by_key: dict[str, int] = field(default_factory=dict)
     unknown_features: dict[str, set[str]] = field(default_factory=dict)
     skipped_files: list[str] = field(default_factory=list)
     written: list[Path] = field(default_factory=list)
@@ -140,6 +137,7 @@ def sample_annotation(
                 where = f"{name}: {o} box at z={z}, x={x}, y={y}"
                 if not (z_sum < z < n_slices - z_sum):
                     report.dropped.append(f"{where}: too close to a z end (needs {z_sum} < z < {n_slices - z_sum})")
+                    report.dropped_by_key["z_sum"] = report.dropped_by_key.get("z_sum", 0) + 1
                     continue
                 mask = feature.slices.get(z)
                 if mask is None:
@@ -148,6 +146,8 @@ def sample_annotation(
                 y0, y1, x0, x1 = y - half, y + half, x - half, x + half
                 if y0 < 0 or x0 < 0 or y1 > height or x1 > width:
                     report.dropped.append(f"{where}: the {box}x{box} crop leaves the {height}x{width} image")
+                    key = "ontology_annotation_box_size"
+                    report.dropped_by_key[key] = report.dropped_by_key.get(key, 0) + 1
                     continue
                 label = bin_image(mask[y0:y1, x0:x1])
                 stacks[o][LABEL].append(label)
@@ -241,6 +241,13 @@ def phase1_initialize(config: ProjectConfig, progress: bool = True) -> Phase1Rep
             continue
         sample_annotation(annotation, channels, config, stacks, report, painted, extra)
     if not any(channels[LABEL] for channels in stacks.values()):
+        if report.dropped_by_key:  # every box there was, dropped because of a setting: name it
+            why = {"z_sum": f"'z_sum' {config.z_sum}: {{n}} box(es) closer than z_sum to a z end",
+                   "ontology_annotation_box_size": f"'ontology_annotation_box_size' {config.ontology_annotation_box_size}"
+                                                   ": {n} box(es) whose crop leaves the image"}
+            raise ConfigError(f"{config.path('project_configuration.json')}: no training images: "
+                              + "; ".join(why[k].format(n=n) for k, n in sorted(report.dropped_by_key.items()))
+                              + " (lower the setting, or place the boxes further from the edges)")
         raise InputError(f"{config.tomogram_path}: no training images could be sampled from {len(files)} .scns "
                          f"file(s) for ontologies {list(config.ontologies)}"
                          + (f"; features found: {sorted(report.unknown_features)}" if report.unknown_features else ""))
