@@ -128,3 +128,32 @@ def test_pom_evaluate_command(evaluated_project, capsys):
     assert doc["kind"] == "shared" and set(doc["classes"]) == {"A", "B"} and doc["mean_iou"] == 1.0
     assert main(["--project", str(project), "evaluate", "-m", str(model_path)]) == 1  # no .scns in test/
     assert "no .scns annotation files" in capsys.readouterr().err
+
+
+def test_label_values_no_class_names_are_refused(evaluated_project, capsys):
+    """Values that name no class, or probabilities, are not scored as negatives: a one-line error."""
+    from pom_common.config import write_config
+    from pom_training.cli import main
+
+    project, model_path, tomogram, winner, config = evaluated_project
+    write_config(config, project / "project_configuration.json")
+    labels = project / "test" / "TS_001__labels.mrc"
+    argv = ["--project", str(project), "evaluate", "-m", str(model_path), "--labels", str(labels)]
+    write_volume(labels, np.full(winner.shape, 9, np.int8), 10.0)
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and str(labels) in err and "[9]" in err and "classes.json" in err
+    write_volume(labels, np.full(winner.shape, 0.25, np.float32), 10.0)
+    assert main(argv) == 1
+    assert "integer labels" in capsys.readouterr().err
+    assert not (project / "test" / "shared_evaluation.json").exists()
+    assert main(["--project", str(project), "evaluate", "-o", "Nope"]) == 2
+    assert "'Nope'" in capsys.readouterr().err
+
+
+def test_single_model_labels_are_a_mask(tmp_path):
+    """Without classes.json a single network's truth is a mask: 1 the feature, 0 not."""
+    from pom_training.evaluate import label_names
+
+    assert label_names(tmp_path / "l.mrc", ("Vesicle",), "single") == {0: "not Vesicle", 1: "Vesicle"}
+    assert label_names(tmp_path / "l.mrc", ("A", "B", "Unknown"), "shared") == {0: "A", 1: "B", 2: "Unknown"}

@@ -1,13 +1,14 @@
 """label_method: "pom" trains as before; "painted" and "direct" learn every painted pixel, reproducibly."""
 
 import json
+import os
 
 import numpy as np
 import pytest
 import tifffile
 
 from pom_common.config import load_config, replace
-from pom_common.errors import InputError
+from pom_common.errors import ConfigError, InputError
 from pom_training.dataset import phase1_initialize
 from pom_training.labels import PAINTED, extra_stack
 
@@ -180,3 +181,58 @@ def test_default_workflow_needs_no_single_network(tmp_path, capsys):
     capsys.readouterr()
     assert main([*p, "shared", "train"]) == 1
     assert "made with label_method 'direct'" in capsys.readouterr().err
+
+
+def test_phase2_stacks_of_another_method_are_refused_both_ways(sampled, capsys):
+    """Pom-made phase 2 stacks (no info.json) are not trained as "direct", nor "direct" ones as "pom"."""
+    from pom_common.config import write_config
+    from pom_training.cli import main
+    from pom_training.shared import phase2_info_path, phase2_initialize
+
+    project, config = sampled
+    phase2_initialize(replace(config, label_method="direct"), progress=False)
+    info = phase2_info_path(config)
+    p = ["--project", str(project)]
+    models = project / "models" / "phase2"
+    models.mkdir(parents=True, exist_ok=True)
+    before = sorted(os.listdir(models))
+    write_config(replace(config, label_method="pom", GPUS="cpu"), project / "project_configuration.json")
+    capsys.readouterr()  # (a handler left by an earlier test's main() may have complained about its closed stream)
+    assert main([*p, "shared", "train"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "label_method 'direct'" in err and "'pom shared initialize'" in err
+    info.unlink()  # as Pom leaves them
+    write_config(replace(config, label_method="direct", GPUS="cpu"), project / "project_configuration.json")
+    assert main([*p, "shared", "train"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "Pom's method" in err and '"label_method": "pom"' in err
+    assert sorted(os.listdir(models)) == before  # nothing trained, nothing written
+
+
+def test_phase1_stacks_out_of_step_are_named(sampled, tmp_path):
+    import shutil
+
+    from pom_training.painted_training import load_phase1
+
+    project, config = sampled
+    copy = tmp_path / "copy"
+    shutil.copytree(project, copy, symlinks=True)
+    config = replace(config, base_dir=str(copy))
+    phase1 = copy / "training_datasets" / "phase1"
+    extra = extra_stack(phase1, "Density")
+    tifffile.imwrite(extra, tifffile.imread(extra)[:3])
+    with pytest.raises(InputError, match="Density.tif: 3 images .* run 'pom single initialize' again"):
+        load_phase1(config)
+    channel = phase1 / f"{config.ontologies[0]}_{config.macromolecules[-1]}.tif"
+    tifffile.imwrite(channel, tifffile.imread(channel)[:1])
+    with pytest.raises(InputError, match=f"{channel.name}: 1 images"):
+        load_phase1(config)
+
+
+def test_a_channel_named_painted_needs_label_method_pom(sampled, tmp_path):
+    from pom_training.dataset import phase1_initialize as initialize
+
+    project, config = sampled
+    clash = replace(config, macromolecules=(*config.macromolecules, "Painted"), label_method="direct")
+    with pytest.raises(ConfigError, match="'macromolecules' has a channel named 'Painted'"):
+        initialize(clash, progress=False)

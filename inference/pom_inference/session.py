@@ -139,7 +139,7 @@ def load_model(path: str | os.PathLike, device: int | None = None, threads: int 
     try:
         regular_file(path)
     except OSError as exc:
-        raise ModelError(f"{path}: model file {exc.strerror or exc}") from None
+        raise ModelError(f"{path}: model: {exc.strerror or exc}") from None
     ort = _ort()
     options = _options(ort, threads)
     providers: list = [CPU]

@@ -189,7 +189,8 @@ def read_stack(path: Path) -> np.ndarray:
     try:
         return tifffile.imread(path).astype(np.float32)
     except FileNotFoundError:
-        raise InputError(f"{path}: not found (run 'pom single initialize' first)") from None
+        step = "pom shared initialize" if path.parent.name == "phase2" else "pom single initialize"
+        raise InputError(f"{path}: not found (run '{step}' first)") from None
     except Exception as exc:
         raise InputError(f"{path}: not a readable tif stack ({exc})") from None
 
@@ -214,9 +215,15 @@ def phase1_initialize(config: ProjectConfig, progress: bool = True) -> Phase1Rep
     }
     painted: dict[str, list[np.ndarray]] | None = {o: [] for o in config.ontologies}
     extra: dict[str, list[np.ndarray]] | None = {c: [] for c in (PAINTED, *config.macromolecules)}
-    if PAINTED in config.macromolecules:  # its stack would be <feature>_painted.tif too
+    clash = [c for c in config.macromolecules if c.casefold() == PAINTED.casefold()]
+    if clash:  # its stack would be <feature>_painted.tif too (the same file where case is ignored)
+        if config.label_method != "pom":
+            raise ConfigError(f"{config.path('project_configuration.json')}: 'macromolecules' has a channel named "
+                              f"{clash[0]!r}, whose stacks would be the painted-label stacks that label_method "
+                              f"{config.label_method!r} needs; rename the channel (its files too), or set "
+                              "\"label_method\": \"pom\"")
         logger.warning("a channel is named %r: the painted labels are not recorded (label_method 'pom' only)",
-                       PAINTED)
+                       clash[0])
         painted = extra = None
     for scns in tqdm(files, desc="annotations", unit="file", disable=None if progress else True):
         try:

@@ -30,7 +30,7 @@ import numpy as np
 
 from pom_common.config import ProjectConfig
 from pom_common.constants import UNKNOWN
-from pom_common.errors import InputError
+from pom_common.errors import ConfigError, InputError
 from pom_common.naming import tomogram_stem
 
 logger = logging.getLogger(__name__)
@@ -146,14 +146,15 @@ def annotation_truth(annotation, classes: Sequence[str], box: int, z: int) -> tu
         if feature.title not in classes:
             continue
         k = list(classes).index(feature.title)
+        mask = feature.slices.get(z)
+        if mask is None:  # boxes without a mask on their slice: dropped, as phase 1 drops them
+            continue
         for x, y in feature.boxes.get(z, ()):
             region = own.setdefault(feature.title, np.zeros((ny, nx), bool))
             region[max(0, y - half): max(0, y + half), max(0, x - half): max(0, x + half)] = True
-        mask = feature.slices.get(z)
-        if mask is not None:
-            painted = (mask > 0) & (truth != k)
-            count += painted
-            truth[painted] = k
+        painted = (mask > 0) & (truth != k)
+        count += painted
+        truth[painted] = k
     for region in own.values():
         in_boxes |= region
     truth[count > 1] = -2  # painted with two classes: not scored
@@ -246,8 +247,11 @@ def evaluate_annotations(model, folder: Path, config: ProjectConfig, tta: int = 
     return scores
 
 
-def label_names(labels: Path, classes: Sequence[str]) -> dict[int, str]:
-    """Value -> class name: ``classes.json`` beside ``labels`` if present, else ``classes`` in order.
+def label_names(labels: Path, classes: Sequence[str], kind: str = "shared") -> dict[int, str]:
+    """Value -> class name: ``classes.json`` beside ``labels`` if present, else the model's classes.
+
+    Without ``classes.json``: value k is the k-th class of a shared model; for a single
+    model the volume is a mask, 1 the feature and 0 not.
 
     Raises
     ------
@@ -256,11 +260,34 @@ def label_names(labels: Path, classes: Sequence[str]) -> dict[int, str]:
     """
     path = labels.parent / "classes.json"
     if not path.is_file():
+        if kind == "single":
+            return {0: f"not {classes[0]}", 1: classes[0]}
         return dict(enumerate(classes))
     try:
         return {int(k): str(v) for k, v in json.loads(path.read_text()).items()}
     except (ValueError, AttributeError) as exc:
         raise InputError(f"{path}: expected a JSON object of label value -> class name ({exc})") from None
+
+
+def check_label_values(labels: Path, truth: np.ndarray, names: dict[int, str]) -> None:
+    """Refuse a label volume with values that are not integers or that no class name covers.
+
+    Raises
+    ------
+    InputError
+        Naming the file, the values and what they may be.
+    """
+    if not np.issubdtype(truth.dtype, np.integer):
+        if not np.all(np.isfinite(truth)) or np.any(truth != np.round(truth)):
+            raise InputError(f"{labels}: expected integer labels (one value per class), found fractional values "
+                             f"({truth.dtype}); probabilities are not labels")
+    present = np.unique(truth)
+    unnamed = [int(v) for v in present if int(v) not in names]
+    if unnamed:
+        shown = ", ".join(f"{v} {n}" for v, n in sorted(names.items()))
+        more = "..." if len(unnamed) > 10 else ""
+        raise InputError(f"{labels}: label values {unnamed[:10]}{more} name no class (values: {shown}); "
+                         f"name every value in {labels.parent / 'classes.json'}, e.g. {{\"0\": \"Void\"}}")
 
 
 def evaluate_labels(model, labels: Path, tomogram: Path, config: ProjectConfig, tta: int = 4,
@@ -277,8 +304,9 @@ def evaluate_labels(model, labels: Path, tomogram: Path, config: ProjectConfig, 
     from .scoring import bin_labels
 
     classes = _scored_classes(model.info.classes)
-    names = label_names(labels, model.info.classes)
+    names = label_names(labels, model.info.classes, model.info.kind)
     truth = np.asarray(read_volume(labels).data)
+    check_label_values(labels, truth, names)
     probabilities, shape = _segment(model, tomogram, (tomogram.parent, *channel_dirs), config.apix, tta)
     out_shape = probabilities.shape[:3]
     if truth.shape == tuple(shape):
@@ -380,6 +408,8 @@ def main_evaluate(args, config: ProjectConfig) -> int:
     if args.model:
         model_path = Path(args.model)
     elif args.ontology:
+        if args.ontology not in config.ontologies:
+            raise ConfigError(f"-o {args.ontology!r}: not one of the ontologies {list(config.ontologies)}")
         model_path = layout.single_model(args.ontology)
     else:
         model_path = layout.shared_model()

@@ -87,20 +87,43 @@ def load_phase1(config: ProjectConfig) -> Phase1Data:
     for o in config.ontologies:
         if o not in available:
             continue
-        xs[o] = np.stack([read_stack(layout.phase1_stack(o, c)) for c in config.macromolecules], axis=-1)
-        ys[o] = read_stack(layout.phase1_label(o)).reshape(xs[o].shape[:3])
+        ys[o] = read_stack(layout.phase1_label(o))
         codes[o] = read_painted(layout.phase1_stack(o, PAINTED))
-        if codes[o].shape != ys[o].shape:
-            raise InputError(f"{layout.phase1_stack(o, PAINTED)}: shape {codes[o].shape} differs from "
-                             f"{layout.phase1_label(o).name} {ys[o].shape}; run 'pom single initialize' again")
+        xs[o] = _stack_channels([layout.phase1_stack(o, c) for c in config.macromolecules], ys[o].shape,
+                                layout.phase1_label(o))
+        _same_shape(layout.phase1_stack(o, PAINTED), codes[o].shape, layout.phase1_label(o), ys[o].shape)
     if not xs:
         raise InputError(f"{layout.phase1}: no phase-1 stacks; run 'pom single initialize' first")
     extra_x = extra_codes = None
-    if extra_stack(layout.phase1, PAINTED).is_file():
-        extra_codes = read_painted(extra_stack(layout.phase1, PAINTED))
-        extra_x = np.stack([read_stack(extra_stack(layout.phase1, c)).reshape(extra_codes.shape)
-                            for c in config.macromolecules], axis=-1)
+    recorded_extra = info.get("extra_crops")
+    if recorded_extra:
+        painted_extra = extra_stack(layout.phase1, PAINTED)
+        extra_codes = read_painted(painted_extra)
+        if not isinstance(recorded_extra, list) or len(extra_codes) != len(recorded_extra):
+            raise InputError(f"{painted_extra}: {len(extra_codes)} extra crops, {layout.phase1_info.name} records "
+                             f"{len(recorded_extra) if isinstance(recorded_extra, list) else recorded_extra!r}; "
+                             "run 'pom single initialize' again")
+        extra_x = _stack_channels([extra_stack(layout.phase1, c) for c in config.macromolecules],
+                                  extra_codes.shape, painted_extra)
     return Phase1Data(tuple(config.ontologies), xs, ys, codes, extra_x, extra_codes)
+
+
+def _same_shape(path: Path, shape: tuple[int, ...], reference: Path, expected: tuple[int, ...]) -> None:
+    """InputError naming ``path`` when its stack's shape is not ``reference``'s."""
+    if tuple(shape) != tuple(expected):
+        raise InputError(f"{path}: {shape[0] if shape else 0} images of {'x'.join(map(str, shape[1:]))}, "
+                         f"{reference.name} has {expected[0]} of {'x'.join(map(str, expected[1:]))}; the phase-1 "
+                         "stacks are out of step: run 'pom single initialize' again")
+
+
+def _stack_channels(paths: list[Path], shape: tuple[int, ...], reference: Path) -> np.ndarray:
+    """(N, h, w, C) from one (N, h, w) stack per channel, each checked against ``shape``."""
+    stacks = []
+    for path in paths:
+        stack = read_stack(path)
+        _same_shape(path, stack.shape, reference, shape)
+        stacks.append(stack)
+    return np.stack(stacks, axis=-1)
 
 
 def painted_single_dataset(data: Phase1Data, feature: str) -> tuple[np.ndarray, np.ndarray]:
@@ -333,17 +356,14 @@ def train_shared_stable(config: ProjectConfig, gpus: list[int] | None = None, ch
     Unlabelled pixels (all-zero target rows, as ``label_method`` "direct" writes them) are
     ignored by the loss. ``checkpoint`` continues from a saved ``.keras`` model.
     """
-    from .shared import phase2_info_path, read_phase2_info
+    from .shared import check_phase2_method, read_phase2_info
     from .train import TrainConfig, load_shared_dataset
 
     x, y, classes = load_shared_dataset(config)
     tc = tc or TrainConfig.shared(config)
     layout = ProjectLayout.of(config)
     info = read_phase2_info(config)
-    if info.get("label_method") not in (None, config.label_method):
-        raise InputError(f"{phase2_info_path(config)}: the phase 2 stacks were made with label_method "
-                         f"{info['label_method']!r}, the configuration says {config.label_method!r}; run "
-                         "'pom shared initialize' again")
+    check_phase2_method(config, info)
     base = info.get("base_images")
     base = int(base) if isinstance(base, int) and 0 < base <= len(x) else None
     model, losses = _train(config, x, y, tc, gpus, n_outputs=len(classes), activation="softmax",

@@ -139,6 +139,28 @@ def read_phase2_info(config: ProjectConfig) -> dict:
     return info if isinstance(info, dict) else {}
 
 
+def check_phase2_method(config: ProjectConfig, info: dict) -> None:
+    """Refuse to train on phase 2 stacks made by another ``label_method`` than the configuration's.
+
+    Stacks without ``info.json`` were made by Pom (or a version before the label methods),
+    that is by "pom".
+
+    Raises
+    ------
+    InputError
+        The stacks' method is not ``config.label_method``; the message names both fixes.
+    """
+    made = info.get("label_method", "pom")
+    if made == config.label_method:
+        return
+    by = "by Pom's method (no info.json: Pom or an older version made them)" if "label_method" not in info else \
+        f"with label_method {made!r}"
+    raise InputError(f"{phase2_info_path(config).parent}: the phase 2 stacks were made {by}, the configuration's "
+                     f"label_method is {config.label_method!r}: run 'pom shared initialize' again (after 'pom single "
+                     f"initialize' for painted labels), or set \"label_method\": {json.dumps(made)} in "
+                     "project_configuration.json to train on them as they are")
+
+
 def _write_phase2(config: ProjectConfig, x: np.ndarray, one_hot: np.ndarray, base_images: int) -> dict:
     """Write ``in_<channel>.tif``, ``out_<class>.tif`` and ``info.json``; a summary dict.
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pom_common.atomic import atomic_write_bytes, atomic_write_text
 from pom_common.mrcio import write_volume
 
 CLASSES = ("Void", "Cytoplasm", "Mitochondrion", "Vesicle")
@@ -242,7 +243,7 @@ def write_ais_pickle(path: Path, tomogram_path: Path, shape: tuple[int, int, int
                 sys.modules.pop(n, None)
             else:
                 sys.modules[n] = m
-    path.write_bytes(data)
+    atomic_write_bytes(path, data)
 
 
 def write_project(root: Path, n_train: int = 3, n_test: int = 2, shape=(48, 192, 192), seed: int = 2026,
@@ -278,5 +279,5 @@ def write_project(root: Path, n_train: int = 3, n_test: int = 2, shape=(48, 192,
                 "ontology_annotation_box_size": box, "apix": voxel_size, "z_sum": 2, "GPUS": "0,1"})
     doc.update(settings or {})
     write_config(config_from_dict(doc, base_dir=root), root / "project_configuration.json")
-    (root / "ground_truth" / "classes.json").write_text(json.dumps(dict(enumerate(CLASSES))))
+    atomic_write_text(root / "ground_truth" / "classes.json", json.dumps(dict(enumerate(CLASSES))))
     return stems

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pom_common.atomic import atomic_write_text
 from pom_common.mrcio import write_volume
 
 from .synthetic import AisFeature, _smooth_noise, write_ais_pickle
@@ -325,5 +326,5 @@ def write_cell_project(root: Path, n_train: int = 4, n_test: int = 2, shape: tup
                 "ontology_annotation_box_size": box, "z_sum": z_sum, "GPUS": "0"})
     doc.update(settings or {})
     write_config(config_from_dict(doc, base_dir=root), root / "project_configuration.json")
-    (root / "ground_truth" / "classes.json").write_text(json.dumps(dict(enumerate(CELL_CLASSES))))
+    atomic_write_text(root / "ground_truth" / "classes.json", json.dumps(dict(enumerate(CELL_CLASSES))))
     return stems

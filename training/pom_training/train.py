@@ -243,7 +243,10 @@ def train_shared(config: ProjectConfig, gpus: list[int] | None = None, checkpoin
         from .painted_training import train_shared_stable
 
         return train_shared_stable(config, gpus=gpus, checkpoint=checkpoint, tc=tc)
+    from .shared import check_phase2_method, read_phase2_info
+
     x, y, classes = load_shared_dataset(config)
+    check_phase2_method(config, read_phase2_info(config))
     tc = tc or TrainConfig.shared(config)
     import keras
 
