@@ -46,9 +46,6 @@ class OutputWriter(Protocol):
              voxel_size: float) -> contextlib.AbstractContextManager[SlabSink]:
         """Begin ``stem``'s outputs of (nz, ny, nx) voxels; renamed into place when the block ends."""
 
-    def complete(self, stem: str) -> bool:
-        """Whether every output file of ``stem`` is in place."""
-
     def describe(self, stem: str) -> dict[str, dict[str, int]]:
         """Name -> size and inode of each output of ``stem`` just written (for :meth:`verify`)."""
 
@@ -103,10 +100,6 @@ class _MrcWriter:
         with contextlib.ExitStack() as stack:
             arrays = [stack.enter_context(new_volume(p, shape, self.dtype, voxel_size)) for p in self.paths(stem)]
             yield _MrcSink(arrays, self.class_index, self.convert)
-
-    def complete(self, stem: str) -> bool:
-        """Every class file exists."""
-        return all(p.is_file() for p in self.paths(stem))
 
     def describe(self, stem: str) -> dict[str, dict[str, int]]:
         """Size and inode of each class file; the size must be what its header implies.

@@ -81,7 +81,8 @@ def load_phase1(config: ProjectConfig) -> Phase1Data:
         what = "were not recorded" if recorded is None else f"were recorded for ontologies {recorded}"
         raise InputError(f"{layout.phase1_info}: painted labels {what}; label_method "
                          f"{config.label_method!r} needs them for {list(config.ontologies)}: run "
-                         "'pom single initialize' again")
+                         "'pom single initialize' again (or set \"label_method\": \"pom\" in "
+                         "project_configuration.json for Pom's method)")
     available = set(layout.phase1_features())
     xs, ys, codes = {}, {}, {}
     for o in config.ontologies:
