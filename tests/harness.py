@@ -7,6 +7,10 @@ Environment variables choose the faults:
 ``POM_TEST_SLOW``            seconds added to every prediction of a slab (one slice per slab)
 ``POM_TEST_PAUSE_BEFORE_DONE`` a tomogram: the worker stops itself (SIGSTOP) after its outputs
                              are renamed into place and before it records done
+``POM_TEST_PAUSE_BETWEEN_RENAMES`` a tomogram: the worker stops itself after moving the first of
+                             its output files into place, before the others
+``POM_TEST_PAUSE_IN_DONE``   a tomogram: the worker stops itself after its ownership check for
+                             done passed, before it writes the done record
 ``POM_TEST_HANG``            a tomogram: predicting it never returns
 ``POM_TEST_SLOW_RELEASE``    seconds added to every claim release (a slow cleanup)
 """
@@ -27,6 +31,8 @@ def main() -> int:
     hang = os.environ.get("POM_TEST_HANG")
     pause = os.environ.get("POM_TEST_PAUSE_BEFORE_DONE")
     slow_release = float(os.environ.get("POM_TEST_SLOW_RELEASE", "0") or 0)
+    between = os.environ.get("POM_TEST_PAUSE_BETWEEN_RENAMES")
+    in_done = os.environ.get("POM_TEST_PAUSE_IN_DONE")
     current = {"stem": None}
     if slow or hang:
         worker.SLAB = 1
@@ -64,6 +70,32 @@ def main() -> int:
             return real_release(self, claim)
 
         FileClaimStore.release = release
+    if in_done:
+        real_write_new = FileClaimStore._write_new
+
+        def write_new(self, path, doc):
+            if path.name.startswith(f"{in_done}.done."):
+                os.kill(os.getpid(), signal.SIGSTOP)
+            return real_write_new(self, path, doc)
+
+        FileClaimStore._write_new = write_new
+    if between:
+        import pom_inference.outputs as outputs
+
+        real_no_replace = outputs.no_replace
+        paused = []
+
+        def no_replace(before_replace):
+            publish = real_no_replace(before_replace)
+
+            def publish_then_pause(tmp, target):
+                publish(tmp, target)
+                if target.name.startswith(f"{between}__") and not paused:
+                    paused.append(target)
+                    os.kill(os.getpid(), signal.SIGSTOP)
+            return publish_then_pause
+
+        outputs.no_replace = no_replace
     return infer_main(sys.argv[1:])
 
 

@@ -49,9 +49,9 @@ def test_random_kills_pauses_and_stops(tmp_path, seed):
             victim.communicate(timeout=60)
             workers.append(_start(_args(tmp_path, model), POM_TEST_SLOW=0.15))
     for w in workers:
-        err = w.communicate(timeout=120)[1]
-        assert w.returncode in (0, 130, -9, -15), err  # -15: stopped while starting, before it held anything
-        assert "FAILED" not in err
+        out_text, err = w.communicate(timeout=120)
+        assert w.returncode in (0, 130, -9, -15), (out_text, err)  # -15: stopped while starting, before it held anything
+        assert "FAILED" not in err + out_text, (out_text, err)
     assert infer_main(_args(tmp_path, model)) == 0  # a last worker finds everything done (or finishes it)
     assert set(_done_events(out).values()) == {1} and len(_done_events(out)) == 16
     assert infer_main(_args(tmp_path, model, "ref")) == 0

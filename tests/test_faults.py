@@ -67,7 +67,10 @@ def _stopped(pid):
 
 
 def _done_events(out):
-    return Counter(e["stem"] for e in FileClaimStore(out).journal() if e["event"] == "done")
+    """Stem -> how many generations produced a done (a done carried forward is its source's)."""
+    produced = {(e["stem"], e.get("carried_from", e["generation"])) for e in FileClaimStore(out).journal()
+                if e["event"] == "done"}
+    return Counter(stem for stem, _ in produced)
 
 
 def _outputs(folder):
@@ -122,6 +125,54 @@ def test_pause_between_renames_and_done(case):
     events = FileClaimStore(out).journal()
     assert [e["generation"] for e in events if e["stem"] == "TS_003" and e["event"] == "done"] == [1]
     assert _outputs(out) == _reference(tmp, model) and len(dataset_status(out).done) == 6
+
+
+def test_pause_between_renames(case):
+    """A moved one output into place and stopped before the next; B takes over and finishes; A wakes up.
+
+    A's late file does not replace B's (B kept A's identical first file, A keeps B's second):
+    each file is moved into place once, B's done record describes the files in place, nobody
+    reports a failure.
+    """
+    tmp, model = case
+    out = tmp / "o"
+    a = _start(_args(tmp, model), POM_TEST_PAUSE_BETWEEN_RENAMES="TS_002")
+    _wait(lambda: _stopped(a.pid), what="A to stop itself between renames")
+    assert len(list(out.glob("TS_002__*.mrc"))) == 1
+    time.sleep(float(LEASE) + 0.5)
+    assert infer_main(_args(tmp, model)) == 0  # B finishes everything, TS_002 included
+    inodes = {p.name: p.stat().st_ino for p in out.glob("TS_002__*.mrc")}
+    os.kill(a.pid, signal.SIGCONT)
+    log = a.communicate(timeout=60)[1]
+    assert a.returncode == 0 and "FAILED" not in log and "taken over" in log, log
+    assert {p.name: p.stat().st_ino for p in out.glob("TS_002__*.mrc")} == inodes  # A replaced nothing
+    state = FileClaimStore(out).state("TS_002")
+    assert state.generation == 1 and {k: v["inode"] for k, v in state.done["outputs"].items()} == inodes
+    assert set(_done_events(out).values()) == {1}
+    assert _outputs(out) == _reference(tmp, model) and len(dataset_status(out).done) == 6 and not _leftovers(out)
+
+
+def test_pause_inside_done(case):
+    """A checked it still owned the claim, then stopped before writing done; B took over and finished.
+
+    A writes its done record late, sees B's generation and reports the tomogram as taken over,
+    not as its own nor as a failure; B kept A's identical files (nothing moved twice).
+    """
+    tmp, model = case
+    out = tmp / "o"
+    a = _start(_args(tmp, model), POM_TEST_PAUSE_IN_DONE="TS_001")
+    _wait(lambda: _stopped(a.pid), what="A to stop itself inside done")
+    inodes = {p.name: p.stat().st_ino for p in out.glob("TS_001__*.mrc")}
+    assert len(inodes) == 2
+    time.sleep(float(LEASE) + 0.5)
+    assert infer_main(_args(tmp, model)) == 0  # B finishes everything, TS_001 included
+    os.kill(a.pid, signal.SIGCONT)
+    log = a.communicate(timeout=60)[1]
+    assert a.returncode == 0 and "FAILED" not in log and "taken over" in log, log
+    assert {p.name: p.stat().st_ino for p in out.glob("TS_001__*.mrc")} == inodes
+    assert FileClaimStore(out).state("TS_001").generation == 1
+    assert set(_done_events(out).values()) == {1} and len(_done_events(out)) == 6
+    assert _outputs(out) == _reference(tmp, model) and len(dataset_status(out).done) == 6 and not _leftovers(out)
 
 
 def test_staggered_overwrite_redoes_each_tomogram_once(case):

@@ -6,9 +6,11 @@ No reader (another worker, another server, a user) ever sees a half-written file
 from __future__ import annotations
 
 import contextlib
+import errno
+import filecmp
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 TMP_MARK = ".tmp-"
@@ -20,18 +22,56 @@ def temporary_path(target: str | os.PathLike) -> Path:
     return target.with_name(f".{target.name}{TMP_MARK}{os.getpid()}-{secrets.token_hex(4)}")
 
 
+Publish = Callable[[Path, Path], None]
+
+
 @contextlib.contextmanager
-def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path; on success it is renamed to ``target``, on error removed."""
+def atomic_path(target: str | os.PathLike, publish: Publish | None = None) -> Iterator[Path]:
+    """Yield a temporary path; on success it is moved to ``target``, on error removed.
+
+    ``publish(tmp, target)`` moves it (default: ``os.replace``); see :func:`no_replace`.
+    """
     target = Path(target)
     tmp = temporary_path(target)
     try:
         yield tmp
-        os.replace(tmp, target)
+        (publish or os.replace)(tmp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def no_replace(before_replace: Callable[[], None]) -> Publish:
+    """A publisher for results that several writers may produce, identical when their recipe is.
+
+    ``target`` is created from ``tmp`` only if absent (a hard link, so another writer's file
+    is never replaced by accident). If a file is already there with the same bytes, it is
+    kept and ``tmp`` removed: a writer that was paused past its turn and finishes late
+    leaves the files of the one that took over alone. If a different file is there (old
+    outputs being redone), ``before_replace()`` is called, and may raise to refuse (the
+    caller no longer owns the work); otherwise ``tmp`` replaces it.
+    """
+    def publish(tmp: Path, target: Path) -> None:
+        try:
+            os.link(tmp, target)
+        except FileExistsError:
+            pass
+        except OSError as exc:  # no hard links here: the same rules, with a look first
+            if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.EXDEV):
+                raise
+            if not os.path.lexists(target):
+                os.replace(tmp, target)
+                return
+        else:
+            os.unlink(tmp)
+            return
+        if os.path.isfile(target) and filecmp.cmp(tmp, target, shallow=False):
+            os.unlink(tmp)
+            return
+        before_replace()
+        os.replace(tmp, target)
+    return publish
 
 
 def atomic_write_bytes(target: str | os.PathLike, data: bytes) -> None:

@@ -376,6 +376,7 @@ class FileClaimStore:
             record, _ = self._read(self._path(stem, kind, g))
             if record:
                 self._write_new(self._path(stem, kind, g + 1), {**record, "carried_from": g})
+                self._journal(kind, stem, g + 1, record.get("fingerprint"), carried_from=g)
                 return True
         return False
 
@@ -400,11 +401,22 @@ class FileClaimStore:
         return True
 
     def _record(self, claim: Claim, kind: str, doc: Mapping[str, Any]) -> None:
+        """Write the outcome, then make sure no later generation began meanwhile.
+
+        The record is written first and the next generation looked for after it, while a
+        taker creates its generation first and looks for our record after it (see
+        :meth:`claim`): at least one of the two sees the other. When we see a taker, it may
+        have carried our record forward or be redoing the tomogram; either way it decides,
+        and this worker reports the tomogram as taken over (ClaimLost), not as its own.
+        """
         if not self.still_owner(claim):
             raise ClaimLost(f"{claim.stem}: claim taken over by another worker; abandoned")
         full = {**doc, "stem": claim.stem, "generation": claim.generation, "host": self.host, "pid": os.getpid(),
                 "time": time.time()}
         self._write_new(self._path(claim.stem, kind, claim.generation), full)
+        if self._exists(self._path(claim.stem, "gen", claim.generation + 1)):  # paused past the lease meanwhile
+            claim.lost.set()
+            raise ClaimLost(f"{claim.stem}: claim taken over by another worker while recording {kind}")
         self._journal(kind, claim.stem, claim.generation, doc.get("fingerprint"))
 
     def record_done(self, claim: Claim, record: Mapping[str, Any]) -> None:
@@ -477,10 +489,18 @@ class FileClaimStore:
 
     # ------------------------------------------------------------------ journal
 
-    def _journal(self, event: str, stem: str, generation: int, fingerprint: str | None) -> None:
-        """Append one line to this worker's own journal file (appends from several NFS clients may mix)."""
-        line = json.dumps({"event": event, "stem": stem, "generation": generation, "fingerprint": fingerprint,
-                           "host": self.host, "pid": os.getpid(), "time": time.time()}) + "\n"
+    def _journal(self, event: str, stem: str, generation: int, fingerprint: str | None,
+                 carried_from: int | None = None) -> None:
+        """Append one line to this worker's own journal file (appends from several NFS clients may mix).
+
+        ``carried_from``: the outcome is generation ``carried_from``'s, carried forward (the
+        same result, which its own worker may or may not have journaled).
+        """
+        event_doc = {"event": event, "stem": stem, "generation": generation, "fingerprint": fingerprint,
+                     "host": self.host, "pid": os.getpid(), "time": time.time()}
+        if carried_from is not None:
+            event_doc["carried_from"] = carried_from
+        line = json.dumps(event_doc) + "\n"
         folder = self.state_dir / "journal"
 
         def append() -> None:

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from pom_common.atomic import TMP_MARK
+from pom_common.atomic import TMP_MARK, no_replace
 from pom_common.mrcio import expected_size, new_volume, release_pages
 from pom_common.naming import feature_filename
 
@@ -42,9 +42,14 @@ class OutputWriter(Protocol):
     def paths(self, stem: str) -> list[Path]:
         """The final files of ``stem``, one per class."""
 
-    def open(self, stem: str, shape: tuple[int, int, int],
-             voxel_size: float) -> contextlib.AbstractContextManager[SlabSink]:
-        """Begin ``stem``'s outputs of (nz, ny, nx) voxels; renamed into place when the block ends."""
+    def open(self, stem: str, shape: tuple[int, int, int], voxel_size: float,
+             before_replace: Callable[[], None] | None = None) -> contextlib.AbstractContextManager[SlabSink]:
+        """Begin ``stem``'s outputs of (nz, ny, nx) voxels; moved into place when the block ends.
+
+        With ``before_replace``, a file already in place is kept when it holds the same bytes
+        (another worker of the same recipe put it there), and replaced only after
+        ``before_replace()`` did not raise (see :func:`pom_common.atomic.no_replace`).
+        """
 
     def describe(self, stem: str) -> dict[str, dict[str, int]]:
         """Name -> size and inode of each output of ``stem`` just written (for :meth:`verify`)."""
@@ -95,10 +100,13 @@ class _MrcWriter:
         return [self.folder / feature_filename(stem, c) for c in self.classes]
 
     @contextlib.contextmanager
-    def open(self, stem: str, shape: tuple[int, int, int], voxel_size: float) -> Iterator[SlabSink]:
-        """Create every class file (temporary names); rename all of them when the block succeeds."""
+    def open(self, stem: str, shape: tuple[int, int, int], voxel_size: float,
+             before_replace: Callable[[], None] | None = None) -> Iterator[SlabSink]:
+        """Create every class file (temporary names); move all of them into place when the block succeeds."""
+        publish = no_replace(before_replace) if before_replace is not None else None
         with contextlib.ExitStack() as stack:
-            arrays = [stack.enter_context(new_volume(p, shape, self.dtype, voxel_size)) for p in self.paths(stem)]
+            arrays = [stack.enter_context(new_volume(p, shape, self.dtype, voxel_size, publish))
+                      for p in self.paths(stem)]
             yield _MrcSink(arrays, self.class_index, self.convert)
 
     def describe(self, stem: str) -> dict[str, dict[str, int]]:

@@ -209,8 +209,9 @@ class Worker:
             try:
                 self.store.record_failed(claim, message)
             except ClaimLost:
-                logger.warning("%s: %s: lost the claim while failing (%s); left to its new owner", self.name, stem,
-                               message)
+                logger.warning("%s: %s: claim taken over by another worker (here it ended in: %s); left to it",
+                               self.name, stem, message)
+                self.attempted.discard(stem)  # the new owner decides; wait for it like any other
                 self.waiting.append(tomogram)
                 return
             self.result.failed.append((stem, message))
@@ -225,7 +226,11 @@ class Worker:
         batch = self.opts.batch or self.model.batch_for(ny, nx)
         overlap = self.opts.overlap if self.opts.overlap is not None else self.model.provider == "cuda"
         slabs = predict_slabs(self.model, prepared.inputs, tta=self.opts.tta, batch=batch, slab=SLAB)
-        with self.writer.open(claim.stem, (nz, ny, nx), prepared.voxel_size) as sink:
+        def still_ours() -> None:  # asked before replacing a different file already in place
+            if not self.store.still_owner(claim):
+                raise ClaimLost(claim.stem)
+
+        with self.writer.open(claim.stem, (nz, ny, nx), prepared.voxel_size, before_replace=still_ours) as sink:
             with in_background(sink) if overlap else contextlib.nullcontext(sink) as out:
                 for z0, probabilities in slabs:
                     if claim.lost.is_set():
