@@ -211,7 +211,8 @@ def validate_config(document: Any) -> list[str]:
             continue
         if not _type_ok(kind, value):
             found = _JSON_WORDS.get(type(value), type(value).__name__)
-            problems.append(f"key {key!r}: expected {_TYPE_WORDS[kind]}, found {found} {json.dumps(value)}")
+            shown = "" if value is None else f" {json.dumps(value)}"  # "null", not "null null"
+            problems.append(f"key {key!r}: expected {_TYPE_WORDS[kind]}, found {found}{shown}")
     for key in ("ontology_annotation_box_size", "single_model_epochs", "single_model_batch_size",
                 "shared_model_epochs", "shared_model_batch_size", "model_base_filters", "model_depth"):
         number = _int_value(document, key)
