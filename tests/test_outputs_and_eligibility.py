@@ -68,3 +68,40 @@ def test_remove_temporaries_of_a_stopped_worker(tmp_path):
 def test_unknown_writer(tmp_path):
     with pytest.raises(ValueError, match="float32"):
         make_writer("tiff", tmp_path, ("A",), (0,))
+
+
+def test_no_replace_publication(tmp_path, monkeypatch):
+    """Absent: placed. Same bytes: the file in place is kept. Different: replaced only if before_replace allows."""
+    import errno
+    import os
+
+    from pom_common.atomic import no_replace
+
+    calls = []
+
+    def refuse():
+        calls.append("asked")
+        raise RuntimeError("not ours any more")
+
+    target = tmp_path / "TS__A.mrc"
+    for use_links in (True, False):
+        if not use_links:  # a filesystem without hard links: the same rules
+            def no_link(src, dst):
+                raise OSError(errno.EPERM, "Operation not permitted")
+            monkeypatch.setattr(os, "link", no_link)
+        target.unlink(missing_ok=True)
+        tmp = tmp_path / ".TS__A.mrc.tmp-1"
+        tmp.write_bytes(b"first")
+        no_replace(refuse)(tmp, target)
+        assert target.read_bytes() == b"first" and not tmp.exists() and not calls
+        inode = target.stat().st_ino
+        tmp.write_bytes(b"first")  # a late writer of the same recipe: its file is dropped
+        no_replace(refuse)(tmp, target)
+        assert target.stat().st_ino == inode and not tmp.exists() and not calls
+        tmp.write_bytes(b"other")  # different bytes: asked first, and refused
+        with pytest.raises(RuntimeError):
+            no_replace(refuse)(tmp, target)
+        assert calls == ["asked"] and target.read_bytes() == b"first"
+        calls.clear()
+        no_replace(lambda: None)(tmp, target)  # allowed: replaced
+        assert target.read_bytes() == b"other" and not tmp.exists()
