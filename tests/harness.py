@@ -11,6 +11,8 @@ Environment variables choose the faults:
                              its output files into place, before the others
 ``POM_TEST_PAUSE_IN_DONE``   a tomogram: the worker stops itself after its ownership check for
                              done passed, before it writes the done record
+``POM_TEST_PAUSE_IN_REMOVE`` a tomogram: the worker stops itself when, having taken its claim over,
+                             it is about to remove the temporaries the stopped owner left
 ``POM_TEST_HANG``            a tomogram: predicting it never returns
 ``POM_TEST_SLOW_RELEASE``    seconds added to every claim release (a slow cleanup)
 """
@@ -33,6 +35,7 @@ def main() -> int:
     slow_release = float(os.environ.get("POM_TEST_SLOW_RELEASE", "0") or 0)
     between = os.environ.get("POM_TEST_PAUSE_BETWEEN_RENAMES")
     in_done = os.environ.get("POM_TEST_PAUSE_IN_DONE")
+    in_remove = os.environ.get("POM_TEST_PAUSE_IN_REMOVE")
     current = {"stem": None}
     if slow or hang:
         worker.SLAB = 1
@@ -70,6 +73,17 @@ def main() -> int:
             return real_release(self, claim)
 
         FileClaimStore.release = release
+    if in_remove:
+        import pom_inference.outputs as outputs
+
+        real_remove = outputs._MrcWriter.remove_temporaries
+
+        def remove_temporaries(self, stem, **kwargs):
+            if stem == in_remove:
+                os.kill(os.getpid(), signal.SIGSTOP)
+            return real_remove(self, stem, **kwargs)
+
+        outputs._MrcWriter.remove_temporaries = remove_temporaries
     if in_done:
         real_write_new = FileClaimStore._write_new
 

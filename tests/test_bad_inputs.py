@@ -298,8 +298,8 @@ def test_write_failure_leaves_no_partial_file(infer_setup, monkeypatch):
     import contextlib
 
     @contextlib.contextmanager
-    def failing(path, shape, dtype, voxel_size, publish=None):
-        with real_new_volume(path, shape, dtype, voxel_size, publish) as array:
+    def failing(path, shape, dtype, voxel_size, *args):
+        with real_new_volume(path, shape, dtype, voxel_size, *args) as array:
             yield Full(array)
 
     monkeypatch.setattr(outputs, "new_volume", failing)

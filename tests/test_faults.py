@@ -175,6 +175,34 @@ def test_pause_inside_done(case):
     assert _outputs(out) == _reference(tmp, model) and len(dataset_status(out).done) == 6 and not _leftovers(out)
 
 
+def test_late_taker_removes_only_older_temporaries(case):
+    """Z dies holding TS_002; A takes it over and stops before removing Z's temporaries; B takes over from A.
+
+    A wakes while B writes: it removes Z's temporaries, not B's (temporary names carry the
+    claim's generation), so B finishes and nobody reports a failure.
+    """
+    tmp, model = case
+    out = tmp / "o"
+    z = _start(_args(tmp, model), POM_TEST_PAUSE_BEFORE_DONE="TS_002")
+    _wait(lambda: _stopped(z.pid), what="Z to stop")
+    z.kill()
+    z.communicate()
+    time.sleep(float(LEASE) + 0.5)
+    a = _start(_args(tmp, model), POM_TEST_PAUSE_IN_REMOVE="TS_002")
+    _wait(lambda: _stopped(a.pid), what="A to stop before removing temporaries")
+    assert FileClaimStore(out).state("TS_002").generation == 1
+    time.sleep(float(LEASE) + 0.5)
+    b = _start(_args(tmp, model), POM_TEST_SLOW=0.4)
+    _wait(lambda: (_holder(out, "TS_002") or (0, 0)) == (b.pid, 2), what="B's take-over")
+    _wait(lambda: list(out.glob(".TS_002__*.tmp-g2-*")), what="B's temporaries")
+    os.kill(a.pid, signal.SIGCONT)
+    logs = {name: p.communicate(timeout=120) for name, p in (("B", b), ("A", a))}
+    assert b.returncode == 0 and a.returncode == 0, logs
+    assert "FAILED" not in "".join(o + e for o, e in logs.values()), logs
+    assert FileClaimStore(out).state("TS_002").done is not None
+    assert _outputs(out) == _reference(tmp, model) and len(dataset_status(out).done) == 6 and not _leftovers(out)
+
+
 def test_staggered_overwrite_redoes_each_tomogram_once(case):
     tmp, model = case
     out = tmp / "o"

@@ -65,6 +65,20 @@ def test_remove_temporaries_of_a_stopped_worker(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == [".TS2__A.mrc.tmp-1-ab", "TS__A.mrc"]
 
 
+def test_remove_temporaries_only_of_earlier_generations(tmp_path):
+    """A taker at generation 2 removes what generations 0 and 1 left, never a later owner's (3)."""
+    writer = make_writer("float32", tmp_path, ("A",), (0,))
+    stem = "TS[1]"  # glob characters in a name are matched literally
+    names = [f".{stem}__A.mrc.tmp-g{g}-10-ab" for g in (0, 1, 2, 3)] + [f".{stem}__A.mrc.tmp-10-cd"]
+    for name in names:
+        (tmp_path / name).write_bytes(b"x")
+    assert writer.remove_temporaries(stem, below=2) == 3  # g0, g1 and the untagged one
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names[2:4])
+    with writer.open(stem, (1, 2, 2), 1.0, generation=5) as sink:
+        assert [p.name for p in tmp_path.iterdir() if p.name.startswith(f".{stem}__A.mrc.tmp-g5-")]
+        sink.write(0, np.zeros((1, 2, 2, 1), np.float32))
+
+
 def test_unknown_writer(tmp_path):
     with pytest.raises(ValueError, match="float32"):
         make_writer("tiff", tmp_path, ("A",), (0,))

@@ -264,3 +264,19 @@ def test_an_outcome_recorded_while_claiming_is_carried_forward(tmp_path, monkeyp
     assert d.claim("X") is None  # and a done tomogram is not claimed without redo
     assert d.claim("X", redo=True).generation == 2
     c.close(), d.close()
+
+
+def test_an_outcome_of_a_superseded_generation_is_not_the_state(tmp_path):
+    """A writes done at 0 after T began generation 1 (T redoes it): readers see generation 1, not A's done."""
+    a, t, u = (FileClaimStore(tmp_path / "o", 0.3) for _ in range(3))
+    claim = a.claim("X")
+    assert claim is not None and claim.generation == 0
+    a._stop.set()  # A is paused: its heartbeat stops too, and its claim goes stale
+    a._heartbeat.join()
+    time.sleep(0.7)
+    taken = t.claim("X")
+    assert taken is not None and taken.generation == 1  # no outcome at 0 yet: T redoes the tomogram
+    a._write_new(a._path("X", "done", 0), {"fingerprint": "f"})  # A's late record (its own check came first)
+    state = u.state("X")
+    assert state.generation == 1 and state.done is None and state.claim is not None
+    t.close()

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import filecmp
 import os
 import secrets
 from collections.abc import Callable, Iterator
@@ -16,23 +15,25 @@ from pathlib import Path
 TMP_MARK = ".tmp-"
 
 
-def temporary_path(target: str | os.PathLike) -> Path:
-    """A unique hidden name beside ``target``; cleaned up by whoever created it."""
+def temporary_path(target: str | os.PathLike, tag: str = "") -> Path:
+    """A unique hidden name beside ``target`` (``.<name>.tmp-[<tag>-]<pid>-<hex>``); cleaned up by whoever created it."""
     target = Path(target)
-    return target.with_name(f".{target.name}{TMP_MARK}{os.getpid()}-{secrets.token_hex(4)}")
+    tag = f"{tag}-" if tag else ""
+    return target.with_name(f".{target.name}{TMP_MARK}{tag}{os.getpid()}-{secrets.token_hex(4)}")
 
 
 Publish = Callable[[Path, Path], None]
 
 
 @contextlib.contextmanager
-def atomic_path(target: str | os.PathLike, publish: Publish | None = None) -> Iterator[Path]:
+def atomic_path(target: str | os.PathLike, publish: Publish | None = None, tag: str = "") -> Iterator[Path]:
     """Yield a temporary path; on success it is moved to ``target``, on error removed.
 
     ``publish(tmp, target)`` moves it (default: ``os.replace``); see :func:`no_replace`.
+    ``tag`` goes into the temporary name (see :func:`temporary_path`).
     """
     target = Path(target)
-    tmp = temporary_path(target)
+    tmp = temporary_path(target, tag)
     try:
         yield tmp
         (publish or os.replace)(tmp, target)
@@ -40,6 +41,19 @@ def atomic_path(target: str | os.PathLike, publish: Publish | None = None) -> It
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def same_bytes(a: str | os.PathLike, b: str | os.PathLike, block: int = 1 << 20) -> bool:
+    """Whether two files hold the same bytes (sizes first, then 1 MiB blocks: outputs are large)."""
+    if os.path.getsize(a) != os.path.getsize(b):
+        return False
+    with open(a, "rb") as fa, open(b, "rb") as fb:
+        while True:
+            x, y = fa.read(block), fb.read(block)
+            if x != y:
+                return False
+            if not x:
+                return True
 
 
 def no_replace(before_replace: Callable[[], None]) -> Publish:
@@ -50,7 +64,11 @@ def no_replace(before_replace: Callable[[], None]) -> Publish:
     kept and ``tmp`` removed: a writer that was paused past its turn and finishes late
     leaves the files of the one that took over alone. If a different file is there (old
     outputs being redone), ``before_replace()`` is called, and may raise to refuse (the
-    caller no longer owns the work); otherwise ``tmp`` replaces it.
+    caller no longer owns the work); otherwise ``tmp`` replaces it. (A writer paused between
+    that call and the replace still replaces once; the work queue's take-over removes a
+    stopped writer's temporary files, which closes that window unless the pause begins
+    after the take-over's cleanup; a done record then no longer verifies, and the tomogram
+    is redone.)
     """
     def publish(tmp: Path, target: Path) -> None:
         try:
@@ -66,7 +84,7 @@ def no_replace(before_replace: Callable[[], None]) -> Publish:
         else:
             os.unlink(tmp)
             return
-        if os.path.isfile(target) and filecmp.cmp(tmp, target, shallow=False):
+        if os.path.isfile(target) and same_bytes(tmp, target):
             os.unlink(tmp)
             return
         before_replace()

@@ -186,17 +186,18 @@ def write_volume(path: str | os.PathLike, data: np.ndarray, voxel_size: float) -
 
 @contextlib.contextmanager
 def new_volume(path: str | os.PathLike, shape: tuple[int, int, int], dtype: npt.DTypeLike,
-               voxel_size: float, publish: Publish | None = None) -> Iterator[np.ndarray]:
+               voxel_size: float, publish: Publish | None = None, tag: str = "") -> Iterator[np.ndarray]:
     """Create an MRC file to fill slice by slice through a memory map, atomically.
 
     Yields a writable (nz, ny, nx) array. When the block ends without error the file is
     flushed and renamed to ``path`` (by ``publish``, see :func:`pom_common.atomic.atomic_path`);
-    on error the temporary file is removed and nothing appears at ``path``.
+    on error the temporary file is removed and nothing appears at ``path``. ``tag`` goes
+    into the temporary name.
     """
     mode = {np.dtype(np.float32): 2, np.dtype(np.uint16): 6, np.dtype(np.int16): 1, np.dtype(np.int8): 0}[
         _mrc_mode_for(dtype)
     ]
-    with atomic_path(path, publish) as tmp:
+    with atomic_path(path, publish, tag) as tmp:
         mrc = mrcfile.new_mmap(tmp, shape=tuple(int(s) for s in shape), mrc_mode=mode, overwrite=True)
         try:
             reserve(tmp)  # a full disk fails here, not as SIGBUS while writing through the map

@@ -268,7 +268,14 @@ class FileClaimStore:
         The age of a claim is judged by this machine's clock here (for display); whether a
         claim is stale enough to take over is judged by :meth:`claim`, by the filesystem's.
         """
-        return self._state_at(stem, self._generation(stem), time.time())
+        g = self._generation(stem)
+        while True:
+            state = self._state_at(stem, g, time.time())
+            # An outcome read at g while a taker already began g + 1 (it may be redoing the
+            # tomogram, or about to carry the outcome forward): the newer generation decides.
+            if (state.done is None and state.failure is None) or not self._exists(self._path(stem, "gen", g + 1)):
+                return state
+            g = self._generation(stem)
 
     def states(self, stems: Iterable[str] | None = None) -> dict[str, TomogramState]:
         """The state of each of ``stems`` (default: every tomogram with state here), read-only.
@@ -359,12 +366,11 @@ class FileClaimStore:
             self._top[stem] = g + 1
             return None  # another worker created this generation first
         self._top[stem] = g + 1
+        if self._exists(self._path(stem, "gen", g + 2)):  # only after a stall past the lease
+            return None
         if g >= 0 and not had_outcome and self._carry_forward(stem, g):
             return None
         claim = Claim(stem, g + 1, token)
-        if self._exists(self._path(stem, "gen", g + 2)):  # only after a stall past the lease
-            claim.lost.set()
-            return None
         with self._lock:
             self._held[stem] = claim
         self._start_heartbeat()
@@ -376,7 +382,8 @@ class FileClaimStore:
             record, _ = self._read(self._path(stem, kind, g))
             if record:
                 self._write_new(self._path(stem, kind, g + 1), {**record, "carried_from": g})
-                self._journal(kind, stem, g + 1, record.get("fingerprint"), carried_from=g)
+                if not self._exists(self._path(stem, "gen", g + 2)):  # else superseded meanwhile: not news
+                    self._journal(kind, stem, g + 1, record.get("fingerprint"), carried_from=g)
                 return True
         return False
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import os
+import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -43,12 +45,15 @@ class OutputWriter(Protocol):
         """The final files of ``stem``, one per class."""
 
     def open(self, stem: str, shape: tuple[int, int, int], voxel_size: float,
-             before_replace: Callable[[], None] | None = None) -> contextlib.AbstractContextManager[SlabSink]:
+             before_replace: Callable[[], None] | None = None,
+             generation: int | None = None) -> contextlib.AbstractContextManager[SlabSink]:
         """Begin ``stem``'s outputs of (nz, ny, nx) voxels; moved into place when the block ends.
 
         With ``before_replace``, a file already in place is kept when it holds the same bytes
         (another worker of the same recipe put it there), and replaced only after
         ``before_replace()`` did not raise (see :func:`pom_common.atomic.no_replace`).
+        ``generation``: the claim's, written into the temporary names (see
+        :meth:`remove_temporaries`).
         """
 
     def describe(self, stem: str) -> dict[str, dict[str, int]]:
@@ -57,8 +62,8 @@ class OutputWriter(Protocol):
     def verify(self, stem: str, outputs: Mapping[str, Any]) -> bool:
         """Whether the outputs are still the files :meth:`describe` recorded (present, same size and inode)."""
 
-    def remove_temporaries(self, stem: str) -> int:
-        """Delete temporary files a stopped worker left for ``stem``; returns how many."""
+    def remove_temporaries(self, stem: str, below: int | None = None) -> int:
+        """Delete temporary files a stopped worker left for ``stem`` (of generations < ``below``); how many."""
 
 
 class _MrcSink:
@@ -101,11 +106,12 @@ class _MrcWriter:
 
     @contextlib.contextmanager
     def open(self, stem: str, shape: tuple[int, int, int], voxel_size: float,
-             before_replace: Callable[[], None] | None = None) -> Iterator[SlabSink]:
+             before_replace: Callable[[], None] | None = None, generation: int | None = None) -> Iterator[SlabSink]:
         """Create every class file (temporary names); move all of them into place when the block succeeds."""
         publish = no_replace(before_replace) if before_replace is not None else None
+        tag = f"g{generation}" if generation is not None else ""
         with contextlib.ExitStack() as stack:
-            arrays = [stack.enter_context(new_volume(p, shape, self.dtype, voxel_size, publish))
+            arrays = [stack.enter_context(new_volume(p, shape, self.dtype, voxel_size, publish, tag))
                       for p in self.paths(stem)]
             yield _MrcSink(arrays, self.class_index, self.convert)
 
@@ -139,11 +145,20 @@ class _MrcWriter:
                 return False
         return True
 
-    def remove_temporaries(self, stem: str) -> int:
-        """Delete ``.<name>.tmp-*`` files of ``stem``'s outputs."""
+    def remove_temporaries(self, stem: str, below: int | None = None) -> int:
+        """Delete ``.<name>.tmp-*`` files of ``stem``'s outputs; with ``below``, only those of earlier generations.
+
+        A worker that takes a claim over at generation G removes what the stopped owners
+        (generations < G) left, never the files of a later owner that took over from it
+        while it was itself stopped.
+        """
         removed = 0
         for path in self.paths(stem):
-            for tmp in self.folder.glob(f".{path.name}{TMP_MARK}*"):
+            prefix = f".{path.name}{TMP_MARK}"
+            for tmp in self.folder.glob(f"{glob.escape(prefix)}*"):
+                tag = re.match(r"g(\d+)-", tmp.name[len(prefix):])
+                if below is not None and tag is not None and int(tag.group(1)) >= below:
+                    continue
                 with contextlib.suppress(FileNotFoundError):
                     tmp.unlink()
                     removed += 1

@@ -137,7 +137,7 @@ class Worker:
                 continue
             self.attempted.add(stem)
             if claim.taken_over:  # from a stopped worker: remove what it left half-written
-                self.writer.remove_temporaries(stem)
+                self.writer.remove_temporaries(stem, below=claim.generation)
             return tomogram, claim
         return None
 
@@ -230,7 +230,8 @@ class Worker:
             if not self.store.still_owner(claim):
                 raise ClaimLost(claim.stem)
 
-        with self.writer.open(claim.stem, (nz, ny, nx), prepared.voxel_size, before_replace=still_ours) as sink:
+        with self.writer.open(claim.stem, (nz, ny, nx), prepared.voxel_size, before_replace=still_ours,
+                              generation=claim.generation) as sink:
             with in_background(sink) if overlap else contextlib.nullcontext(sink) as out:
                 for z0, probabilities in slabs:
                     if claim.lost.is_set():
