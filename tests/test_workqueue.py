@@ -280,3 +280,31 @@ def test_an_outcome_of_a_superseded_generation_is_not_the_state(tmp_path):
     state = u.state("X")
     assert state.generation == 1 and state.done is None and state.claim is not None
     t.close()
+
+
+def test_half_written_records_of_killed_workers_are_swept(tmp_path):
+    """A worker killed between writing a record's temporary file and linking it leaves the file behind:
+    the next claim of that tomogram removes it (dead process on this host, or older than the lease);
+    a live writer's is kept, and status never takes one for a tomogram."""
+    import subprocess
+    import sys
+
+    store = FileClaimStore(tmp_path / "o", 0.5)
+    bucket = store._path("X", "gen", 0).parent
+    bucket.mkdir(parents=True)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    left = bucket / f".tmp-0123abcd-{dead.pid}.{store._host_tag}-X.gen.0"
+    live = bucket / f".tmp-4567cdef-{os.getpid()}.{store._host_tag}-X.done.3"
+    other = bucket / f".tmp-89abcdef-{dead.pid}.{store._host_tag}-Y.gen.0"  # another tomogram: not ours to sweep
+    for path in (left, live, other):
+        path.write_text("{}")
+    assert set(store.states()) == set()  # temporaries are not tomograms
+    claim = store.claim("X")
+    assert claim is not None
+    assert not left.exists() and live.exists() and other.exists()
+    old = time.time() - 10
+    os.utime(live, (old, old))  # a writer elsewhere, silent for longer than the lease
+    store.release(claim)
+    assert store.claim("X") is not None and not live.exists()
+    store.close()

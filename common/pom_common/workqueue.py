@@ -58,7 +58,9 @@ TRANSIENT = frozenset({errno.EIO, errno.ESTALE, errno.EAGAIN, errno.EINTR, errno
 RETRY_DELAYS = (0.05, 0.2, 1.0, 3.0)
 #: A worker with no progress for this long stops refreshing its claims (a hung GPU call).
 DEFAULT_STALL_SECONDS = 1800.0
-_RECORD_RE = re.compile(r"^(?P<stem>.+)\.(?P<kind>gen|done|failed|released)\.(?P<gen>\d+)$")
+_RECORD_RE = re.compile(r"^(?!\.tmp-)(?P<stem>.+)\.(?P<kind>gen|done|failed|released)\.(?P<gen>\d+)$")
+#: A record being written: ``.tmp-<hex>-<pid>.<host tag>-<record name>`` (see :meth:`FileClaimStore._write_new`).
+_TMP_RE = re.compile(r"^\.tmp-[0-9a-f]{8}-(?P<pid>\d+)\.(?P<host>[0-9a-f]{8})-(?P<name>.+)$")
 _T = TypeVar("_T")
 
 
@@ -95,6 +97,7 @@ class FileClaimStore:
         self.stall = float(stall_seconds)
         self.host = socket.gethostname()
         self.worker_id = f"{self.host}-{os.getpid()}-{secrets.token_hex(3)}"
+        self._host_tag = hashlib.sha1(self.host.encode()).hexdigest()[:8]
         self._probe = self.state_dir / f".clock-{self.host}"
         self._held: dict[str, Claim] = {}
         self._top: dict[str, int] = {}  # lowest possible current generation per stem (they only grow)
@@ -133,7 +136,7 @@ class FileClaimStore:
         data = json.dumps(doc).encode()
 
         def write() -> bool:
-            tmp = path.with_name(f".tmp-{secrets.token_hex(4)}-{path.name}")
+            tmp = path.with_name(f".tmp-{secrets.token_hex(4)}-{os.getpid()}.{self._host_tag}-{path.name}")
             fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             try:
                 try:
@@ -145,6 +148,8 @@ class FileClaimStore:
                     os.link(tmp, path)  # atomic, exclusive, and the content is complete when it appears
                     return True
                 except FileExistsError:
+                    return False
+                except FileNotFoundError:  # removed as stale by a taker (we were paused past the lease)
                     return False
                 except OSError as exc:
                     if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
@@ -371,10 +376,31 @@ class FileClaimStore:
         if g >= 0 and not had_outcome and self._carry_forward(stem, g):
             return None
         claim = Claim(stem, g + 1, token)
+        self._sweep(stem)
         with self._lock:
             self._held[stem] = claim
         self._start_heartbeat()
         return claim
+
+    def _sweep(self, stem: str) -> None:
+        """Remove what killed workers left half-written among ``stem``'s records (best effort).
+
+        A record is written to a temporary file and linked into place; a worker killed in
+        between leaves the temporary behind. Removed here: those of ``stem`` whose writer is
+        a dead process on this host, or that are older than the lease (a writer elsewhere).
+        """
+        folder = self._path(stem, "gen", 0).parent
+        now = time.time()
+        with contextlib.suppress(OSError), os.scandir(folder) as entries:
+            for entry in entries:
+                m = _TMP_RE.match(entry.name)
+                record = _RECORD_RE.match(m.group("name")) if m else None
+                if m is None or record is None or record.group("stem") != stem:
+                    continue
+                with contextlib.suppress(OSError):
+                    dead = m.group("host") == self._host_tag and not _alive(int(m.group("pid")))
+                    if dead or now - entry.stat().st_mtime > self.lease:
+                        os.unlink(entry.path)
 
     def _carry_forward(self, stem: str, g: int) -> bool:
         """Copy an outcome recorded at generation ``g`` (after we looked) to ``g + 1``, which we just created."""
@@ -420,7 +446,9 @@ class FileClaimStore:
             raise ClaimLost(f"{claim.stem}: claim taken over by another worker; abandoned")
         full = {**doc, "stem": claim.stem, "generation": claim.generation, "host": self.host, "pid": os.getpid(),
                 "time": time.time()}
-        self._write_new(self._path(claim.stem, kind, claim.generation), full)
+        if not self._write_new(self._path(claim.stem, kind, claim.generation), full):
+            claim.lost.set()  # our half-written record was removed as stale: we were paused past the lease
+            raise ClaimLost(f"{claim.stem}: claim taken over by another worker while recording {kind}")
         if self._exists(self._path(claim.stem, "gen", claim.generation + 1)):  # paused past the lease meanwhile
             claim.lost.set()
             raise ClaimLost(f"{claim.stem}: claim taken over by another worker while recording {kind}")
@@ -573,3 +601,14 @@ class FileClaimStore:
         with contextlib.suppress(OSError):  # another worker on this host recreates it when it needs it
             os.unlink(self._probe)
         return unreleased
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
