@@ -127,8 +127,12 @@ class ClaimStore(Protocol):
     def state(self, stem: str) -> TomogramState:
         """What is stored about ``stem``."""
 
-    def states(self, stems: Iterable[str] | None = None) -> dict[str, TomogramState]:
-        """The state of each of ``stems`` (default: every tomogram the store knows)."""
+    def states(self, stems: Iterable[str] | None = None, sweep: bool = False) -> dict[str, TomogramState]:
+        """The state of each of ``stems`` (default: every tomogram the store knows).
+
+        ``sweep``: also remove what killed workers left half-written (a worker's final
+        tally; ``status`` writes nothing).
+        """
 
     def campaign(self, kind: str, fingerprint: str) -> float:
         """Join the open campaign of ``kind`` for ``fingerprint``, or open one; its start time."""

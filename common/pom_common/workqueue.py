@@ -282,12 +282,15 @@ class FileClaimStore:
                 return state
             g = self._generation(stem)
 
-    def states(self, stems: Iterable[str] | None = None) -> dict[str, TomogramState]:
-        """The state of each of ``stems`` (default: every tomogram with state here), read-only.
+    def states(self, stems: Iterable[str] | None = None, sweep: bool = False) -> dict[str, TomogramState]:
+        """The state of each of ``stems`` (default: every tomogram with state here); read-only unless ``sweep``.
 
         One listing of the state folders, not one probe per tomogram; ages are judged by
-        this machine's clock (nothing is written, so a read-only folder is fine).
+        this machine's clock (nothing is written, so a read-only folder is fine). With
+        ``sweep`` (a worker's final tally), records that killed workers left half-written
+        are removed on the way (see :meth:`_sweep`).
         """
+        swept_at = time.time()
         wanted = None if stems is None else list(stems)
         tops: dict[str, int] = {}
         kinds: dict[tuple[str, int], set[str]] = {}
@@ -301,6 +304,8 @@ class FileClaimStore:
                 for entry in entries:
                     m = _RECORD_RE.match(entry.name)
                     if not m:
+                        if sweep:
+                            self._sweep(entry, swept_at)
                         continue
                     stem, kind, g = m.group("stem"), m.group("kind"), int(m.group("gen"))
                     kinds.setdefault((stem, g), set()).add(kind)
@@ -376,31 +381,25 @@ class FileClaimStore:
         if g >= 0 and not had_outcome and self._carry_forward(stem, g):
             return None
         claim = Claim(stem, g + 1, token)
-        self._sweep(stem)
         with self._lock:
             self._held[stem] = claim
         self._start_heartbeat()
         return claim
 
-    def _sweep(self, stem: str) -> None:
-        """Remove what killed workers left half-written among ``stem``'s records (best effort).
+    def _sweep(self, entry: os.DirEntry, now: float) -> None:
+        """Remove ``entry`` if it is a record a killed worker left half-written (best effort).
 
         A record is written to a temporary file and linked into place; a worker killed in
-        between leaves the temporary behind. Removed here: those of ``stem`` whose writer is
-        a dead process on this host, or that are older than the lease (a writer elsewhere).
+        between leaves the temporary behind. Removed: those whose writer is a dead process
+        on this host, or that are older than the lease (a writer elsewhere).
         """
-        folder = self._path(stem, "gen", 0).parent
-        now = time.time()
-        with contextlib.suppress(OSError), os.scandir(folder) as entries:
-            for entry in entries:
-                m = _TMP_RE.match(entry.name)
-                record = _RECORD_RE.match(m.group("name")) if m else None
-                if m is None or record is None or record.group("stem") != stem:
-                    continue
-                with contextlib.suppress(OSError):
-                    dead = m.group("host") == self._host_tag and not _alive(int(m.group("pid")))
-                    if dead or now - entry.stat().st_mtime > self.lease:
-                        os.unlink(entry.path)
+        m = _TMP_RE.match(entry.name)
+        if m is None:
+            return
+        with contextlib.suppress(OSError):
+            dead = m.group("host") == self._host_tag and not _alive(int(m.group("pid")))
+            if dead or now - entry.stat().st_mtime > self.lease:
+                os.unlink(entry.path)
 
     def _carry_forward(self, stem: str, g: int) -> bool:
         """Copy an outcome recorded at generation ``g`` (after we looked) to ``g + 1``, which we just created."""

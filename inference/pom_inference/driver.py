@@ -208,7 +208,7 @@ def tally(opts: ProcessOptions, reference: WorkerResult, workers: list[WorkerRes
     store = open_store(opts)
     writer = make_writer(opts.dtype, opts.output_dir, reference.classes, range(len(reference.classes)))
     stems = [tomogram_stem(Path(t)) for t in opts.tomograms]
-    states = store.states(stems)
+    states = store.states(stems, sweep=True)  # and remove what killed workers left half-written
     result = RunResult(workers=workers)
     for stem in stems:
         state = states[stem]
