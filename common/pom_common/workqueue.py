@@ -373,7 +373,8 @@ class FileClaimStore:
         token = secrets.token_hex(16)
         doc = {"host": self.host, "pid": os.getpid(), "token": token, "worker": self.worker_id, "start": time.time()}
         if not self._write_new(self._path(stem, "gen", g + 1), doc):
-            self._top[stem] = g + 1
+            if self._exists(self._path(stem, "gen", g + 1)):  # (else our half-written file was swept: try later)
+                self._top[stem] = g + 1
             return None  # another worker created this generation first
         self._top[stem] = g + 1
         if self._exists(self._path(stem, "gen", g + 2)):  # only after a stall past the lease
