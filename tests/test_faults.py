@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from pom_common import workqueue
+from pom_common import statefolder, workqueue
 from pom_common.workqueue import FileClaimStore
 from pom_inference.cli import main as infer_main
 from pom_inference.status import dataset_status
@@ -242,7 +242,7 @@ def test_staggered_retry_failed_retries_each_failure_once(case):
 def test_bookkeeping_error_stops_the_worker_cleanly(case, monkeypatch, capsys, code):
     """Claiming the next tomogram fails for good: the worker stops in one line; nothing is blamed on a tomogram."""
     tmp, model = case
-    monkeypatch.setattr(workqueue, "RETRY_DELAYS", (0.01, 0.01))
+    monkeypatch.setattr(statefolder, "RETRY_DELAYS", (0.01, 0.01))
     real_open, seen = os.open, {"gen": 0}
 
     def open_(path, *a, **k):  # creating the next claim's file fails for good
@@ -266,7 +266,7 @@ def test_bookkeeping_error_stops_the_worker_cleanly(case, monkeypatch, capsys, c
 
 def test_transient_bookkeeping_errors_are_retried(case, monkeypatch):
     tmp, model = case
-    monkeypatch.setattr(workqueue, "RETRY_DELAYS", (0.01, 0.01, 0.01))
+    monkeypatch.setattr(statefolder, "RETRY_DELAYS", (0.01, 0.01, 0.01))
     real_stat, calls = os.stat, Counter()
 
     def stat(path, *a, **k):

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from pom_common import workqueue
+from pom_common import statefolder, workqueue
 from pom_common.claims import OVERWRITE, ClaimLost, StoreError
 from pom_common.errors import ConfigError
 from pom_common.workqueue import FileClaimStore, check_lease
@@ -199,7 +199,7 @@ def test_release_all_goes_on_after_a_failure(tmp_path, monkeypatch):
 
 
 def test_transient_errors_are_retried(tmp_path, monkeypatch):
-    monkeypatch.setattr(workqueue, "RETRY_DELAYS", (0.01, 0.01, 0.01))
+    monkeypatch.setattr(statefolder, "RETRY_DELAYS", (0.01, 0.01, 0.01))
     q = FileClaimStore(tmp_path, 60)
     real_link, calls = os.link, {"n": 0}
 
@@ -217,7 +217,7 @@ def test_transient_errors_are_retried(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("code", [errno.EIO, errno.ENOSPC, errno.EPERM])
 def test_persistent_errors_are_one_line_store_errors_and_leave_no_empty_claim(tmp_path, monkeypatch, code):
-    monkeypatch.setattr(workqueue, "RETRY_DELAYS", (0.01, 0.01))
+    monkeypatch.setattr(statefolder, "RETRY_DELAYS", (0.01, 0.01))
     q = FileClaimStore(tmp_path, 60)
     q.now()
 

@@ -31,37 +31,28 @@ whose clocks disagree judge alike. The lease must exceed the NFS attribute-cache
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
-import json
 import logging
 import os
 import re
 import secrets
-import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from .claims import Claim, ClaimInfo, ClaimLost, StoreError, TomogramState
 from .errors import ConfigError
+from .statefolder import StateFolder
 
 logger = logging.getLogger(__name__)
 
 STATE_DIR = ".pom"
 DEFAULT_NAMESPACE = "tomograms"
-#: Errors worth retrying (NFS hiccups); anything else is final at once.
-TRANSIENT = frozenset({errno.EIO, errno.ESTALE, errno.EAGAIN, errno.EINTR, errno.ETIMEDOUT, errno.EBUSY})
-#: Waits between attempts of a bookkeeping operation that fails transiently.
-RETRY_DELAYS = (0.05, 0.2, 1.0, 3.0)
 #: A worker with no progress for this long stops refreshing its claims (a hung GPU call).
 DEFAULT_STALL_SECONDS = 1800.0
 _RECORD_RE = re.compile(r"^(?!\.tmp-)(?P<stem>.+)\.(?P<kind>gen|done|failed|released)\.(?P<gen>\d+)$")
-#: A record being written: ``.tmp-<hex>-<pid>.<host tag>-<record name>`` (see :meth:`FileClaimStore._write_new`).
-_TMP_RE = re.compile(r"^\.tmp-[0-9a-f]{8}-(?P<pid>\d+)\.(?P<host>[0-9a-f]{8})-(?P<name>.+)$")
-_T = TypeVar("_T")
 
 
 def bucket_of(stem: str) -> str:
@@ -85,20 +76,19 @@ def check_lease(seconds: float, granularity: float = 0.0) -> float:
     return float(seconds)
 
 
-class FileClaimStore:
-    """The :class:`~pom_common.claims.ClaimStore` kept in files under ``<output>/.pom/<namespace>/``."""
+class FileClaimStore(StateFolder):
+    """The :class:`~pom_common.claims.ClaimStore` kept in files under ``<output>/.pom/<namespace>/``.
+
+    The files themselves (records written complete, the clock, campaigns, the journal) are
+    :class:`~pom_common.statefolder.StateFolder`'s; this class gives them the claims' meaning.
+    """
 
     def __init__(self, output_dir: str | os.PathLike, lease_seconds: float = 120.0,
                  namespace: str = DEFAULT_NAMESPACE, stall_seconds: float = DEFAULT_STALL_SECONDS) -> None:
         self.root = Path(output_dir) / STATE_DIR
         self.namespace = namespace
-        self.state_dir = self.root / namespace
-        self.lease = float(lease_seconds)
+        super().__init__(self.root / namespace, lease_seconds)
         self.stall = float(stall_seconds)
-        self.host = socket.gethostname()
-        self.worker_id = f"{self.host}-{os.getpid()}-{secrets.token_hex(3)}"
-        self._host_tag = hashlib.sha1(self.host.encode()).hexdigest()[:8]
-        self._probe = self.state_dir / f".clock-{self.host}"
         self._held: dict[str, Claim] = {}
         self._top: dict[str, int] = {}  # lowest possible current generation per stem (they only grow)
         self._lock = threading.Lock()
@@ -108,22 +98,7 @@ class FileClaimStore:
         self._stalled = False
         self._beat_errors: set[str] = set()
 
-    # ------------------------------------------------------------------ plumbing
-
-    def _retry(self, what: str, op: Callable[[], _T]) -> _T:
-        """Run a bookkeeping operation; retry transient errors; StoreError when it keeps failing."""
-        for delay in (*RETRY_DELAYS, None):
-            try:
-                return op()
-            except (FileNotFoundError, FileExistsError):
-                raise
-            except OSError as exc:
-                if exc.errno not in TRANSIENT or delay is None:
-                    raise StoreError(f"{self.state_dir}: cannot {what} ({exc.strerror or exc}; errno "
-                                     f"{exc.errno}); claims released, the other workers go on") from None
-                logger.debug("%s: %s failed (%s); retrying in %.2f s", self.state_dir, what, exc, delay)
-                time.sleep(delay)
-        raise AssertionError("unreachable")
+    # ------------------------------------------------------------------ state
 
     def _dir(self, stem: str) -> Path:
         return self.state_dir / "tomograms" / bucket_of(stem)
@@ -131,107 +106,6 @@ class FileClaimStore:
     def _path(self, stem: str, kind: str, generation: int) -> Path:
         return self._dir(stem) / f"{stem}.{kind}.{generation}"
 
-    def _write_new(self, path: Path, doc: Mapping[str, Any]) -> bool:
-        """Create ``path`` holding ``doc``, complete, or not at all; False when it exists already."""
-        data = json.dumps(doc).encode()
-
-        def write() -> bool:
-            tmp = path.with_name(f".tmp-{secrets.token_hex(4)}-{os.getpid()}.{self._host_tag}-{path.name}")
-            fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            try:
-                try:
-                    os.write(fd, data)
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-                try:
-                    os.link(tmp, path)  # atomic, exclusive, and the content is complete when it appears
-                    return True
-                except FileExistsError:
-                    return False
-                except FileNotFoundError:  # removed as stale by a taker (we were paused past the lease)
-                    return False
-                except OSError as exc:
-                    if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
-                        raise
-                    return self._write_excl(path, data)  # a filesystem without hard links
-            finally:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(tmp)
-
-        self._retry(f"create {path.parent}", lambda: os.makedirs(path.parent, exist_ok=True))
-        return self._retry(f"write {path.name}", write)
-
-    @staticmethod
-    def _write_excl(path: Path, data: bytes) -> bool:
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            return False
-        try:
-            os.write(fd, data)
-        except OSError:
-            os.close(fd)
-            with contextlib.suppress(OSError):
-                os.unlink(path)  # never leave an empty record behind
-            raise
-        os.close(fd)
-        return True
-
-    def _read(self, path: Path) -> tuple[dict | None, float | None]:
-        """A record and its mtime; (None, None) when absent; ({}, mtime) when unreadable."""
-        def read() -> tuple[dict | None, float | None]:
-            try:
-                with open(path, "rb") as handle:
-                    mtime = os.fstat(handle.fileno()).st_mtime
-                    data = handle.read(1 << 20)
-            except FileNotFoundError:
-                return None, None
-            try:
-                doc = json.loads(data or b"{}")
-            except ValueError:
-                doc = {}
-            return (doc if isinstance(doc, dict) else {}), mtime
-        return self._retry(f"read {path.name}", read)
-
-    def _exists(self, path: Path) -> bool:
-        def stat() -> bool:
-            try:
-                os.stat(path)
-                return True
-            except FileNotFoundError:
-                return False
-        return self._retry(f"look at {path.name}", stat)
-
-    # ------------------------------------------------------------------ clock
-
-    def now(self) -> float:
-        """The filesystem's current time: the mtime of this host's clock file, touched just now."""
-        def touch() -> float:
-            os.makedirs(self.state_dir, exist_ok=True)
-            with open(self._probe, "a") as handle:  # through the descriptor: another worker on this
-                os.utime(handle.fileno())          # host may remove the name at any moment
-                return os.fstat(handle.fileno()).st_mtime
-        return self._retry("read the filesystem's clock", touch)
-
-    def timestamp_granularity(self) -> float:
-        """The resolution (s) of mtimes on this filesystem: from 1e-9 (ext4, xfs) to 2 (FAT)."""
-        os.makedirs(self.state_dir, exist_ok=True)
-        odd_second = (int(time.time()) | 1) * 10**9
-        probe = self.state_dir / f".tmp-clock-{self.worker_id}"
-        try:
-            with open(probe, "w") as handle:
-                os.utime(handle.fileno(), ns=(odd_second + 123_456_789,) * 2)
-                kept = os.fstat(handle.fileno()).st_mtime_ns - odd_second
-        finally:
-            with contextlib.suppress(OSError):
-                os.unlink(probe)
-        for resolution in (1, 1_000, 1_000_000, 10_000_000, 100_000_000):
-            if kept == 123_456_789 // resolution * resolution:
-                return resolution / 1e9
-        return 1.0 if kept == 0 else 2.0
-
-    # ------------------------------------------------------------------ state
 
     def _generation(self, stem: str) -> int:
         """The current generation of ``stem`` (-1: never claimed): probe upwards from the last known."""
@@ -387,21 +261,6 @@ class FileClaimStore:
         self._start_heartbeat()
         return claim
 
-    def _sweep(self, entry: os.DirEntry, now: float) -> None:
-        """Remove ``entry`` if it is a record a killed worker left half-written (best effort).
-
-        A record is written to a temporary file and linked into place; a worker killed in
-        between leaves the temporary behind. Removed: those whose writer is a dead process
-        on this host, or that are older than the lease (a writer elsewhere).
-        """
-        m = _TMP_RE.match(entry.name)
-        if m is None:
-            return
-        with contextlib.suppress(OSError):
-            dead = m.group("host") == self._host_tag and not _alive(int(m.group("pid")))
-            if dead or now - entry.stat().st_mtime > self.lease:
-                os.unlink(entry.path)
-
     def _carry_forward(self, stem: str, g: int) -> bool:
         """Copy an outcome recorded at generation ``g`` (after we looked) to ``g + 1``, which we just created."""
         for kind in ("done", "failed"):
@@ -486,76 +345,6 @@ class FileClaimStore:
                 unreleased.append(claim.stem)
         return unreleased
 
-    # ------------------------------------------------------------------ campaigns
-
-    def _campaign_path(self, kind: str, fingerprint: str, n: int) -> Path:
-        return self.state_dir / "campaigns" / f"{kind}-{fingerprint}.{n}"
-
-    def _closed_path(self, kind: str, fingerprint: str, n: int) -> Path:
-        return self.state_dir / "campaigns" / f"{kind}-{fingerprint}.{n}.closed"
-
-    def campaign(self, kind: str, fingerprint: str) -> float:
-        """Start time of the open (or just finished) campaign for ``fingerprint``, opening one if none.
-
-        A campaign finished less than a lease ago is joined, so workers started seconds
-        apart redo each tomogram once even when the first ones finished everything.
-        """
-        n = -1
-        while self._exists(self._campaign_path(kind, fingerprint, n + 1)):
-            n += 1
-        now = self.now()
-        if n >= 0:
-            doc, _ = self._read(self._campaign_path(kind, fingerprint, n))
-            closed, closed_at = self._read(self._closed_path(kind, fingerprint, n))
-            if doc and (closed is None or (closed_at is not None and now - closed_at < self.lease)):
-                return float(doc["start"])
-        if self._write_new(self._campaign_path(kind, fingerprint, n + 1), {"start": now, "host": self.host}):
-            return now
-        doc, _ = self._read(self._campaign_path(kind, fingerprint, n + 1))  # another worker opened it first
-        return float((doc or {}).get("start", now))
-
-    def close_campaign(self, kind: str, fingerprint: str) -> None:
-        """Mark the newest campaign for ``fingerprint`` finished."""
-        n = -1
-        while self._exists(self._campaign_path(kind, fingerprint, n + 1)):
-            n += 1
-        if n >= 0:
-            self._write_new(self._closed_path(kind, fingerprint, n), {"by": self.host})
-
-    # ------------------------------------------------------------------ journal
-
-    def _journal(self, event: str, stem: str, generation: int, fingerprint: str | None,
-                 carried_from: int | None = None) -> None:
-        """Append one line to this worker's own journal file (appends from several NFS clients may mix).
-
-        ``carried_from``: the outcome is generation ``carried_from``'s, carried forward (the
-        same result, which its own worker may or may not have journaled).
-        """
-        event_doc = {"event": event, "stem": stem, "generation": generation, "fingerprint": fingerprint,
-                     "host": self.host, "pid": os.getpid(), "time": time.time()}
-        if carried_from is not None:
-            event_doc["carried_from"] = carried_from
-        line = json.dumps(event_doc) + "\n"
-        folder = self.state_dir / "journal"
-
-        def append() -> None:
-            os.makedirs(folder, exist_ok=True)
-            fd = os.open(folder / f"{self.worker_id}.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-            try:
-                os.write(fd, line.encode())
-            finally:
-                os.close(fd)
-        self._retry("append to the journal", append)
-
-    def journal(self) -> list[dict]:
-        """Every event recorded by every worker, oldest first."""
-        events = []
-        for path in sorted((self.state_dir / "journal").glob("*.jsonl")):
-            for line in path.read_text().splitlines():
-                with contextlib.suppress(ValueError):
-                    events.append(json.loads(line))
-        return sorted(events, key=lambda e: e.get("time", 0))
-
     # ------------------------------------------------------------------ heartbeat
 
     def progress(self) -> None:
@@ -601,14 +390,3 @@ class FileClaimStore:
         with contextlib.suppress(OSError):  # another worker on this host recreates it when it needs it
             os.unlink(self._probe)
         return unreleased
-
-
-def _alive(pid: int) -> bool:
-    """Whether process ``pid`` exists on this host."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
