@@ -22,6 +22,19 @@ def _copy_project(dst: Path) -> Path:
     return dst
 
 
+def initialised_project(dst: Path, settings: dict) -> Path:
+    """A copy of the fixture project with ``settings`` merged into its configuration, after ``pom single initialize``."""
+    import json
+
+    from pom_training.cli import main as pom_main
+
+    project = _copy_project(dst)
+    path = project / "project_configuration.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **settings}))
+    assert pom_main(["--project", str(project), "single", "initialize"]) == 0
+    return project
+
+
 @pytest.fixture
 def ais_project(tmp_path: Path) -> Path:
     """A writable copy of the fixture project (configuration, tomograms, .scns, channels)."""

@@ -19,7 +19,7 @@ from pom_training.cli import main as pom_main
 from pom_training.models import build_unet
 from pom_training.train import TrainConfig
 
-from .conftest import _copy_project
+from .conftest import initialised_project
 
 TINY = {"GPUS": "cpu", "model_base_filters": 4, "model_depth": 2, "single_model_epochs": 2, "single_model_batch_size": 16,
         "ontologies": ["Mitochondrion", "Vesicle"]}
@@ -141,13 +141,7 @@ def _run_onnx_bytes(data: bytes, x: np.ndarray) -> np.ndarray:
 @pytest.fixture(scope="module")
 def initialised(tmp_path_factory):
     """The fixture project, two features, tiny settings, after ``pom single initialize``."""
-    project = _copy_project(tmp_path_factory.mktemp("export") / "project")
-    path = project / "project_configuration.json"
-    doc = json.loads(path.read_text())
-    doc.update(TINY)
-    path.write_text(json.dumps(doc))
-    assert pom_main(["--project", str(project), "single", "initialize"]) == 0
-    return project
+    return initialised_project(tmp_path_factory.mktemp("export") / "project", TINY)
 
 
 def _copy(project, tmp_path):

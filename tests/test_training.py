@@ -1,6 +1,5 @@
 """Train -> export -> test on a copy of the fixture project, with tiny models on the CPU."""
 
-import json
 import shutil
 
 import numpy as np
@@ -11,7 +10,7 @@ from pom_common.errors import ConfigError, InputError, ModelError
 from pom_common.mrcio import read_volume
 from pom_training.cli import main as pom_main
 
-from .conftest import _copy_project
+from .conftest import initialised_project
 
 #: Pom's workflow ("label_method": "pom"); the painted-label methods: tests/test_painted_training.py.
 TINY = {"model_base_filters": 4, "model_depth": 2, "single_model_epochs": 4, "single_model_batch_size": 16,
@@ -22,12 +21,7 @@ TINY = {"model_base_filters": 4, "model_depth": 2, "single_model_epochs": 4, "si
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """The fixture project, initialised, with every single model trained (tiny)."""
-    project = _copy_project(tmp_path_factory.mktemp("trained") / "project")
-    path = project / "project_configuration.json"
-    doc = json.loads(path.read_text())
-    doc.update(TINY)
-    path.write_text(json.dumps(doc))
-    assert pom_main(["--project", str(project), "single", "initialize"]) == 0
+    project = initialised_project(tmp_path_factory.mktemp("trained") / "project", TINY)
     assert pom_main(["--project", str(project), "single", "train", "-all", "1"]) == 0
     return project
 

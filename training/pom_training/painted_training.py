@@ -281,6 +281,8 @@ def fit_stable(model, x: np.ndarray, y: np.ndarray, tc, loss, checkpoint: Path |
     """
     import keras
 
+    from .train import _save_keras
+
     per_epoch = per_epoch or 8 * len(x)
     batch = min(tc.batch_size, per_epoch)
     data = crop_batches(x, y, batch, per_epoch, tc.seed)
@@ -296,19 +298,12 @@ def fit_stable(model, x: np.ndarray, y: np.ndarray, tc, loss, checkpoint: Path |
         def on_epoch_end(self, epoch, logs=None):
             elapsed = time.perf_counter() - self.start
             if checkpoint is not None:
-                save_keras(self.model, checkpoint)
+                _save_keras(self.model, checkpoint)
             logger.info("%s epoch %d/%d  loss %.4f  %.1f s/epoch", label, epoch + 1, tc.epochs,
                         float((logs or {}).get("loss", math.nan)), elapsed / (epoch + 1))
 
     history = model.fit(data, epochs=tc.epochs, verbose=0, callbacks=[Progress()])
     return [float(v) for v in history.history["loss"]]
-
-
-def save_keras(model, path: Path) -> None:
-    """Save a Keras model atomically (see :func:`pom_training.train._save_keras`)."""
-    from .train import _save_keras
-
-    _save_keras(model, path)
 
 
 def _export(config: ProjectConfig, model, keras_path: Path, checkpoint: Path, kind: str, classes: tuple[str, ...],
@@ -377,28 +372,17 @@ def train_shared_stable(config: ProjectConfig, gpus: list[int] | None = None, ch
 def _train(config: ProjectConfig, x: np.ndarray, y: np.ndarray, tc, gpus: list[int] | None, n_outputs: int,
            activation: str, checkpoint: Path, label: str, start: str | None = None, base: int | None = None):
     """Build (or load ``start``) and fit a U-Net; an epoch is 8 draws per crop (``base`` crops if given)."""
-    import keras
-
     from .devices import make_strategy
     from .models import build_unet
+    from .train import check_depth, load_checkpoint
 
-    multiple = 2**tc.depth
-    if x.shape[1] % multiple or x.shape[2] % multiple:
-        raise ConfigError(f"model_depth {tc.depth}: training images {x.shape[1]}x{x.shape[2]} are not multiples of "
-                          f"{multiple}; lower model_depth or use an ontology_annotation_box_size multiple of "
-                          f"{2 * multiple}")
+    check_depth(x, tc)
     make_deterministic(tc.seed)
     os.makedirs(checkpoint.parent, exist_ok=True)
     strategy = make_strategy(gpus)  # None or []: the CPU
     with strategy.scope():
         if start:
-            try:
-                model = keras.models.load_model(start, compile=False)
-            except Exception as exc:
-                raise InputError(f"{start}: cannot load the checkpoint ({exc})") from None
-            if model.output_shape[-1] != n_outputs or model.input_shape[-1] != x.shape[-1]:
-                raise InputError(f"{start}: the checkpoint has {model.input_shape[-1]} inputs and "
-                                 f"{model.output_shape[-1]} outputs; expected {x.shape[-1]} and {n_outputs}")
+            model = load_checkpoint(start, x.shape[-1], n_outputs)
         else:
             model = build_unet(x.shape[-1], n_outputs, tc.base_filters, tc.depth, activation=activation)
     loss = masked_categorical_crossentropy if activation == "softmax" else _masked_bce()

@@ -44,19 +44,25 @@ def _smooth_noise(rng, shape, sigma):
     return gaussian_filter(rng.standard_normal(shape).astype(np.float32), sigma)
 
 
+def lamella(rng: np.random.Generator, shape: tuple[int, int, int], max_tilt: float,
+            half_range: tuple[float, float]) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], np.ndarray, float]:
+    """A lamella between two tilted, wavy surfaces: the (sparse) z, y, x grids, the voxels inside, its half-thickness."""
+    nz, ny, nx = shape
+    z, y, x = np.meshgrid(np.arange(nz), np.arange(ny), np.arange(nx), indexing="ij", sparse=True)
+    tilt = rng.uniform(-max_tilt, max_tilt, 2)
+    wave = 1.5 * np.sin(x / rng.uniform(25, 40) + rng.uniform(0, 6)) * np.cos(y / rng.uniform(30, 50))
+    centre = nz / 2 + tilt[0] * (x - nx / 2) + tilt[1] * (y - ny / 2) + wave
+    half = rng.uniform(*half_range) * nz
+    return (z, y, x), np.abs(z - centre) < half, half
+
+
 def make_phantom(seed: int, shape=(48, 192, 192), n_mito: int = 2, n_vesicles: int = 6) -> Phantom:
     """One tomogram with its ground truth and channels (deterministic for a seed)."""
     from scipy.ndimage import gaussian_filter
 
     rng = np.random.default_rng(seed)
     nz, ny, nx = shape
-    z, y, x = np.meshgrid(np.arange(nz), np.arange(ny), np.arange(nx), indexing="ij", sparse=True)
-    # Lamella: two tilted, wavy surfaces.
-    tilt = rng.uniform(-0.06, 0.06, 2)
-    wave = 1.5 * np.sin(x / rng.uniform(25, 40) + rng.uniform(0, 6)) * np.cos(y / rng.uniform(30, 50))
-    centre = nz / 2 + tilt[0] * (x - nx / 2) + tilt[1] * (y - ny / 2) + wave
-    half = rng.uniform(0.27, 0.33) * nz
-    inside = np.abs(z - centre) < half
+    (z, y, x), inside, half = lamella(rng, shape, 0.06, (0.27, 0.33))
     labels = np.where(inside, CYTOPLASM, VOID).astype(np.int8)
     density = np.where(inside, 0.3, 0.0).astype(np.float32)
     membrane = np.zeros(shape, np.float32)

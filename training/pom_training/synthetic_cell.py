@@ -28,7 +28,7 @@ import numpy as np
 from pom_common.atomic import atomic_write_text
 from pom_common.mrcio import write_volume
 
-from .synthetic import AisFeature, _smooth_noise, write_ais_pickle
+from .synthetic import AisFeature, _smooth_noise, lamella, write_ais_pickle
 
 CELL_CLASSES = ("Void", "Cytoplasm", "Mitochondrion", "Vesicle", "Lipid droplet", "Nucleoplasm", "Nuclear envelope")
 VOID, CYTOPLASM, MITOCHONDRION, VESICLE, LIPID, NUCLEOPLASM, ENVELOPE = range(7)
@@ -70,13 +70,7 @@ def make_cell(seed: int, shape: tuple[int, int, int] = (48, 256, 256)) -> Cell:
 
     rng = np.random.default_rng(seed)
     nz, ny, nx = shape
-    z, y, x = np.meshgrid(np.arange(nz), np.arange(ny), np.arange(nx), indexing="ij", sparse=True)
-    # Lamella: two tilted, wavy surfaces.
-    tilt = rng.uniform(-0.07, 0.07, 2)
-    wave = 1.5 * np.sin(x / rng.uniform(25, 40) + rng.uniform(0, 6)) * np.cos(y / rng.uniform(30, 50))
-    centre = nz / 2 + tilt[0] * (x - nx / 2) + tilt[1] * (y - ny / 2) + wave
-    half = rng.uniform(0.28, 0.34) * nz
-    inside = np.abs(z - centre) < half
+    (z, y, x), inside, half = lamella(rng, shape, 0.07, (0.28, 0.34))
     labels = np.where(inside, CYTOPLASM, VOID).astype(np.int8)
     density = np.where(inside, 0.30, 0.0).astype(np.float32)
     membrane = np.zeros(shape, np.float32)
@@ -145,36 +139,29 @@ def make_cell(seed: int, shape: tuple[int, int, int] = (48, 256, 256)) -> Cell:
         density[outer | inner | cristae] = 1.25
         membrane[outer | inner | cristae] = 1.0
         taken |= body
+    def spheres(count: tuple[int, int], r_range: tuple[float, float], margin: float, z_spread: float, label: int,
+                shell_width: float, body_density: float, shell_density: float, shell_membrane: float) -> None:
+        """Place spheres of ``label`` with a denser shell (the membrane channel sees it)."""
+        nonlocal taken
+        for _ in range(int(rng.integers(*count))):
+            spot = place(*r_range, margin)
+            if spot is None:
+                continue
+            cy, cx, r = spot
+            cz = nz / 2 + rng.uniform(-z_spread, z_spread) * half
+            rr = np.sqrt((z - cz) ** 2 + (y - cy) ** 2 + (x - cx) ** 2)
+            body = (rr < r) & inside & ~taken
+            labels[body] = label
+            shell = body & (rr > r - shell_width)
+            density[body] = body_density
+            density[shell] = shell_density
+            membrane[shell] = shell_membrane
+            taken |= body
+
     # Lipid droplets: dense homogeneous spheres with a thin, denser rim (the membrane channel sees it a bit).
-    for _ in range(int(rng.integers(2, 5))):
-        spot = place(11, 20, 0.08)
-        if spot is None:
-            continue
-        cy, cx, r = spot
-        cz = nz / 2 + rng.uniform(-0.4, 0.4) * half
-        rr = np.sqrt((z - cz) ** 2 + (y - cy) ** 2 + (x - cx) ** 2)
-        body = (rr < r) & inside & ~taken
-        labels[body] = LIPID
-        rim = body & (rr > r - 1.5)
-        density[body] = 0.70
-        density[rim] = 1.05
-        membrane[rim] = 0.45
-        taken |= body
+    spheres((2, 5), (11, 20), 0.08, 0.4, LIPID, 1.5, 0.70, 1.05, 0.45)
     # Small vesicles: a single membrane and a light lumen.
-    for _ in range(int(rng.integers(12, 19))):
-        spot = place(6, 12, 0.06)
-        if spot is None:
-            continue
-        cy, cx, r = spot
-        cz = nz / 2 + rng.uniform(-0.5, 0.5) * half
-        rr = np.sqrt((z - cz) ** 2 + (y - cy) ** 2 + (x - cx) ** 2)
-        body = (rr < r) & inside & ~taken
-        labels[body] = VESICLE
-        shell = body & (rr > r - 2.0)
-        density[body] = 0.14
-        density[shell] = 1.25
-        membrane[shell] = 1.0
-        taken |= body
+    spheres((12, 19), (6, 12), 0.06, 0.5, VESICLE, 2.0, 0.14, 1.25, 1.0)
     # Ribosomes and ~3x as many smaller, fainter protein blobs in the cytosol only.
     cyto = labels == CYTOPLASM
     ribosomes = np.clip(gaussian_filter(((rng.random(shape) < 0.0022) & cyto).astype(np.float32), 1.6) * 40, 0, 1)

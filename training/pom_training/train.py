@@ -203,10 +203,7 @@ def train_single(config: ProjectConfig, feature: str, counterexamples: bool = Tr
         return train_single_painted(config, feature, gpus=gpus, tc=tc)
     x, y = load_single_dataset(config, feature, counterexamples)
     tc = tc or TrainConfig.single(config)
-    multiple = 2**tc.depth
-    if x.shape[1] % multiple or x.shape[2] % multiple:
-        raise ConfigError(f"model_depth {tc.depth}: training images {x.shape[1]}x{x.shape[2]} are not multiples of "
-                          f"{multiple}; lower model_depth or use an ontology_annotation_box_size multiple of {2 * multiple}")
+    check_depth(x, tc)
     import keras
 
     from .export import model_metadata
@@ -260,14 +257,7 @@ def train_shared(config: ProjectConfig, gpus: list[int] | None = None, checkpoin
     strategy = make_strategy(gpus)  # None or []: the CPU, asked for
     with strategy.scope():
         if checkpoint:
-            path = Path(checkpoint)
-            try:
-                model = keras.models.load_model(path, compile=False)
-            except Exception as exc:
-                raise InputError(f"{path}: cannot load the checkpoint ({exc})") from None
-            if model.output_shape[-1] != len(classes) or model.input_shape[-1] != x.shape[-1]:
-                raise InputError(f"{path}: the checkpoint has {model.input_shape[-1]} inputs and "
-                                 f"{model.output_shape[-1]} outputs; expected {x.shape[-1]} and {len(classes)}")
+            model = load_checkpoint(checkpoint, x.shape[-1], len(classes))
         else:
             model = build_unet(x.shape[-1], len(classes), tc.base_filters, tc.depth, activation="softmax")
     logger.info("training the shared network: %d images (x8 = %d), classes %s", len(x), len(x8), list(classes))
@@ -278,6 +268,40 @@ def train_shared(config: ProjectConfig, gpus: list[int] | None = None, checkpoin
                           extra={"images": int(len(x)), "losses": losses, "continued_from": checkpoint})
     onnx_path = _save_and_export(model, keras_path, ckpt, meta, "pom export shared")
     return {"losses": losses, "keras": keras_path, "onnx": onnx_path}
+
+
+def check_depth(x: np.ndarray, tc: TrainConfig) -> None:
+    """Refuse training images whose sides the U-Net's ``tc.depth`` poolings cannot halve.
+
+    Raises
+    ------
+    ConfigError
+        Naming model_depth and the box size that would do.
+    """
+    multiple = 2**tc.depth
+    if x.shape[1] % multiple or x.shape[2] % multiple:
+        raise ConfigError(f"model_depth {tc.depth}: training images {x.shape[1]}x{x.shape[2]} are not multiples of "
+                          f"{multiple}; lower model_depth or use an ontology_annotation_box_size multiple of {2 * multiple}")
+
+
+def load_checkpoint(path: str | os.PathLike, n_inputs: int, n_outputs: int):
+    """A saved ``.keras`` model to continue training, checked against the data's inputs and classes.
+
+    Raises
+    ------
+    InputError
+        It cannot be loaded, or its inputs or outputs do not match.
+    """
+    import keras
+
+    try:
+        model = keras.models.load_model(path, compile=False)
+    except Exception as exc:
+        raise InputError(f"{path}: cannot load the checkpoint ({exc})") from None
+    if model.output_shape[-1] != n_outputs or model.input_shape[-1] != n_inputs:
+        raise InputError(f"{path}: the checkpoint has {model.input_shape[-1]} inputs and "
+                         f"{model.output_shape[-1]} outputs; expected {n_inputs} and {n_outputs}")
+    return model
 
 
 def _save_and_export(model, keras_path: Path, checkpoint: Path, meta, again: str) -> Path:
