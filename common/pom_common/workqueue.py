@@ -358,8 +358,9 @@ class FileClaimStore(StateFolder):
         if self._heartbeat is not None and self._heartbeat.is_alive():
             return
         self._stop.clear()
-        self._heartbeat = threading.Thread(target=self._beat, name="pom-heartbeat", daemon=True)
-        self._heartbeat.start()
+        beat = threading.Thread(target=self._beat, name="pom-heartbeat", daemon=True)
+        beat.start()
+        self._heartbeat = beat  # only once started: a signal in between must not leave an unstarted thread to join
 
     def _beat(self) -> None:
         interval = max(self.lease / 4.0, 0.05)
@@ -384,7 +385,7 @@ class FileClaimStore(StateFolder):
     def close(self) -> list[str]:
         """Stop the heartbeat, release every claim held, remove the clock file; the stems not released."""
         self._stop.set()
-        if self._heartbeat is not None:
+        if self._heartbeat is not None and self._heartbeat.ident is not None:
             self._heartbeat.join(timeout=5)
         unreleased = self.release_all()
         with contextlib.suppress(OSError):  # another worker on this host recreates it when it needs it
