@@ -224,8 +224,8 @@ def test_staggered_retry_failed_retries_each_failure_once(case):
     for name in ("TS_001.mrc", "TS_004.mrc"):
         (tmp / "t" / name).write_bytes(b"\0" * 100)
     assert infer_main(_args(tmp, model)) == 1
-    for name, data in good.items():
-        (tmp / "t" / name).write_bytes(data)
+    for name in ("TS_001.mrc", "TS_004.mrc"):  # fixed (a rewritten input is redone: restore only these)
+        (tmp / "t" / name).write_bytes(good[name])
     procs = []
     for _ in range(3):
         procs.append(_start(_args(tmp, model, "o", "--retry-failed"), POM_TEST_SLOW=0.05))

@@ -5,32 +5,71 @@ import pytest
 
 from pom_common.claims import ClaimInfo, TomogramState
 from pom_common.mrcio import read_volume
-from pom_inference.eligibility import decide
+from pom_inference.eligibility import classify_outputs, decide
 from pom_inference.outputs import MrcFloat32Writer, MrcUint8Writer, make_writer
 
 FP = "f" * 16
-DONE = TomogramState("TS", 0, done={"fingerprint": FP}, done_at=100.0)
-OTHER = TomogramState("TS", 0, done={"fingerprint": "0" * 16}, done_at=100.0)
-FAILED = TomogramState("TS", 0, failure={"error": "boom"}, failed_at=100.0)
+OLD_INPUTS = {"Density": {"size": 100, "mtime_ns": 1, "inode": 7}}
+NEW_INPUTS = {"Density": {"size": 100, "mtime_ns": 2, "inode": 7}}
+DONE_RECORD = {"fingerprint": FP, "inputs": OLD_INPUTS, "recipes": {FP: {"inputs": OLD_INPUTS}}}
+DONE = TomogramState("TS", 0, done=DONE_RECORD, done_at=100.0, record=DONE_RECORD, record_at=100.0)
+LEGACY = TomogramState("TS", 0, done={"fingerprint": FP}, done_at=100.0, record={"fingerprint": FP}, record_at=100.0)
+OTHER_RECORD = {"fingerprint": "0" * 16}
+OTHER = TomogramState("TS", 0, done=OTHER_RECORD, done_at=100.0, record=OTHER_RECORD, record_at=100.0)
+FAILURE = {"error": "boom", "fingerprint": FP, "inputs": OLD_INPUTS, "conditions": {"allow": False}}
+FAILED = TomogramState("TS", 0, failure=FAILURE, failed_at=100.0, record=FAILURE, record_at=100.0)
+LEGACY_FAILED = TomogramState("TS", 0, failure={"error": "boom"}, failed_at=100.0, record={"error": "boom"},
+                              record_at=100.0)
+OTHER_FAILED_RECORD = {**FAILURE, "fingerprint": "1" * 16}
+OTHER_FAILED = TomogramState("TS", 0, failure=OTHER_FAILED_RECORD, failed_at=100.0, record=OTHER_FAILED_RECORD,
+                             record_at=100.0)
 RUNNING = TomogramState("TS", 0, claim=ClaimInfo("host", 1, 1.0, False))
+# a redo of DONE that was interrupted (released): the newest record is the earlier generation's
+RELEASED = TomogramState("TS", 1, record=DONE_RECORD, record_at=100.0)
+SAME = {"allow": False}
 
 
-@pytest.mark.parametrize("state, outputs_ok, overwrite, retry, expected", [
-    (TomogramState("TS"), False, None, None, "try"),          # never claimed
-    (RUNNING, False, None, None, "try"),                     # the claim attempt decides
-    (DONE, True, None, None, "done"),                        # done stays done
-    (DONE, False, None, None, "try"),                        # an output missing or replaced: redo
-    (DONE, True, 200.0, None, "try"),                        # overwrite campaign began after it was done
-    (DONE, True, 50.0, None, "done"),                        # ... done within the campaign: once is enough
-    (OTHER, True, None, None, "foreign"),                    # another recipe's outputs: left alone
-    (OTHER, True, 200.0, None, "try"),                       # ... unless overwriting
-    (OTHER, True, 50.0, None, "foreign"),                    # ... once
-    (FAILED, False, None, None, "failed"),                   # failed stays failed
-    (FAILED, False, None, 200.0, "try"),                     # --retry-failed
-    (FAILED, False, None, 50.0, "failed"),                   # ... once per campaign
+@pytest.mark.parametrize("state, outputs, inputs, overwrite, retry, expected", [
+    (TomogramState("TS"), "missing", OLD_INPUTS, None, None, "try"),      # never claimed
+    (RUNNING, "missing", OLD_INPUTS, None, None, "try"),                 # the claim attempt decides
+    (DONE, "ours", OLD_INPUTS, None, None, "done"),                      # done stays done
+    (LEGACY, "ours", OLD_INPUTS, None, None, "done"),                    # ... also when recorded by older versions
+    (DONE, "ours", NEW_INPUTS, None, None, "try"),                       # an input rewritten since: redo
+    (DONE, "ours", None, None, None, "try"),                             # an input missing now: try (and fail)
+    (DONE, "missing", OLD_INPUTS, None, None, "try"),                    # an output missing or replaced: redo
+    (DONE, "ours", OLD_INPUTS, 200.0, None, "try"),                      # overwrite campaign began after it was done
+    (DONE, "ours", OLD_INPUTS, 50.0, None, "done"),                      # ... done within the campaign: once is enough
+    (RELEASED, "ours", OLD_INPUTS, None, None, "done"),                  # an interrupted redo leaves it done
+    (OTHER, "theirs", OLD_INPUTS, None, None, "foreign"),                # another recipe's outputs: left alone
+    (OTHER, "theirs", NEW_INPUTS, None, None, "foreign"),                # ... also made from older inputs
+    (OTHER, "theirs", OLD_INPUTS, 200.0, None, "try"),                   # ... unless overwriting
+    (OTHER, "theirs", OLD_INPUTS, 50.0, None, "foreign"),                # ... once
+    (OTHER, "missing", OLD_INPUTS, None, None, "try"),                   # its outputs are not ours to protect any more
+    (FAILED, "missing", OLD_INPUTS, None, None, "failed"),               # failed stays failed
+    (LEGACY_FAILED, "missing", OLD_INPUTS, None, None, "failed"),        # ... also when recorded by older versions
+    (FAILED, "missing", NEW_INPUTS, None, None, "try"),                  # the input changed (completed) since
+    (FAILED, "missing", OLD_INPUTS, None, 200.0, "try"),                 # --retry-failed
+    (FAILED, "missing", OLD_INPUTS, None, 50.0, "failed"),               # ... once per campaign
+    (OTHER_FAILED, "missing", OLD_INPUTS, None, None, "try"),            # another recipe failed on it
 ])
-def test_decisions(state, outputs_ok, overwrite, retry, expected):
-    assert decide(state, outputs_ok, FP, overwrite_since=overwrite, retry_since=retry) == expected
+def test_decisions(state, outputs, inputs, overwrite, retry, expected):
+    assert decide(state, outputs, FP, inputs=inputs, conditions=SAME, overwrite_since=overwrite,
+                  retry_since=retry) == expected
+
+
+def test_a_failure_under_other_conditions_is_tried_again():
+    assert decide(FAILED, "missing", FP, inputs=OLD_INPUTS, conditions={"allow": True}) == "try"
+
+
+def test_output_names_belong_to_one_recipe():
+    record = {"fingerprint": FP, "outputs": {"TS__A.mrc": {"size": 1, "inode": 1},
+                                             "TS__U.mrc": {"size": 1, "inode": 2, "fingerprint": "0" * 16}}}
+    intact = {"TS__A.mrc": True, "TS__U.mrc": True}
+    assert classify_outputs(record, ["TS__A.mrc"], FP, intact) == "ours"
+    assert classify_outputs(record, ["TS__A.mrc", "TS__U.mrc"], FP, intact) == "theirs"
+    assert classify_outputs(record, ["TS__A.mrc", "TS__B.mrc"], FP, intact) == "missing"
+    assert classify_outputs(record, ["TS__A.mrc", "TS__U.mrc"], FP, {**intact, "TS__U.mrc": False}) == "missing"
+    assert classify_outputs(None, ["TS__A.mrc"], FP, {}) == "missing"
 
 
 @pytest.mark.parametrize("kind, cls", [("float32", MrcFloat32Writer), ("uint8", MrcUint8Writer)])

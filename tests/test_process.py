@@ -119,14 +119,27 @@ def test_bad_inputs_are_recorded_and_others_go_on(setup, capsys):
     assert code == 1
     assert "18 done, 2 failed" in out and "TS_003" in out and "TS_005" in out and "Membrane" in out
     assert "TS_003.mrc" in FileClaimStore(tmp / "out").state("TS_003").error
-    # Fixed, and retried: the run completes.
+    args = ["process", str(model), "--tomograms", str(tmp / "tomos"), "--output", str(tmp / "out"), "--gpus", "cpu"]
+    assert infer_main(args) == 1  # unchanged inputs: they stay failed, without being tried again
+    assert "18 done, 2 failed" in capsys.readouterr().out
+    # Fixed: a plain rerun tries them again, because their input files changed.
     make_tomograms(tmp / "fix", 6, channels=("Membrane",))
     os.replace(tmp / "fix" / "TS_003.mrc", tomos[3])
     os.replace(tmp / "fix" / "TS_005__Membrane.mrc", tmp / "tomos" / "TS_005__Membrane.mrc")
-    assert infer_main(["process", str(model), "--tomograms", str(tmp / "tomos"), "--output", str(tmp / "out"),
-                       "--gpus", "cpu"]) == 1  # without --retry-failed they stay failed
-    assert infer_main(["process", str(model), "--tomograms", str(tmp / "tomos"), "--output", str(tmp / "out"),
-                       "--gpus", "cpu", "--retry-failed"]) == 0
+    assert infer_main(args) == 0
+    assert "20 done, 0 failed (2 of them by this command)" in capsys.readouterr().out
+
+
+def test_retry_failed_tries_unchanged_failures_again(setup, capsys):
+    tmp, model, tomos = setup
+    (tmp / "tomos" / "TS_005__Membrane.mrc").write_bytes(b"\x00" * 100)
+    args = ["process", str(model), "--tomograms", str(tmp / "tomos"), "--output", str(tmp / "out"), "--gpus", "cpu"]
+    assert infer_main(args) == 1
+    capsys.readouterr()
+    assert infer_main([*args, "--retry-failed"]) == 1
+    assert "TS_005 done" not in capsys.readouterr().err
+    journal = FileClaimStore(tmp / "out").journal()
+    assert [e["event"] for e in journal if e["stem"] == "TS_005"] == ["failed", "failed"]  # tried twice
 
 
 def test_uint8_output_and_class_subset(setup):

@@ -37,9 +37,11 @@ def atomic_path(target: str | os.PathLike, publish: Publish | None = None, tag: 
     try:
         yield tmp
         (publish or os.replace)(tmp, target)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.filename is None:  # a write that failed (ENOSPC ...): name the file
+            exc.filename = str(target)
         raise
 
 

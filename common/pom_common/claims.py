@@ -64,7 +64,9 @@ class TomogramState:
     ``done`` and ``failure`` are the records written by its owner (:meth:`ClaimStore.
     record_done`, :meth:`ClaimStore.record_failed`); ``done_at``/``failed_at`` when, by the
     store's clock (comparable with :meth:`ClaimStore.now`). Records written by the owner
-    of an older generation are not the current state.
+    of an older generation are not the current state; but ``record`` (``record_at``) is the
+    newest outcome of any generation up to the current one, which says what the files
+    beside it were made by, also while a later attempt holds, released or lost the claim.
     """
 
     stem: str
@@ -74,6 +76,8 @@ class TomogramState:
     failure: Mapping[str, Any] | None = None
     failed_at: float | None = None
     claim: ClaimInfo | None = None  # set while the current generation is held (not released)
+    record: Mapping[str, Any] | None = None  # newest done or failed record at or below the current generation
+    record_at: float | None = None
 
     @property
     def status(self) -> str:
@@ -121,8 +125,8 @@ class ClaimStore(Protocol):
     def record_done(self, claim: Claim, record: Mapping[str, Any]) -> None:
         """Record the tomogram as done (its outputs are in place). Raises ClaimLost when not owner."""
 
-    def record_failed(self, claim: Claim, error: str) -> None:
-        """Record a failed attempt with its one-line error. Raises ClaimLost when not owner."""
+    def record_failed(self, claim: Claim, error: str, details: Mapping[str, Any] | None = None) -> None:
+        """Record a failed attempt with its one-line error and ``details``. Raises ClaimLost when not owner."""
 
     def state(self, stem: str) -> TomogramState:
         """What is stored about ``stem``."""

@@ -32,6 +32,11 @@ HEADER_DTYPE = mrcfile.dtypes.HEADER_DTYPE
 
 #: dtypes this toolkit reads (MRC modes 0, 1, 2, 6, 12; uint8 arrives as mode 6 or 0).
 READABLE_DTYPES = (np.int8, np.int16, np.float32, np.uint16, np.float16, np.uint8)
+#: IMOD marks its headers with this number at byte 152 (``imodStamp``); bit 0 of the
+#: ``imodFlags`` word after it says the bytes of a mode 0 file are signed. IMOD (newstack
+#: -mode 0, trimvol, tilt) writes unsigned bytes with that bit clear.
+IMOD_STAMP = 1146047817
+IMOD_SIGNED_BYTES = 1
 
 
 @dataclass(frozen=True)
@@ -53,6 +58,7 @@ class Volume:
     voxel_size: float
     voxel_size_from_header: bool
     path: Path
+    header_voxel_size: float = 0.0  # what the header says (0 when unset), whatever the fallback
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -71,6 +77,9 @@ def read_volume(path: str | os.PathLike, fallback_voxel_size: float | None = Non
     fallback_voxel_size
         Voxel size (A) to use when the header says 0 or 1 (unset); Pom's ``apix``.
 
+    Mode 0 is signed bytes (MRC2014), except where IMOD's header flag says the bytes are
+    unsigned (as IMOD writes them): those arrive as uint8.
+
     Raises
     ------
     InputError
@@ -79,7 +88,7 @@ def read_volume(path: str | os.PathLike, fallback_voxel_size: float | None = Non
         The header is checked against the file size before anything is allocated.
     """
     path = Path(path)
-    check_header(path)
+    unsigned_bytes = check_header(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error")
@@ -95,6 +104,8 @@ def read_volume(path: str | os.PathLike, fallback_voxel_size: float | None = Non
                 "sections = z); reorder the volume (e.g. relion_image_handler or IMOD) first"
             )
         data = mrc.data
+        if unsigned_bytes and data is not None and data.dtype == np.int8:
+            data = data.view(np.uint8)
         if data is None or data.ndim != 3:
             ndim = 0 if data is None else data.ndim
             raise InputError(f"{path}: expected a 3D volume, found a {ndim}D image")
@@ -119,11 +130,16 @@ def read_volume(path: str | os.PathLike, fallback_voxel_size: float | None = Non
         if fallback_voxel_size is None:
             return Volume(data, 0.0, False, path)
         return Volume(data, float(fallback_voxel_size), False, path)
-    return Volume(data, header_size, True, path)
+    return Volume(data, header_size, True, path, header_size)
 
 
-def check_header(path: Path) -> None:
+def check_header(path: Path) -> bool:
     """Refuse a file whose header does not describe its own size, before mrcfile allocates anything.
+
+    Returns
+    -------
+    Whether the file holds unsigned bytes by IMOD's header flag (mode 0, ``imodStamp``
+    set, ``imodFlags`` bit 0 clear).
 
     Raises
     ------
@@ -160,6 +176,8 @@ def check_header(path: Path) -> None:
                          f"the file holds {size} bytes)")
     if size < needed:
         raise InputError(f"{path}: truncated: {size} bytes, its header implies {needed}")
+    imod = np.frombuffer(raw, dtype=np.dtype("i4").newbyteorder(order), count=2, offset=152)
+    return int(header["mode"]) == 0 and int(imod[0]) == IMOD_STAMP and not int(imod[1]) & IMOD_SIGNED_BYTES
 
 
 def _mrc_mode_for(dtype: npt.DTypeLike) -> np.dtype:
@@ -225,6 +243,7 @@ def reserve(path: str | os.PathLike) -> None:
             os.posix_fallocate(fd, 0, size)
         except OSError as exc:
             if exc.errno not in (errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL):
+                exc.filename = exc.filename or str(path)
                 raise
     finally:
         os.close(fd)

@@ -20,6 +20,8 @@ from .errors import InputError
 
 SEPARATOR = "__"
 MRC_SUFFIX = ".mrc"
+#: Extensions of tomograms found in a folder (any case): MRC, and IMOD's name for a reconstruction.
+TOMOGRAM_SUFFIXES = (".mrc", ".rec")
 #: Longest feature, class or channel name (file names are limited to 255 bytes).
 MAX_NAME = 100
 
@@ -63,14 +65,21 @@ def feature_filename(stem: str, feature: str) -> str:
     return f"{stem}{SEPARATOR}{feature}{MRC_SUFFIX}"
 
 
+def is_tomogram_name(path: str | os.PathLike) -> bool:
+    """True for ``*.mrc`` and ``*.rec`` names (any case) that are not derived files."""
+    name = Path(path).name
+    return name.lower().endswith(TOMOGRAM_SUFFIXES) and not is_derived(name) and not name.startswith(".")
+
+
 def list_tomograms(folder: str | os.PathLike) -> list[Path]:
-    """Tomograms in ``folder``: ``*.mrc`` that are not derived files, sorted by name.
+    """Tomograms in ``folder``: ``*.mrc`` and ``*.rec`` (any case) that are not derived files, sorted by name.
 
     Every such entry is listed, also a broken link or a folder named ``X.mrc``: reading it
-    then fails with a reason, rather than the entry being skipped without a word.
+    then fails with a reason, rather than the entry being skipped without a word. Hidden
+    files (temporaries of writers) are not tomograms.
     """
     folder = Path(folder)
-    return sorted(p for p in folder.glob(f"*{MRC_SUFFIX}") if not is_derived(p))
+    return sorted(p for p in folder.iterdir() if is_tomogram_name(p))
 
 
 def channel_candidates(tomogram: str | os.PathLike, channel: str, folders: Sequence[str | os.PathLike] = ()) -> list[Path]:

@@ -12,8 +12,11 @@ One vocabulary, used by the configuration (``density_normalisation``), the ONNX 
 ``volume``
     Density, processing: standardised over the whole volume, as Pom's processing does.
 ``uint8``
-    Other channels (segmentations, uint8 0..255): ``v / 255 * 2 - 1``, in training and
-    processing alike.
+    Other channels (segmentations): ``v / s * 2 - 1``, in training and processing alike,
+    where ``s`` is the channel file's full scale (:func:`channel_scale`): 255 for Ais's
+    0..255 segmentations (unsigned bytes, mode 6, or IMOD's unsigned mode 0), 127 for
+    signed bytes (mode 0, as easymode and Pom 1.2 write them), 1 for probabilities 0..1
+    (a float32 output of ``pom-infer``) or a 0/1 mask.
 
 Functions take and return arrays; none reads or writes files.
 """
@@ -23,6 +26,7 @@ from __future__ import annotations
 import numpy as np
 
 from .constants import CHANNEL_SCALE, DENSITY
+from .errors import InputError
 
 LOCAL = "local"
 VOLUME = "volume"
@@ -45,13 +49,79 @@ def processing_normalisation(channel: str, density: str = LOCAL) -> str:
     return density if channel == DENSITY else UINT8
 
 
-def normalise_crop(image: np.ndarray, channel: str) -> np.ndarray:
+#: Full scale of signed-byte segmentations (easymode, Pom 1.2: probability 1 is 127).
+SIGNED_BYTE_SCALE = 127.0
+#: Full scale of probabilities and 0/1 masks.
+UNIT_SCALE = 1.0
+#: Slices read at once when looking for a channel's value range.
+_RANGE_CHUNK = 8
+
+
+def value_range(volume: np.ndarray) -> tuple[float, float]:
+    """(min, max) of a volume, read a few slices at a time (memory maps welcome); NaN when it holds NaN."""
+    lo, hi = np.inf, -np.inf
+    for z in range(0, volume.shape[0], _RANGE_CHUNK):
+        chunk = np.asarray(volume[z : z + _RANGE_CHUNK])
+        if chunk.size:
+            lo, hi = min(lo, float(chunk.min())), max(hi, float(chunk.max()))
+    return lo, hi
+
+
+def channel_scale(volume: np.ndarray, source: str) -> tuple[float, str]:
+    """The full scale of a segmentation channel, from its data type and values.
+
+    ======================================  ===========  ==============================
+    values                                  full scale   what writes them
+    ======================================  ===========  ==============================
+    0..1 (any type; all zeros included)     1            probabilities, 0/1 masks
+    0..127 in signed bytes (MRC mode 0)     127          easymode, Pom 1.2
+    0..255 (other types)                    255          Ais, IMOD (unsigned mode 0)
+    ======================================  ===========  ==============================
+
+    Parameters
+    ----------
+    volume : (nz, ny, nx) channel data (read slab by slab).
+    source : the file (or channel) name, for messages.
+
+    Returns
+    -------
+    (full scale, a sentence saying how it was read when that is not 0..255; '' otherwise).
+
+    Raises
+    ------
+    InputError
+        Naming ``source``, for values that no segmentation holds: negative, or above 255.
+    """
+    lo, hi = value_range(volume)
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return CHANNEL_SCALE, ""  # NaN / Inf: refused by the preprocessing, naming the channel
+    signed_bytes = np.dtype(volume.dtype) == np.int8
+    if lo < -0.01 * max(hi, 1.0):
+        hint = (" (unsigned bytes stored as signed? IMOD marks unsigned mode 0 files in its header; "
+                "rewrite it with IMOD or as MRC mode 6)") if signed_bytes else ""
+        raise InputError(f"{source}: values {lo:g}..{hi:g}, but a segmentation channel holds 0..255, 0..127 "
+                         f"(signed bytes) or 0..1 (probabilities){hint}")
+    if hi <= UNIT_SCALE * (1 + 1e-6):
+        if hi <= 0:
+            return CHANNEL_SCALE, ""
+        what = "a 0/1 mask" if np.issubdtype(volume.dtype, np.integer) else "probabilities"
+        return UNIT_SCALE, f"{source}: values {lo:g}..{hi:g}, read as {what} (1 = full scale)"
+    if signed_bytes:
+        return SIGNED_BYTE_SCALE, f"{source}: signed bytes 0..{hi:g}, read as 0..127 (as easymode and Pom 1.2 write them)"
+    if hi > CHANNEL_SCALE * (1 + 1e-6):
+        raise InputError(f"{source}: values up to {hi:g}, but a segmentation channel holds 0..255, 0..127 "
+                         "(signed bytes) or 0..1 (probabilities)")
+    return CHANNEL_SCALE, ""
+
+
+def normalise_crop(image: np.ndarray, channel: str, scale: float = CHANNEL_SCALE) -> np.ndarray:
     """A training image as Pom makes it: Density standardised (``crop``), others ``uint8``.
 
     Parameters
     ----------
     image : (h, w) array, the z-averaged, binned crop.
     channel : its channel name.
+    scale : the channel's full scale (:func:`channel_scale`; Pom's 255 by default).
 
     Returns
     -------
@@ -63,7 +133,7 @@ def normalise_crop(image: np.ndarray, channel: str) -> np.ndarray:
         if std != 0.0:
             image /= std
         return image
-    return image / CHANNEL_SCALE * 2.0 - 1.0
+    return image / scale * 2.0 - 1.0
 
 
 def _box_mean(image: np.ndarray, window: int) -> np.ndarray:
@@ -114,15 +184,15 @@ def standardise_volume(binned: np.ndarray) -> np.ndarray:
     return binned
 
 
-def scale_uint8(binned: np.ndarray) -> np.ndarray:
-    """In place: 0..255 -> -1..1."""
-    binned *= 2.0 / CHANNEL_SCALE
+def scale_uint8(binned: np.ndarray, scale: float = CHANNEL_SCALE) -> np.ndarray:
+    """In place: 0..scale -> -1..1."""
+    binned *= 2.0 / scale
     binned -= 1.0
     return binned
 
 
-def normalise_volume(binned: np.ndarray, how: str, window: int) -> np.ndarray:
-    """In place, for processing: ``local`` (window ``window``), ``volume`` or ``uint8``.
+def normalise_volume(binned: np.ndarray, how: str, window: int, scale: float = CHANNEL_SCALE) -> np.ndarray:
+    """In place, for processing: ``local`` (window ``window``), ``volume`` or ``uint8`` (full scale ``scale``).
 
     Raises
     ------
@@ -135,5 +205,5 @@ def normalise_volume(binned: np.ndarray, how: str, window: int) -> np.ndarray:
     if how == VOLUME:
         return standardise_volume(binned)
     if how == UINT8:
-        return scale_uint8(binned)
+        return scale_uint8(binned, scale)
     raise ValueError(f"unknown normalisation {how!r}; expected one of {list(PROCESSING)}")

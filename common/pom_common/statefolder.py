@@ -26,12 +26,14 @@ import os
 import re
 import secrets
 import socket
+import stat
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
 from .claims import StoreError
+from .errors import user_name
 
 logger = logging.getLogger(__name__)
 
@@ -100,7 +102,7 @@ class StateFolder:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(tmp)
 
-        self._retry(f"create {path.parent}", lambda: os.makedirs(path.parent, exist_ok=True))
+        self._retry(f"create {path.parent}", lambda: self._makedirs(path.parent))
         return self._retry(f"write {path.name}", write)
 
     @staticmethod
@@ -144,12 +146,60 @@ class StateFolder:
                 return False
         return self._retry(f"look at {path.name}", stat)
 
+    # ------------------------------------------------------------------ folders
+
+    def _makedirs(self, folder: Path) -> None:
+        """Create ``folder`` (and its parents); a shared output folder's group gets to write in it too.
+
+        Workers of several users share a state folder when the output folder is writable for
+        its group: the folders created here then are too (group write and set-group-ID, as
+        the output folder has them), whatever the creating user's umask.
+        """
+        if folder.is_dir():
+            return
+        os.makedirs(folder, exist_ok=True)
+        top = self.state_dir.parent.parent  # the output folder: <output>/.pom/<namespace>
+        try:
+            shared = os.stat(top).st_mode & (stat.S_IWGRP | stat.S_ISGID)
+            if not shared:
+                return
+            probe = folder
+            while probe != top and top in probe.parents:
+                mode = os.stat(probe).st_mode
+                if mode & shared != shared and os.stat(probe).st_uid == os.geteuid():
+                    os.chmod(probe, stat.S_IMODE(mode) | shared)
+                probe = probe.parent
+        except OSError:
+            pass  # best effort: check_writable() names what is not writable
+
+    def check_writable(self) -> None:
+        """Refuse, in one line, a state folder whose existing folders this user cannot write in.
+
+        Raises
+        ------
+        StoreError
+            Naming the folder, its owner and mode, this user, and the fix.
+        """
+        folders = [self.state_dir.parent, self.state_dir]
+        for sub in ("tomograms", "campaigns", "journal"):
+            folders.append(self.state_dir / sub)
+        with contextlib.suppress(OSError):
+            folders += [Path(e.path) for e in os.scandir(self.state_dir / "tomograms") if e.is_dir()]
+        for folder in folders:
+            if folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):
+                st = os.stat(folder)
+                owner = user_name(st.st_uid)
+                raise StoreError(f"{folder}: this user ({user_name(os.geteuid())}) cannot write in the work queue's folder, "
+                                 f"which belongs to {owner} with mode {stat.filemode(st.st_mode)}: run every worker of "
+                                 "one output folder as one user, or share it by a group (chgrp -R GROUP and chmod -R "
+                                 "g+ws on the output folder, then umask 002)")
+
     # ------------------------------------------------------------------ clock
 
     def now(self) -> float:
         """The filesystem's current time: the mtime of this host's clock file, touched just now."""
         def touch() -> float:
-            os.makedirs(self.state_dir, exist_ok=True)
+            self._makedirs(self.state_dir)
             with open(self._probe, "a") as handle:  # through the descriptor: another worker on this
                 os.utime(handle.fileno())          # host may remove the name at any moment
                 return os.fstat(handle.fileno()).st_mtime
@@ -157,7 +207,7 @@ class StateFolder:
 
     def timestamp_granularity(self) -> float:
         """The resolution (s) of mtimes on this filesystem: from 1e-9 (ext4, xfs) to 2 (FAT)."""
-        os.makedirs(self.state_dir, exist_ok=True)
+        self._makedirs(self.state_dir)
         odd_second = (int(time.time()) | 1) * 10**9
         probe = self.state_dir / f".tmp-clock-{self.worker_id}"
         try:
@@ -240,7 +290,7 @@ class StateFolder:
         folder = self.state_dir / "journal"
 
         def append() -> None:
-            os.makedirs(folder, exist_ok=True)
+            self._makedirs(folder)
             fd = os.open(folder / f"{self.worker_id}.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
             try:
                 os.write(fd, line.encode())

@@ -116,8 +116,13 @@ class FileClaimStore(StateFolder):
             self._top[stem] = g
         return g
 
-    def _state_at(self, stem: str, g: int, now: float, present: set[str] | None = None) -> TomogramState:
-        """The state at generation ``g``; ``present``: the record kinds a listing found (skips lookups)."""
+    def _state_at(self, stem: str, g: int, now: float, present: set[str] | None = None,
+                  history: dict[int, set[str]] | None = None) -> TomogramState:
+        """The state at generation ``g``; ``present``: the record kinds a listing found (skips lookups).
+
+        ``history``: generation -> record kinds for this stem, from the same listing; without
+        it, earlier generations are probed (only when ``g`` has no outcome).
+        """
         if g < 0:
             return TomogramState(stem)
         done, done_at = (None, None)
@@ -139,7 +144,23 @@ class FileClaimStore(StateFolder):
                 doc = doc or {}
                 age = now - mtime
                 claim = ClaimInfo(str(doc.get("host", "?")), int(doc.get("pid", -1) or -1), age, age > self.lease)
-        return TomogramState(stem, g, done, done_at, failure, failed_at, claim)
+        record, record_at = (done, done_at) if done is not None else (failure, failed_at)
+        if record is None:
+            record, record_at = self._earlier_outcome(stem, g, history)
+        return TomogramState(stem, g, done, done_at, failure, failed_at, claim, record, record_at)
+
+    def _earlier_outcome(self, stem: str, g: int, history: dict[int, set[str]] | None) -> tuple[dict | None, float | None]:
+        """The newest done or failed record below generation ``g`` (what the files were made by)."""
+        for earlier in range(g - 1, -1, -1):
+            for kind in ("done", "failed"):
+                if history is not None and kind not in history.get(earlier, ()):
+                    continue
+                if history is None and not self._exists(self._path(stem, kind, earlier)):
+                    continue
+                doc, at = self._read(self._path(stem, kind, earlier))
+                if doc:
+                    return doc, at
+        return None, None
 
     def state(self, stem: str) -> TomogramState:
         """What is stored about ``stem``'s current generation (a constant number of file operations).
@@ -167,7 +188,7 @@ class FileClaimStore(StateFolder):
         swept_at = time.time()
         wanted = None if stems is None else list(stems)
         tops: dict[str, int] = {}
-        kinds: dict[tuple[str, int], set[str]] = {}
+        kinds: dict[str, dict[int, set[str]]] = {}  # stem -> generation -> record kinds
         tomograms = self.state_dir / "tomograms"
         try:
             buckets = [e.path for e in os.scandir(tomograms) if e.is_dir()]
@@ -182,7 +203,7 @@ class FileClaimStore(StateFolder):
                             self._sweep(entry, swept_at)
                         continue
                     stem, kind, g = m.group("stem"), m.group("kind"), int(m.group("gen"))
-                    kinds.setdefault((stem, g), set()).add(kind)
+                    kinds.setdefault(stem, {}).setdefault(g, set()).add(kind)
                     if kind == "gen":
                         tops[stem] = max(tops.get(stem, -1), g)
         now = time.time()
@@ -191,7 +212,8 @@ class FileClaimStore(StateFolder):
             top = tops.get(stem, -1)
             if top >= 0:
                 self._top[stem] = max(self._top.get(stem, -1), top)
-            out[stem] = self._state_at(stem, top, now, kinds.get((stem, top), set()))
+            history = kinds.get(stem, {})
+            out[stem] = self._state_at(stem, top, now, history.get(top, set()), history)
         return out
 
     def finished_stems(self) -> set[str]:
@@ -317,9 +339,9 @@ class FileClaimStore(StateFolder):
         """Write ``done.<g>``: this generation's outputs are in place. ClaimLost when not owner."""
         self._record(claim, "done", record)
 
-    def record_failed(self, claim: Claim, error: str) -> None:
-        """Write ``failed.<g>`` with the error. ClaimLost when not owner."""
-        self._record(claim, "failed", {"error": error})
+    def record_failed(self, claim: Claim, error: str, details: Mapping[str, Any] | None = None) -> None:
+        """Write ``failed.<g>`` with the error (and ``details``: what it was tried with). ClaimLost when not owner."""
+        self._record(claim, "failed", {**(details or {}), "error": error})
 
     def release(self, claim: Claim) -> None:
         """Give the claim up: write ``released.<g>`` unless an outcome is recorded or it was taken over."""

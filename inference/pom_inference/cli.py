@@ -16,7 +16,7 @@ import traceback
 
 from pom_common.cli import OneLineParser
 from pom_common.config import parse_gpus
-from pom_common.errors import ConfigError, DeviceError, PomError
+from pom_common.errors import ConfigError, DeviceError, PomError, os_error_line
 from pom_common.log import configure_logging
 
 
@@ -51,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stall-seconds", type=float, default=1800.0,
                    help="a worker with no progress for this long lets its claims expire (a hung GPU)")
     p.add_argument("--voxel-size", type=float, default=None, help="A, for headers that say 0 or 1")
+    p.add_argument("--allow-voxel-size-mismatch", action="store_true",
+                   help="segment tomograms whose voxel size differs from the model's training voxel size by more "
+                        "than 25 %%, or whose channels' headers disagree with the tomogram's (refused by default)")
     p.add_argument("--batch", type=int, default=None,
                    help="slices per ONNX Runtime call (default: from free GPU memory; 8 on the CPU)")
     s = sub.add_parser("status", help="done / running / failed / pending in an output folder")
@@ -83,7 +86,7 @@ def cmd_process(args: argparse.Namespace) -> int:
         tta=args.tta, dtype=args.dtype, overwrite=args.overwrite, retry_failed=args.retry_failed,
         lease_seconds=_positive("--lease-seconds", args.lease_seconds),
         stall_seconds=_positive("--stall-seconds", args.stall_seconds), fallback_voxel_size=args.voxel_size,
-        batch=args.batch,
+        batch=args.batch, allow_voxel_size_mismatch=args.allow_voxel_size_mismatch,
     )
     if args.workers < 1:
         raise ConfigError(f"--workers: expected a positive integer, got {args.workers}")
@@ -148,6 +151,11 @@ def main(argv: list[str] | None = None) -> int:
         kind = "" if exc.exit_code == 130 else "error: "
         print(f"pom-infer: {kind}{exc}{hint}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:  # a file or folder outside any one tomogram's work (full disk, permissions)
+        if args.debug:
+            traceback.print_exc()
+        print(f"pom-infer: error: {os_error_line(exc)}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -25,11 +25,11 @@ from pom_common.naming import tomogram_stem
 from pom_common.workqueue import check_lease
 
 from .checks import check_options, check_output_folder, check_tomograms
-from .eligibility import DONE, FAILED, FOREIGN, decide, describe
+from .eligibility import DONE, FAILED, FOREIGN, describe, foreign_owner, recorded_outputs
 from .gpu import _ort
 from .outputs import make_writer
 from .progress import DatasetProgress
-from .worker import ProcessOptions, Stop, WorkerResult, open_store, run_worker
+from .worker import ProcessOptions, Stop, WorkerResult, current_inputs, judge, open_store, run_worker
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +45,7 @@ class RunResult:
 
     done: list[str] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # inputs still being written: tried by a later run
     workers: list[WorkerResult] = field(default_factory=list)
 
     @property
@@ -60,14 +61,16 @@ class RunResult:
     @property
     def ok(self) -> bool:
         """Every tomogram done and every worker ended normally."""
-        return not self.failed and not self.errors
+        return not self.failed and not self.skipped and not self.errors
 
 
 def summary(result: RunResult) -> list[str]:
     """The lines a command prints at the end of a run."""
     here = "" if result.done_here == len(result.done) else f" ({result.done_here} of them by this command)"
-    lines = [f"{len(result.done)} done, {len(result.failed)} failed{here}"]
+    skipped = f", {len(result.skipped)} skipped for now" if result.skipped else ""
+    lines = [f"{len(result.done)} done, {len(result.failed)} failed{skipped}{here}"]
     lines += [f"  FAILED {stem}: {error}" for stem, error in result.failed]
+    lines += [f"  SKIPPED {stem}: {reason}" for stem, reason in result.skipped]
     lines += [f"  STOPPED {error}" for error in result.errors]
     return lines
 
@@ -204,24 +207,31 @@ def process(opts: ProcessOptions, devices: list[int | None], verbose: bool = Fal
 
 
 def tally(opts: ProcessOptions, reference: WorkerResult, workers: list[WorkerResult]) -> RunResult:
-    """Done (this recipe, outputs intact) or not, for every tomogram of ``opts``."""
+    """Done (this recipe, outputs intact, inputs unchanged) or not, for every tomogram of ``opts``."""
     store = open_store(opts)
     writer = make_writer(opts.dtype, opts.output_dir, reference.classes, range(len(reference.classes)))
-    stems = [tomogram_stem(Path(t)) for t in opts.tomograms]
-    states = store.states(stems, sweep=True)  # and remove what killed workers left half-written
+    stems = {tomogram_stem(Path(t)): Path(t) for t in opts.tomograms}
+    states = store.states(list(stems), sweep=True)  # and remove what killed workers left half-written
+    skipped = {stem: reason for w in workers for stem, reason in w.skipped}
+    conditions = opts.conditions()
     result = RunResult(workers=workers)
-    for stem in stems:
+    for stem, tomogram in stems.items():
         state = states[stem]
-        outputs_ok = state.done is not None and writer.verify(stem, state.done.get("outputs", {}))
-        decision = decide(state, outputs_ok, reference.fingerprint)
+        inputs = current_inputs(tomogram, reference.channels, opts.channel_dirs)
+        decision = judge(state, writer, reference.fingerprint, inputs, conditions)
         if decision == DONE:
             result.done.append(stem)
         elif decision == FAILED:
             result.failed.append((stem, state.error))
         elif decision == FOREIGN:
-            assert state.done is not None
-            result.failed.append((stem, f"holds the outputs of another recipe, {describe(state.done.get('recipe'))}; "
-                                        "not replaced unless overwriting"))
+            names = [p.name for p in writer.paths(stem)]
+            name, owner = foreign_owner(state.record, names, reference.fingerprint,
+                                        writer.intact(recorded_outputs(state.record)))
+            result.failed.append((stem, f"{name} holds the output of another recipe, "
+                                        f"{describe(owner.get('recipe'), owner.get('model_path'))}; left alone "
+                                        "(run again with --overwrite to replace it)"))
+        elif stem in skipped:
+            result.skipped.append((stem, skipped[stem]))
         else:
-            result.failed.append((stem, "not processed (stopped, or its outputs changed)"))
+            result.failed.append((stem, "not processed (stopped, or its inputs or outputs changed meanwhile)"))
     return result

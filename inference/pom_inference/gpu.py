@@ -16,6 +16,7 @@ import ctypes
 import functools
 import io
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -89,6 +90,9 @@ class CudaReport:
 
 
 def _ort() -> Any:
+    # ONNX Runtime's telemetry writes a device id under HOME, and prints a coloured warning
+    # when it cannot (a second user, a service account): not for our users' logs.
+    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
     import onnxruntime as ort
 
     ort.set_default_logger_severity(4)  # missing CUDA libraries are reported by us, in one place

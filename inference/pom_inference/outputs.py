@@ -59,8 +59,8 @@ class OutputWriter(Protocol):
     def describe(self, stem: str) -> dict[str, dict[str, int]]:
         """Name -> size and inode of each output of ``stem`` just written (for :meth:`verify`)."""
 
-    def verify(self, stem: str, outputs: Mapping[str, Any]) -> bool:
-        """Whether the outputs are still the files :meth:`describe` recorded (present, same size and inode)."""
+    def intact(self, outputs: Mapping[str, Any]) -> dict[str, bool]:
+        """Recorded output name -> whether the file is still the one :meth:`describe` recorded (present, same size and inode)."""
 
     def remove_temporaries(self, stem: str, below: int | None = None) -> int:
         """Delete temporary files a stopped worker left for ``stem`` (of generations < ``below``); how many."""
@@ -131,19 +131,23 @@ class _MrcWriter:
             out[path.name] = {"size": st.st_size, "inode": st.st_ino}
         return out
 
-    def verify(self, stem: str, outputs: Mapping[str, Any]) -> bool:
-        """Every class file present, with the size and inode recorded when it was written."""
-        for path in self.paths(stem):
-            recorded = outputs.get(path.name) if isinstance(outputs, Mapping) else None
-            if not isinstance(recorded, Mapping):
-                return False
-            try:
-                st = os.stat(path)
-            except OSError:
-                return False
-            if st.st_size != recorded.get("size") or st.st_ino != recorded.get("inode"):
-                return False
-        return True
+    def intact(self, outputs: Mapping[str, Any]) -> dict[str, bool]:
+        """For each recorded output name (any recipe's), whether that file is still the one recorded.
+
+        ``outputs``: name -> {size, inode, ...} as :meth:`describe` made it. A name that is
+        not a plain file name (a record from elsewhere) is not intact.
+        """
+        result = {}
+        for name, recorded in outputs.items():
+            ok = False
+            if isinstance(recorded, Mapping) and name == Path(name).name and name not in ("", ".", ".."):
+                try:
+                    st = os.stat(self.folder / name)
+                    ok = st.st_size == recorded.get("size") and st.st_ino == recorded.get("inode")
+                except OSError:
+                    ok = False
+            result[name] = ok
+        return result
 
     def remove_temporaries(self, stem: str, below: int | None = None) -> int:
         """Delete ``.<name>.tmp-*`` files of ``stem``'s outputs; with ``below``, only those of earlier generations.

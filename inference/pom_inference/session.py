@@ -7,6 +7,7 @@ silent fall-back to the CPU. The CPU is asked for with ``device=None``.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from pom_common.errors import DeviceError, ModelError, one_line
-from pom_common.files import regular_file
+from pom_common.files import read_regular_file
 from pom_common.modelmeta import METADATA_KEY, ModelInfo
 
 from . import gpu, nvidia
@@ -26,6 +27,8 @@ logger = logging.getLogger(__name__)
 
 CUDA = gpu.CUDA
 CPU = "CPUExecutionProvider"
+#: Largest model file read (ONNX's protobuf limit is 2 GiB).
+MAX_MODEL_BYTES = 2 << 30
 #: Most slices per call on a GPU, whatever its memory.
 MAX_GPU_BATCH = 64
 #: Bytes of activations per input pixel per base filter of the U-Net, with room to spare
@@ -49,6 +52,7 @@ class Model:
     output_name: str
     device: int | None = None
     io_binding: bool = False
+    sha256: str = ""  # of the bytes the session was built from (what runs, whatever the file holds now)
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """(B, H, W, C) float32 -> (B, H, W, K) float32."""
@@ -136,10 +140,11 @@ def load_model(path: str | os.PathLike, device: int | None = None, threads: int 
         A GPU was asked for and CUDA cannot run on it (the message says why and how to fix it).
     """
     path = Path(path)
-    try:
-        regular_file(path)
+    try:  # read once: the session is built from these bytes and the recipe names their hash
+        data = read_regular_file(path, MAX_MODEL_BYTES)
     except OSError as exc:
         raise ModelError(f"{path}: model: {exc.strerror or exc}") from None
+    sha256 = hashlib.sha256(data).hexdigest()
     ort = _ort()
     options = _options(ort, threads)
     providers: list = [CPU]
@@ -149,7 +154,7 @@ def load_model(path: str | os.PathLike, device: int | None = None, threads: int 
             check_gpus([device])  # raises, naming what is missing
         providers = [(CUDA, {"device_id": int(device)}), CPU]
     try:
-        session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+        session = ort.InferenceSession(data, sess_options=options, providers=providers)
     except Exception as exc:
         if device is not None and "CUDA" in str(exc):
             check_gpus([device])
@@ -172,7 +177,7 @@ def load_model(path: str | os.PathLike, device: int | None = None, threads: int 
     provider = "cuda" if device is not None else "cpu"
     model = Model(session=session, info=info, provider=provider, path=path, input_name=inputs[0].name,
                   output_name=outputs[0].name, device=device,
-                  io_binding=(provider == "cuda") if io_binding is None else io_binding)
+                  io_binding=(provider == "cuda") if io_binding is None else io_binding, sha256=sha256)
     if not quiet:
         announce(model)
     return model

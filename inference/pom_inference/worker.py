@@ -19,16 +19,25 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from pom_common.claims import OVERWRITE, RETRY, Claim, ClaimLost, ClaimStore, StoreError
-from pom_common.errors import PomError, one_line
+from pom_common.claims import OVERWRITE, RETRY, Claim, ClaimLost, ClaimStore, StoreError, TomogramState
+from pom_common.errors import InputError, PomError, one_line
 from pom_common.naming import tomogram_stem
 from pom_common.workqueue import DEFAULT_STALL_SECONDS, FileClaimStore, check_lease
 
 from .arrays import SLAB, predict_slabs
 from .checks import check_channels, check_output_folder, check_outputs_are_not_inputs, select_classes
-from .eligibility import TRY, Decision, decide, fingerprint
-from .inputs import Prepared, prepare
+from .eligibility import (
+    TRY,
+    Decision,
+    classify_outputs,
+    decide,
+    fingerprint,
+    recorded_outputs,
+    recorded_recipes,
+)
+from .inputs import Identity, NotReady, Prepared, check_unchanged, identity, input_files, prepare
 from .outputs import OutputWriter, in_background, make_writer
 from .session import Model, announce, load_model
 
@@ -63,6 +72,11 @@ class ProcessOptions:
     threads: int | None = None
     expect_channels: tuple[str, ...] | None = None  # refuse a model whose inputs differ (project runs)
     overlap: bool | None = None  # write slab n while slab n + 1 is predicted (None: on a GPU)
+    allow_voxel_size_mismatch: bool = False  # segment tomograms whose voxel size differs from the model's
+
+    def conditions(self) -> dict[str, Any]:
+        """The settings that decide whether a tomogram is refused (recorded with failures)."""
+        return {"allow_voxel_size_mismatch": self.allow_voxel_size_mismatch}
 
 
 @dataclass
@@ -72,8 +86,10 @@ class WorkerResult:
     name: str
     classes: tuple[str, ...] = ()
     fingerprint: str = ""
+    channels: tuple[str, ...] = ()  # the model's input channels
     done: list[str] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # inputs still being written: not tried
     fatal: PomError | None = None  # the worker could not start, or its state folder failed
     stopped: str = ""  # the signal that stopped it
     unreleased: list[str] = field(default_factory=list)  # claims it could not give up (they expire)
@@ -82,6 +98,25 @@ class WorkerResult:
 def open_store(opts: ProcessOptions) -> FileClaimStore:
     """The claim store of ``opts.output_dir`` (one per output folder, whatever the model)."""
     return FileClaimStore(opts.output_dir, opts.lease_seconds, stall_seconds=opts.stall_seconds)
+
+
+def current_inputs(tomogram: Path, channels: tuple[str, ...], channel_dirs: tuple[str, ...]) -> Identity | None:
+    """The identity of a tomogram's input files now; None when one cannot be found or looked at."""
+    try:
+        return identity(input_files(tomogram, channels, channel_dirs))
+    except InputError:
+        return None
+
+
+def judge(state: TomogramState, writer: OutputWriter, fingerprint_: str, inputs: Identity | None,
+          conditions: dict[str, Any], overwrite_since: float | None = None,
+          retry_since: float | None = None) -> Decision:
+    """:func:`pom_inference.eligibility.decide`, after looking at the output files the newest record lists."""
+    names = [p.name for p in writer.paths(state.stem)]
+    intact = writer.intact(recorded_outputs(state.record))
+    outputs = classify_outputs(state.record, names, fingerprint_, intact)
+    return decide(state, outputs, fingerprint_, inputs=inputs, conditions=conditions,
+                  overwrite_since=overwrite_since, retry_since=retry_since)
 
 
 class Worker:
@@ -96,10 +131,15 @@ class Worker:
         self.writer: OutputWriter = make_writer(opts.dtype, opts.output_dir, classes, index)
         check_output_folder(opts.output_dir)
         check_outputs_are_not_inputs(opts.tomograms, model.info.channels, opts.channel_dirs, opts.output_dir, classes)
-        self.fingerprint, self.recipe = fingerprint(opts.model, classes, opts.dtype, opts.tta, opts.fallback_voxel_size)
+        self.fingerprint, self.recipe = fingerprint(opts.model, classes, opts.dtype, opts.tta, opts.fallback_voxel_size,
+                                                    model.sha256 or None)
+        self.model_path = os.path.abspath(opts.model)
+        self.conditions = opts.conditions()
         store = open_store(opts)
+        store.check_writable()  # another user's folders: one line, not a traceback
         check_lease(opts.lease_seconds, store.timestamp_granularity())
         self.store: ClaimStore = store
+        self.clock_offset = store.now() - time.time()  # the filesystem's clock, for inputs being written
         self.overwrite_since = self.store.campaign(OVERWRITE, self.fingerprint) if opts.overwrite else None
         self.retry_since = self.store.campaign(RETRY, self.fingerprint) if opts.retry_failed else None
         self.poll = opts.poll_seconds if opts.poll_seconds is not None else min(POLL_SECONDS, opts.lease_seconds / 4)
@@ -109,15 +149,17 @@ class Worker:
         self.queue: deque[Path] = deque(tomograms[offset:] + tomograms[:offset])
         self.waiting: list[Path] = []  # held by other workers: looked at again after a poll
         self.attempted: set[str] = set()  # tried once by this worker: never again in this run
-        self.result = WorkerResult(name, classes, self.fingerprint)
+        self.looked: dict[str, tuple[Any, Identity | None]] = {}  # stem -> (newest record, inputs) when claimed
+        self.result = WorkerResult(name, classes, self.fingerprint, tuple(model.info.channels))
 
     def decision(self, tomogram: Path) -> tuple[Decision, int, bool]:
         """What to do with ``tomogram`` now, the generation decided on, and whether it redoes an outcome."""
         stem = tomogram_stem(tomogram)
         state = self.store.state(stem)
-        outputs_ok = state.done is not None and self.writer.verify(stem, state.done.get("outputs", {}))
-        decision = decide(state, outputs_ok, self.fingerprint, overwrite_since=self.overwrite_since,
-                          retry_since=self.retry_since)
+        inputs = current_inputs(tomogram, self.model.info.channels, self.opts.channel_dirs)
+        decision = judge(state, self.writer, self.fingerprint, inputs, self.conditions, self.overwrite_since,
+                         self.retry_since)
+        self.looked[stem] = (state.record, inputs)
         return decision, state.generation, state.done is not None or state.failure is not None
 
     def _next_claim(self) -> tuple[Path, Claim] | None:
@@ -181,7 +223,22 @@ class Worker:
         return self.result
 
     def _prefetch(self, pool: ThreadPoolExecutor, tomogram: Path) -> Future[Prepared]:
-        return pool.submit(prepare, tomogram, self.model.info, self.opts.channel_dirs, self.opts.fallback_voxel_size)
+        return pool.submit(prepare, tomogram, self.model.info, self.opts.channel_dirs, self.opts.fallback_voxel_size,
+                           allow_voxel_size_mismatch=self.opts.allow_voxel_size_mismatch, clock=self._clock)
+
+    def _clock(self) -> float:
+        """The filesystem's time (this host's clock, corrected by the offset measured at start)."""
+        return time.time() + self.clock_offset
+
+    def _carried(self, stem: str, replaced: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The outputs (and their recipes) of the newest record that stay: intact, and not among ``replaced``."""
+        record, _ = self.looked.get(stem, (None, None))
+        recorded = {n: e for n, e in recorded_outputs(record).items() if n not in replaced}
+        intact = self.writer.intact(recorded)
+        outputs = {n: e for n, e in recorded.items() if intact.get(n)}
+        recipes = recorded_recipes(record)
+        kept = {str(e.get("fingerprint")) for e in outputs.values()}
+        return outputs, {fp: r for fp, r in recipes.items() if fp in kept}
 
     def _process(self, tomogram: Path, claim: Claim, future: Future[Prepared]) -> None:
         """One tomogram's error boundary: done, failed (recorded), or abandoned (claim lost)."""
@@ -191,7 +248,12 @@ class Worker:
             self.store.progress()
             started = time.perf_counter()
             self._segment(prepared, claim)
-            record = {"fingerprint": self.fingerprint, "recipe": self.recipe, "outputs": self.writer.describe(stem)}
+            mine = {name: {**entry, "fingerprint": self.fingerprint} for name, entry in self.writer.describe(stem).items()}
+            outputs, recipes = self._carried(stem, list(mine))
+            recipes[self.fingerprint] = {"recipe": self.recipe, "model_path": self.model_path, "inputs": prepared.identity}
+            record = {"fingerprint": self.fingerprint, "recipe": self.recipe, "model_path": self.model_path,
+                      "inputs": prepared.identity, "conditions": self.conditions, "outputs": {**outputs, **mine},
+                      "recipes": recipes}
             self.store.record_done(claim, record)
             self.result.done.append(stem)
             seconds = time.perf_counter() - started
@@ -201,13 +263,20 @@ class Worker:
             logger.warning("%s: %s: claim taken over by another worker; left to it", self.name, stem)
             self.attempted.discard(stem)
             self.waiting.append(tomogram)
+        except NotReady as exc:  # being written: no outcome recorded, tried again by a later run
+            self.result.skipped.append((stem, one_line(exc)))
+            logger.warning("%s  skipped for now: %s  %s", stem, one_line(exc), self.name)
         except StoreError:
             raise
         except Exception as exc:
             message = one_line(exc)
             logger.debug("%s: %s", stem, traceback.format_exc())
+            outputs, recipes = self._carried(stem, [])
+            details = {"fingerprint": self.fingerprint, "model_path": self.model_path,
+                       "inputs": self.looked.get(stem, (None, None))[1], "conditions": self.conditions,
+                       "outputs": outputs, "recipes": recipes}
             try:
-                self.store.record_failed(claim, message)
+                self.store.record_failed(claim, message, details)
             except ClaimLost:
                 logger.warning("%s: %s: claim taken over by another worker (here it ended in: %s); left to it",
                                self.name, stem, message)
@@ -238,6 +307,7 @@ class Worker:
                         raise ClaimLost(claim.stem)
                     out.write(z0, probabilities)
                     self.store.progress()
+            check_unchanged(prepared.files, prepared.identity)  # written to while we read it: publish nothing
             if not self.store.still_owner(claim):
                 raise ClaimLost(claim.stem)
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from pom_common.cli import OneLineParser
 from pom_common.config import ProjectConfig, init_project, load_config, parse_gpus
 from pom_common.constants import CONFIG_FILENAME
-from pom_common.errors import ConfigError, DeviceError, InputError, PomError
+from pom_common.errors import ConfigError, DeviceError, InputError, PomError, os_error_line
 from pom_common.layout import ProjectLayout
 from pom_common.log import configure_logging
 
@@ -276,6 +276,11 @@ def main(argv: list[str] | None = None) -> int:
         hint = " (or train and segment on the CPU: -gpus cpu)" if isinstance(exc, DeviceError) else ""
         print(f"pom: {kind}{exc}{hint}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:  # a full disk, another user's folder, a read-only filesystem: one line
+        if args.debug:
+            traceback.print_exc()
+        print(f"pom: error: {os_error_line(exc)}", file=sys.stderr)
+        return 1
     except ModuleNotFoundError as exc:
         if exc.name and exc.name.split(".")[0] in ("tensorflow", "tf2onnx", "onnx", "tifffile", "keras", "scipy"):
             print(f"pom: error: this command needs the training extra ({exc.name} is missing): "

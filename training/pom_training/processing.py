@@ -24,7 +24,7 @@ def _run(config: ProjectConfig, model: Path, source_key: str, output: Path, gpus
     source = config.require_dir(source_key)
     tomograms = list_tomograms(source)
     if not tomograms:
-        raise InputError(f"{source}: no tomograms (*.mrc without '__') found")
+        raise InputError(f"{source}: no tomograms in this folder (looked for *.mrc and *.rec without '__' in the name)")
     opts = ProcessOptions(model=str(model), tomograms=tuple(str(t) for t in tomograms), output_dir=str(output),
                           channel_dirs=(str(config.macromolecule_path),), tta=config.shared_model_runs_per_volume,
                           fallback_voxel_size=config.apix, expect_channels=tuple(config.macromolecules),
