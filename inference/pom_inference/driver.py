@@ -46,6 +46,7 @@ class RunResult:
     done: list[str] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
     workers: list[WorkerResult] = field(default_factory=list)
+    left: list[str] = field(default_factory=list)  # held by workers of other commands, left to them and the keeper
 
     @property
     def done_here(self) -> int:
@@ -67,6 +68,11 @@ def summary(result: RunResult) -> list[str]:
     """The lines a command prints at the end of a run."""
     here = "" if result.done_here == len(result.done) else f" ({result.done_here} of them by this command)"
     lines = [f"{len(result.done)} done, {len(result.failed)} failed{here}"]
+    if result.left:
+        keeper = next((w.keeper for w in result.workers if w.keeper), "?")
+        shown = ", ".join(result.left[:5]) + (", ..." if len(result.left) > 5 else "")
+        lines.append(f"  {len(result.left)} held by other workers, left to them and to this folder's keeper "
+                     f"({keeper}): {shown}")
     lines += [f"  FAILED {stem}: {error}" for stem, error in result.failed]
     lines += [f"  STOPPED {error}" for error in result.errors]
     return lines
@@ -210,6 +216,7 @@ def tally(opts: ProcessOptions, reference: WorkerResult, workers: list[WorkerRes
     stems = [tomogram_stem(Path(t)) for t in opts.tomograms]
     states = store.states(stems, sweep=True)  # and remove what killed workers left half-written
     result = RunResult(workers=workers)
+    left = {stem for w in workers for stem in w.left}
     for stem in stems:
         state = states[stem]
         outputs_ok = state.done is not None and writer.verify(stem, state.done.get("outputs", {}))
@@ -222,6 +229,8 @@ def tally(opts: ProcessOptions, reference: WorkerResult, workers: list[WorkerRes
             assert state.done is not None
             result.failed.append((stem, f"holds the outputs of another recipe, {describe(state.done.get('recipe'))}; "
                                         "not replaced unless overwriting"))
+        elif stem in left:
+            result.left.append(stem)
         else:
             result.failed.append((stem, "not processed (stopped, or its outputs changed)"))
     return result
