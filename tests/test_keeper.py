@@ -156,3 +156,17 @@ def test_status_of_claims_written_without_a_lease_falls_back_to_the_default(tmp_
     os.utime(path, (old, old))
     claim = FileClaimStore(out).states()["TS_OLD"].claim
     assert claim is not None and claim.lease == 120.0 and claim.stale
+
+
+def test_status_pipes_into_head_without_a_traceback(case, python_exe):
+    tmp, model = case
+    out = tmp / "o"
+    store = FileClaimStore(out, 60.0)
+    for i in range(3000):  # more than a pipe holds
+        path = store._path(f"TS_{i:05d}", "gen", 0)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text('{"host": "h", "pid": 1, "lease": 60.0}')
+    done = subprocess.run(f"{python_exe} -m pom_inference.cli status --output {out} | head -2", shell=True,
+                          capture_output=True, text=True, timeout=120)
+    assert done.stdout.count("\n") == 2 and "running" in done.stdout
+    assert done.stderr == "", done.stderr

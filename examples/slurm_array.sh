@@ -1,0 +1,1 @@
+../inference/pom_inference/recipes/slurm_array.sh
