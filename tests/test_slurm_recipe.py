@@ -186,3 +186,72 @@ def test_the_helper_submits(model_case, capsys, monkeypatch):
     assert infer_main(["slurm", str(model), "--tomograms", str(tmp / "t"), "--output", str(tmp / "o"),
                        "--tasks", "2", "--script", str(script), "--submit"]) == 2
     assert "sbatch refused" in (err := capsys.readouterr().err) and "invalid partition specified: gpu" in err
+
+
+TRAIN = ROOT / "examples" / "slurm_train.sh"
+POM_RECORDER = """#!/bin/bash
+(printf '%s|' "$@"; echo) >> "$(dirname "$0")/../pom.calls"
+"""
+SBATCH_RECORDER = """#!/bin/bash
+n=$(( $(cat "$(dirname "$0")/sbatch.n" 2>/dev/null || echo 100) + 1 )); echo $n > "$(dirname "$0")/sbatch.n"
+(printf '%s|' "$@"; echo) >> "$(dirname "$0")/sbatch.calls"
+echo "$n;cluster"
+"""
+
+
+@pytest.fixture
+def training_project(tmp_path):
+    venv = tmp_path / "venv"
+    _executable(venv / "bin" / "pom", POM_RECORDER)
+    _executable(venv / "bin" / "python", f'#!/bin/bash\nexec {sys.executable} "$@"\n')  # reads the configuration
+    _executable(tmp_path / "bin" / "sbatch", SBATCH_RECORDER)
+    project = tmp_path / "project"
+    (project / "training_datasets" / "phase1").mkdir(parents=True)
+    (project / "training_datasets" / "phase1" / "info.json").write_text("{}")
+    config = {"ontologies": ["Cytoplasm", "Lipid droplet"], "label_method": "pom"}
+    (project / "project_configuration.json").write_text(json.dumps(config))
+    return tmp_path, venv, project
+
+
+def _calls(path):
+    return [line.rstrip("|").split("|") for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_the_training_recipe_submits_an_array_then_the_shared_network(training_project):
+    tmp, venv, project = training_project
+    done = _run(TRAIN, venv, {}, str(project), "--gres=gpu:1", "--time=2:00:00", cwd=tmp)
+    assert done.returncode == 0, done.stderr
+    single, shared = _calls(tmp / "bin" / "sbatch.calls")
+    assert "--array=0-1" in single and "--job-name=pom-single-train" in single
+    assert f"--export=ALL,POM_VENV={venv},POM_SEED=0,POM_STEP=single" in single
+    assert "--dependency=afterok:101" in shared and f"--export=ALL,POM_VENV={venv},POM_SEED=0,POM_STEP=shared" in shared
+    for call in (single, shared):
+        assert call[-3:] == ["--gres=gpu:1", "--time=2:00:00", str(TRAIN)] and "--open-mode=append" in call
+        assert f"--chdir={project}" in call
+    assert "submitted job 101" in done.stdout and "submitted job 102" in done.stdout
+    assert (project / "slurm" / "logs").is_dir()
+
+
+def test_the_training_recipe_steps(training_project):
+    tmp, venv, project = training_project
+    env = {"POM_STEP": "single", "SLURM_ARRAY_TASK_ID": "1", "SLURM_JOB_GPUS": "3", "SLURM_GPUS_ON_NODE": "1",
+           "CUDA_VISIBLE_DEVICES": "3"}
+    assert _run(TRAIN, venv, env, cwd=project).returncode == 0
+    assert _run(TRAIN, venv, {"POM_STEP": "shared"}, cwd=project).returncode == 0
+    assert _calls(venv / "pom.calls") == [["single", "train", "-o", "Lipid droplet", "-gpus", "0", "-seed", "0"],
+                                          ["shared", "initialize"], ["shared", "train", "-gpus", "cpu", "-seed", "0"]]
+    assert not (tmp / "bin" / "nvidia-smi.calls").exists()
+
+
+def test_the_training_recipe_refuses_in_one_line(training_project):
+    tmp, venv, project = training_project
+    config = json.loads((project / "project_configuration.json").read_text())
+    (project / "project_configuration.json").write_text(json.dumps({**config, "label_method": "direct"}))
+    done = _run(TRAIN, venv, {}, str(project), cwd=tmp)
+    assert done.returncode == 0 and len(_calls(tmp / "bin" / "sbatch.calls")) == 1  # direct: the shared job only
+    (project / "training_datasets" / "phase1" / "info.json").unlink()
+    done = _run(TRAIN, venv, {}, str(project), cwd=tmp)
+    assert done.returncode == 2 and "run 'pom single initialize' there first" in done.stderr
+    (project / "project_configuration.json").write_text(json.dumps({**config, "ontologie": []}))
+    done = _run(TRAIN, venv, {}, str(project), cwd=tmp)
+    assert done.returncode == 2 and "ontologie" in done.stderr and done.stderr.count("\n") == 1, done.stderr
