@@ -170,3 +170,26 @@ def test_status_pipes_into_head_without_a_traceback(case, python_exe):
                           capture_output=True, text=True, timeout=120)
     assert done.stdout.count("\n") == 2 and "running" in done.stdout
     assert done.stderr == "", done.stderr
+
+
+def test_a_stop_signal_while_claiming_leaves_no_claim_behind(tmp_path, monkeypatch):
+    """SIGTERM (scancel) arriving just after the claim file was created, before the claim was registered."""
+    from pom_common import workqueue
+
+    class Stop(BaseException):
+        pass
+
+    store = FileClaimStore(tmp_path / "o", 60.0)
+    real = workqueue.FileClaimStore._write_new
+
+    def write_then_stop(self, path, doc):
+        real(self, path, doc)
+        raise Stop  # as the signal handler raises it, between the link and the return
+
+    monkeypatch.setattr(workqueue.FileClaimStore, "_write_new", write_then_stop)
+    with pytest.raises(Stop):
+        store.claim("TS_A")
+    monkeypatch.undo()
+    assert store.close() == []
+    state = FileClaimStore(tmp_path / "o").state("TS_A")
+    assert state.generation == 0 and state.claim is None  # released, not left to expire

@@ -256,16 +256,24 @@ class FileClaimStore(StateFolder):
         token = secrets.token_hex(16)
         doc = {"host": self.host, "pid": os.getpid(), "token": token, "worker": self.worker_id, "start": time.time(),
                "lease": self.lease}
-        if not self._write_new(self._path(stem, "gen", g + 1), doc):
-            if self._exists(self._path(stem, "gen", g + 1)):  # (else our half-written file was swept: try later)
-                self._top[stem] = g + 1
-            return None  # another worker created this generation first
-        self._top[stem] = g + 1
-        if self._exists(self._path(stem, "gen", g + 2)):  # only after a stall past the lease
-            return None
-        if g >= 0 and not had_outcome and self._carry_forward(stem, g):
-            return None
         claim = Claim(stem, g + 1, token)
+        try:
+            if not self._write_new(self._path(stem, "gen", g + 1), doc):
+                if self._exists(self._path(stem, "gen", g + 1)):  # (else our half-written file was swept: try later)
+                    self._top[stem] = g + 1
+                return None  # another worker created this generation first
+            self._top[stem] = g + 1
+            if self._exists(self._path(stem, "gen", g + 2)):  # only after a stall past the lease
+                return None
+            if g >= 0 and not had_outcome and self._carry_forward(stem, g):
+                return None
+        except BaseException:  # a stop signal (or a store error) once our file may exist: let close() release it
+            with contextlib.suppress(Exception):
+                created, _ = self._read(self._path(stem, "gen", g + 1))
+                if created and created.get("token") == token:
+                    with self._lock:
+                        self._held[stem] = claim
+            raise
         with self._lock:
             self._held[stem] = claim
         self._start_heartbeat()
