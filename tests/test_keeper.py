@@ -6,6 +6,7 @@ times are measured from the kill.
 
 import os
 import signal
+import socket
 import subprocess
 import time
 
@@ -193,3 +194,26 @@ def test_a_stop_signal_while_claiming_leaves_no_claim_behind(tmp_path, monkeypat
     assert store.close() == []
     state = FileClaimStore(tmp_path / "o").state("TS_A")
     assert state.generation == 0 and state.claim is None  # released, not left to expire
+
+
+def test_a_killed_keeper_leaves_nothing_behind(case):
+    tmp, model = case
+    out = tmp / "o"
+    holder = FileClaimStore(out, 60.0)
+    assert holder.claim("TS_001") is not None
+    earlier = keeper_store(out, 60.0)  # a keeper before, which ended normally
+    assert earlier.claim(ROLE) is not None
+    earlier.close()
+    first = _start(_lease_args(tmp, model, PAUSED_LEASE))
+    _wait(lambda: (current_keeper(out) or 0) and current_keeper(out).pid == first.pid, what="the keeper")
+    clock = out / ".pom" / "keeper" / f".clock-{socket.gethostname()}"
+    assert clock.exists()  # it read the filesystem's clock to judge the earlier keeper's claim
+    first.kill()
+    first.communicate()
+    assert any(line.startswith("  keeper  ") for line in status_lines(out, dataset_status(out)))
+    holder.close()  # TS_001 released: the next worker needs no keeper
+    second = _start(_lease_args(tmp, model, PAUSED_LEASE))
+    assert second.communicate(timeout=60) and second.returncode == 0
+    status = dataset_status(out)
+    assert len(status.done) == 6 and status.keeper is None  # nothing left: no keeper shown
+    assert not _leftovers(out)  # the killed keeper's clock file removed too

@@ -35,7 +35,7 @@ class DatasetStatus:
     changed: list[str] = field(default_factory=list)  # done, but an output is missing or was replaced
     per_hour: float | None = None
     eta_seconds: float | None = None
-    keeper: ClaimInfo | None = None  # the worker that waits to take over expired claims (see keeper)
+    keeper: ClaimInfo | None = None  # while work remains: the worker that waits to take over expired claims
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready document (``status --json``)."""
@@ -75,7 +75,7 @@ def dataset_status(output_dir: str | os.PathLike, stems: Iterable[str] | None = 
                     listing[entry.name] = (st.st_size, st.st_ino)
     except FileNotFoundError:
         pass
-    status = DatasetStatus(keeper=current_keeper(output_dir))
+    status = DatasetStatus()
     finished_at = []
     for stem, state in states.items():
         if state.done is not None:
@@ -91,6 +91,8 @@ def dataset_status(output_dir: str | os.PathLike, stems: Iterable[str] | None = 
             status.running.append((stem, state.claim))
         else:
             status.pending.append(stem)
+    if status.running or status.pending or status.changed:  # (a keeper matters while work remains)
+        status.keeper = current_keeper(output_dir)
     now = time.time()
     recent = sorted(t for t in finished_at if t >= now - RATE_WINDOW)
     if len(recent) >= 2 and now > recent[0]:
@@ -112,7 +114,7 @@ def status_lines(output_dir: str | os.PathLike, status: DatasetStatus) -> list[s
     for stem, claim in status.running:
         lines.append(f"  running {stem}: {claim.host} pid {claim.pid}, heartbeat {claim.age:.0f} s ago"
                      + (f" (stale, lease {claim.lease:g} s: the next worker takes it over)" if claim.stale else ""))
-    if status.keeper is not None and (status.running or status.keeper.stale):
+    if status.keeper is not None:
         k = status.keeper
         lines.append(f"  keeper  {k.host} pid {k.pid}, heartbeat {k.age:.0f} s ago: waits to take over claims not "
                      f"refreshed within their lease" + (f" (stale, lease {k.lease:g} s: the next worker out of work "

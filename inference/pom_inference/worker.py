@@ -182,8 +182,9 @@ class Worker:
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
             self.result.unreleased = self.store.close()
-            if self.keeper_store is not None:
-                self.keeper_store.close()  # give the keeper role up (else it passes on after the lease)
+            # Give the keeper role up (else it passes on after the lease); also removes the clock
+            # file of the keepers' folder, which a killed keeper on this host may have left.
+            (self.keeper_store or keeper_store(self.opts.output_dir, self.opts.lease_seconds)).close()
         if finished:
             for kind, since in ((OVERWRITE, self.overwrite_since), (RETRY, self.retry_since)):
                 if since is not None:
