@@ -90,7 +90,7 @@ def test_a_left_tomogram_is_reported_not_failed(case, capsys):
         assert f"1 held by other workers, left to them and to this folder's keeper ({keeper.host} pid {os.getpid()}): " \
                "TS_002" in printed
         info = current_keeper(out)
-        assert info is not None and info.pid == os.getpid() and not info.stale and info.lease == 60.0
+        assert info is not None and info.pid == os.getpid() and not info.stale and info.lease == 10.0  # LEASE
         lines = status_lines(out, dataset_status(out))
         assert any(line.startswith("  keeper  ") for line in lines), lines
     finally:
@@ -217,3 +217,22 @@ def test_a_killed_keeper_leaves_nothing_behind(case):
     status = dataset_status(out)
     assert len(status.done) == 6 and status.keeper is None  # nothing left: no keeper shown
     assert not _leftovers(out)  # the killed keeper's clock file removed too
+
+
+def test_no_work_is_left_to_a_keeper_that_died(case):
+    """A keeper killed (no more heartbeats) within its lease: the worker out of work does not trust it."""
+    tmp, model = case
+    out = tmp / "o"
+    holder = FileClaimStore(out, 60.0)
+    assert holder.claim("TS_002") is not None  # a live worker holds TS_002
+    dead = keeper_store(out, 2.0)
+    assert dead.claim(ROLE) is not None
+    dead._stop.set()  # its heartbeat stops, as if killed
+    dead._heartbeat.join()
+    worker = _start(_lease_args(tmp, model, PAUSED_LEASE))
+    try:
+        _wait(lambda: (current_keeper(out) or 0) and current_keeper(out).pid == worker.pid, what="the new keeper")
+    finally:
+        holder.close()
+    printed, log = worker.communicate(timeout=60)
+    assert worker.returncode == 0 and "6 done, 0 failed" in printed and "left to" not in printed, (printed, log)

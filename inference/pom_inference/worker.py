@@ -39,6 +39,9 @@ logger = logging.getLogger(__name__)
 
 #: Longest wait between looks at tomograms held by other workers.
 POLL_SECONDS = 0.25
+#: A keeper's claim whose mtime moved by this much (s) since first seen has been refreshed (beyond
+#: 1 s timestamps and clock reading jitter; its heartbeats move it by the keeper lease / 4).
+HEARTBEAT_SEEN = 1.0
 
 
 class Stop(BaseException):
@@ -117,6 +120,7 @@ class Worker:
         self.result = WorkerResult(name, classes, self.fingerprint)
         self.keeper_store: FileClaimStore | None = None  # opened when it first runs out of work
         self.keeper: Claim | None = None  # held while this worker is the folder's keeper
+        self.keeper_seen: tuple[int, float] | None = None  # another keeper's (generation, last heartbeat)
 
     def decision(self, tomogram: Path) -> tuple[Decision, int, bool]:
         """What to do with ``tomogram`` now, the generation decided on, and whether it redoes an outcome."""
@@ -196,17 +200,27 @@ class Worker:
         """Whether to wait for the tomograms other workers hold: only as the output folder's keeper.
 
         The first worker to run out of work claims the keeper role and waits, taking over
-        the claims that expire, until every tomogram is finished; any other ends now (False),
-        its ``left`` and ``keeper`` saying what it left to whom. A keeper that was paused past
-        its lease and replaced meanwhile ends too.
+        the claims that expire, until every tomogram is finished. Any other ends (False), its
+        ``left`` and ``keeper`` saying what it left to whom, once it has seen the keeper alive:
+        a heartbeat of the keeper's claim after it ran out of work (within a keeper heartbeat,
+        :data:`~pom_inference.keeper.LEASE` / 4), so nobody leaves work to a keeper that died;
+        a keeper that does not refresh its claim within its lease is replaced by this worker.
+        A keeper that was paused past its lease and replaced meanwhile ends the same way.
         """
         if self.keeper is None or self.keeper.lost.is_set():
             if self.keeper_store is None:
                 self.keeper_store = keeper_store(self.opts.output_dir, self.opts.lease_seconds, self.opts.stall_seconds)
             self.keeper = self.keeper_store.claim(ROLE)
             if self.keeper is None:
-                holder = self.keeper_store.state(ROLE).claim
+                state = self.keeper_store.state(ROLE)
+                holder = state.claim
                 if holder is None or holder.stale:  # the keeper changed just now: look again after a poll
+                    return True
+                beat = (state.generation, time.time() - holder.age)  # which keeper, and when it last refreshed
+                if self.keeper_seen is None or self.keeper_seen[0] != beat[0]:
+                    self.keeper_seen = beat
+                    return True  # wait for its next heartbeat: proof that it lives
+                if beat[1] < self.keeper_seen[1] + HEARTBEAT_SEEN:
                     return True
                 self.result.keeper = f"{holder.host} pid {holder.pid}"
                 self.result.left = sorted(tomogram_stem(t) for t in self.waiting)
