@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test bench demo quality lint check-imports clean chaos
+.PHONY: test bench demo quality lint check-imports clean chaos slurm-test
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,10 @@ test: $(STAMP)
 
 chaos: $(STAMP)
 	$(BIN)/python -m pytest -q -m chaos tests/test_chaos.py
+
+# A private one-node SLURM cluster (installs Debian's slurm packages if missing; needs root, else skips).
+slurm-test: $(STAMP)
+	$(BIN)/python -m pytest -q -m slurm -s tests/test_slurm_cluster.py
 
 check-imports: $(STAMP)
 	$(BIN)/python -m pytest -q tests/test_import_boundaries.py

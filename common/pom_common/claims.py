@@ -54,7 +54,8 @@ class ClaimInfo:
     host: str
     pid: int
     age: float  # seconds since the last heartbeat, by the store's clock
-    stale: bool  # older than the lease: the next claim attempt takes it over
+    stale: bool  # older than its lease: the next claim attempt takes it over
+    lease: float = 120.0  # seconds: the lease the claim was made with (its owner refreshes it within that)
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,8 @@ Generations only grow, and no generation file is ever deleted, so a generation n
 names one claim for ever (no ABA). The current generation of a tomogram is the highest g
 with a generation file; only its owner's records count. A worker owns generation g while no g + 1
 exists; it refreshes the mtime of its own generation file (heartbeat); a claim not refreshed
-within the lease is stale, and the next worker takes it over by creating g + 1
+within the lease it was made with (recorded in its generation file: workers with different
+leases judge alike) is stale, and the next worker takes it over by creating g + 1
 exclusively. A paused worker that wakes up finds g + 1 and changes nothing: it never
 writes another worker's files, and records it writes for its old generation are ignored.
 
@@ -58,6 +59,14 @@ _RECORD_RE = re.compile(r"^(?!\.tmp-)(?P<stem>.+)\.(?P<kind>gen|done|failed|rele
 def bucket_of(stem: str) -> str:
     """The subfolder of a tomogram's state files (256 of them: folders stay small)."""
     return hashlib.sha1(stem.encode("utf-8", "surrogateescape")).hexdigest()[:2]
+
+
+def _lease_of(doc: Mapping[str, Any], default: float) -> float:
+    """The lease a claim was made with (recorded in its generation file; older files: ``default``)."""
+    lease = doc.get("lease")
+    if isinstance(lease, (int, float)) and not isinstance(lease, bool) and 0 < lease < float("inf"):
+        return float(lease)
+    return default
 
 
 def check_lease(seconds: float, granularity: float = 0.0) -> float:
@@ -142,8 +151,8 @@ class FileClaimStore(StateFolder):
             doc, mtime = self._read(self._path(stem, "gen", g))
             if mtime is not None:
                 doc = doc or {}
-                age = now - mtime
-                claim = ClaimInfo(str(doc.get("host", "?")), int(doc.get("pid", -1) or -1), age, age > self.lease)
+                age, lease = now - mtime, _lease_of(doc, self.lease)
+                claim = ClaimInfo(str(doc.get("host", "?")), int(doc.get("pid", -1) or -1), age, age > lease, lease)
         record, record_at = (done, done_at) if done is not None else (failure, failed_at)
         if record is None:
             record, record_at = self._earlier_outcome(stem, g, history)
@@ -267,17 +276,26 @@ class FileClaimStore(StateFolder):
             if had_outcome and not redo:
                 return None
         token = secrets.token_hex(16)
-        doc = {"host": self.host, "pid": os.getpid(), "token": token, "worker": self.worker_id, "start": time.time()}
-        if not self._write_new(self._path(stem, "gen", g + 1), doc):
-            if self._exists(self._path(stem, "gen", g + 1)):  # (else our half-written file was swept: try later)
-                self._top[stem] = g + 1
-            return None  # another worker created this generation first
-        self._top[stem] = g + 1
-        if self._exists(self._path(stem, "gen", g + 2)):  # only after a stall past the lease
-            return None
-        if g >= 0 and not had_outcome and self._carry_forward(stem, g):
-            return None
+        doc = {"host": self.host, "pid": os.getpid(), "token": token, "worker": self.worker_id, "start": time.time(),
+               "lease": self.lease}
         claim = Claim(stem, g + 1, token)
+        try:
+            if not self._write_new(self._path(stem, "gen", g + 1), doc):
+                if self._exists(self._path(stem, "gen", g + 1)):  # (else our half-written file was swept: try later)
+                    self._top[stem] = g + 1
+                return None  # another worker created this generation first
+            self._top[stem] = g + 1
+            if self._exists(self._path(stem, "gen", g + 2)):  # only after a stall past the lease
+                return None
+            if g >= 0 and not had_outcome and self._carry_forward(stem, g):
+                return None
+        except BaseException:  # a stop signal (or a store error) once our file may exist: let close() release it
+            with contextlib.suppress(Exception):
+                created, _ = self._read(self._path(stem, "gen", g + 1))
+                if created and created.get("token") == token:
+                    with self._lock:
+                        self._held[stem] = claim
+            raise
         with self._lock:
             self._held[stem] = claim
         self._start_heartbeat()

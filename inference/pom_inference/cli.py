@@ -2,6 +2,7 @@
 
 pom-infer process MODEL.onnx --tomograms DIR_OR_LIST.txt --output DIR [--gpus 0,1 | cpu] ...
 pom-infer status --output DIR
+pom-infer slurm PROJECT_OR_MODEL --tasks N [--gpus-per-task G | --cpu] [--submit]
 pom-infer info MODEL.onnx
 pom-infer doctor [--gpus 0,1 | cpu] [--json]
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import traceback
 
@@ -65,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("doctor", help="can the GPUs run here? ONNX Runtime, CUDA libraries, driver, GPUs")
     d.add_argument("--gpus", default="0", help="the GPUs to check (default: 0), or 'cpu'")
     d.add_argument("--json", action="store_true", help="the report as JSON")
+    from .slurm import add_parser as add_slurm
+
+    add_slurm(sub)
     return parser
 
 
@@ -133,17 +138,33 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return 0 if gpus is None or report.ok else 1
 
 
+def cmd_slurm(args: argparse.Namespace) -> int:
+    from .slurm import run
+
+    return run(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run ``pom-infer`` with ``argv`` (default: the command line); return the exit code."""
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args, rest = parser.parse_known_args(argv)
+        if rest and not (args.command == "slurm" and rest[0] == "--"):
+            parser.error(f"unrecognized arguments: {' '.join(rest)}")
+        if args.command == "slurm":  # options after -- are pom-infer process's, for the script
+            args.process_options = rest[1:]
     except SystemExit as exc:  # --help (0) or a usage error, already said in one line (2)
         return int(exc.code or 0)
     configure_logging(verbose=args.debug)
     try:
-        commands = {"process": cmd_process, "status": cmd_status, "info": cmd_info, "doctor": cmd_doctor}
-        return commands[args.command](args)
+        commands = {"process": cmd_process, "status": cmd_status, "info": cmd_info, "doctor": cmd_doctor,
+                    "slurm": cmd_slurm}
+        code = commands[args.command](args)
+        sys.stdout.flush()  # here, where a closed pipe can still be caught
+        return code
+    except BrokenPipeError:  # the reader went away (`pom-infer status | head`): stop quietly, as cat does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing more to flush at exit
+        return 128 + 13  # as if killed by SIGPIPE
     except PomError as exc:
         if args.debug:
             traceback.print_exc()

@@ -47,6 +47,7 @@ class RunResult:
     failed: list[tuple[str, str]] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)  # inputs still being written: tried by a later run
     workers: list[WorkerResult] = field(default_factory=list)
+    left: list[str] = field(default_factory=list)  # held by workers of other commands, left to them and the keeper
 
     @property
     def done_here(self) -> int:
@@ -69,6 +70,11 @@ def summary(result: RunResult) -> list[str]:
     here = "" if result.done_here == len(result.done) else f" ({result.done_here} of them by this command)"
     skipped = f", {len(result.skipped)} skipped for now" if result.skipped else ""
     lines = [f"{len(result.done)} done, {len(result.failed)} failed{skipped}{here}"]
+    if result.left:
+        keeper = next((w.keeper for w in result.workers if w.keeper), "?")
+        shown = ", ".join(result.left[:5]) + (", ..." if len(result.left) > 5 else "")
+        lines.append(f"  {len(result.left)} held by other workers, left to them and to this folder's keeper "
+                     f"({keeper}): {shown}")
     lines += [f"  FAILED {stem}: {error}" for stem, error in result.failed]
     lines += [f"  SKIPPED {stem}: {reason}" for stem, reason in result.skipped]
     lines += [f"  STOPPED {error}" for error in result.errors]
@@ -215,6 +221,7 @@ def tally(opts: ProcessOptions, reference: WorkerResult, workers: list[WorkerRes
     skipped = {stem: reason for w in workers for stem, reason in w.skipped}
     conditions = opts.conditions()
     result = RunResult(workers=workers)
+    left = {stem for w in workers for stem in w.left}
     for stem, tomogram in stems.items():
         state = states[stem]
         inputs = current_inputs(tomogram, reference.channels, opts.channel_dirs)
@@ -232,6 +239,8 @@ def tally(opts: ProcessOptions, reference: WorkerResult, workers: list[WorkerRes
                                         "(run again with --overwrite to replace it)"))
         elif stem in skipped:
             result.skipped.append((stem, skipped[stem]))
+        elif stem in left:
+            result.left.append(stem)
         else:
             result.failed.append((stem, "not processed (stopped, or its inputs or outputs changed meanwhile)"))
     return result

@@ -2,7 +2,7 @@
 
 Done means the done record of the tomogram's current claim *and* every output it lists
 still in place with the recorded size and inode (a deleted, truncated or replaced output
-is not done). Reads one listing of the state folders and of the output folder, then the
+is not done). A claim is stale when not refreshed within the lease it was made with. Reads one listing of the state folders and of the output folder, then the
 records; writes nothing, so a read-only folder is fine.
 """
 
@@ -17,6 +17,8 @@ from typing import Any
 
 from pom_common.claims import ClaimInfo
 from pom_common.workqueue import FileClaimStore
+
+from .keeper import current_keeper
 
 #: Throughput is measured over the tomograms finished in this window (seconds).
 RATE_WINDOW = 3600.0
@@ -33,16 +35,22 @@ class DatasetStatus:
     changed: list[str] = field(default_factory=list)  # done, but an output is missing or was replaced
     per_hour: float | None = None
     eta_seconds: float | None = None
+    keeper: ClaimInfo | None = None  # while work remains: the worker that waits to take over expired claims
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready document (``status --json``)."""
         return {"counts": {"done": len(self.done), "running": len(self.running), "failed": len(self.failed),
                            "pending": len(self.pending) + len(self.changed)},
-                "running": [{"tomogram": s, "host": c.host, "pid": c.pid, "heartbeat_age_s": round(c.age, 1),
-                             "stale": c.stale} for s, c in self.running],
+                "running": [{"tomogram": s, **_claim_dict(c)} for s, c in self.running],
+                "keeper": _claim_dict(self.keeper) if self.keeper is not None else None,
                 "failed": [{"tomogram": s, "error": e} for s, e in self.failed],
                 "pending": self.pending + self.changed, "outputs_changed": self.changed,
                 "tomograms_per_hour": self.per_hour, "eta_seconds": self.eta_seconds}
+
+
+def _claim_dict(claim: ClaimInfo) -> dict[str, Any]:
+    return {"host": claim.host, "pid": claim.pid, "heartbeat_age_s": round(claim.age, 1), "lease_s": claim.lease,
+            "stale": claim.stale}
 
 
 def _outputs_intact(outputs: Any, listing: dict[str, tuple[int, int]]) -> bool:
@@ -83,6 +91,8 @@ def dataset_status(output_dir: str | os.PathLike, stems: Iterable[str] | None = 
             status.running.append((stem, state.claim))
         else:
             status.pending.append(stem)
+    if status.running or status.pending or status.changed:  # (a keeper matters while work remains)
+        status.keeper = current_keeper(output_dir)
     now = time.time()
     recent = sorted(t for t in finished_at if t >= now - RATE_WINDOW)
     if len(recent) >= 2 and now > recent[0]:
@@ -103,7 +113,12 @@ def status_lines(output_dir: str | os.PathLike, status: DatasetStatus) -> list[s
                      f"{_duration(eta)} left at that rate")
     for stem, claim in status.running:
         lines.append(f"  running {stem}: {claim.host} pid {claim.pid}, heartbeat {claim.age:.0f} s ago"
-                     + (" (stale: the next worker takes it over)" if claim.stale else ""))
+                     + (f" (stale, lease {claim.lease:g} s: the next worker takes it over)" if claim.stale else ""))
+    if status.keeper is not None:
+        k = status.keeper
+        lines.append(f"  keeper  {k.host} pid {k.pid}, heartbeat {k.age:.0f} s ago: waits to take over claims not "
+                     f"refreshed within their lease" + (f" (stale, lease {k.lease:g} s: the next worker out of work "
+                                                        "takes its place)" if k.stale else ""))
     for stem, error in status.failed:
         lines.append(f"  failed  {stem}: {error}")
     for stem in status.changed:

@@ -5,7 +5,9 @@ the claim store (:mod:`pom_common.claims`) makes each tomogram processed once. T
 tomogram is read and preprocessed in a background thread while the current one is
 segmented. Every error inside one tomogram's work becomes that tomogram's recorded
 failure; the others go on. A worker whose claim was taken over abandons the tomogram
-without a word and waits for it like any other.
+without a word and waits for it like any other. Waiting for tomograms other workers hold
+is the job of one worker per output folder, the keeper (:mod:`pom_inference.keeper`); the
+others end, reporting what they left.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from .eligibility import (
     recorded_recipes,
 )
 from .inputs import Identity, NotReady, Prepared, check_unchanged, identity, input_files, prepare
+from .keeper import ROLE, keeper_store
 from .outputs import OutputWriter, in_background, make_writer
 from .session import Model, announce, load_model
 
@@ -45,6 +48,9 @@ logger = logging.getLogger(__name__)
 
 #: Longest wait between looks at tomograms held by other workers.
 POLL_SECONDS = 0.25
+#: A keeper's claim whose mtime moved by this much (s) since first seen has been refreshed (beyond
+#: 1 s timestamps and clock reading jitter; its heartbeats move it by the keeper lease / 4).
+HEARTBEAT_SEEN = 1.0
 
 
 class Stop(BaseException):
@@ -93,6 +99,8 @@ class WorkerResult:
     fatal: PomError | None = None  # the worker could not start, or its state folder failed
     stopped: str = ""  # the signal that stopped it
     unreleased: list[str] = field(default_factory=list)  # claims it could not give up (they expire)
+    left: list[str] = field(default_factory=list)  # held by other workers when it ended: left to them and the keeper
+    keeper: str = ""  # who keeps the folder, when it left tomograms to others ("host pid N")
 
 
 def open_store(opts: ProcessOptions) -> FileClaimStore:
@@ -151,6 +159,9 @@ class Worker:
         self.attempted: set[str] = set()  # tried once by this worker: never again in this run
         self.looked: dict[str, tuple[Any, Identity | None]] = {}  # stem -> (newest record, inputs) when claimed
         self.result = WorkerResult(name, classes, self.fingerprint, tuple(model.info.channels))
+        self.keeper_store: FileClaimStore | None = None  # opened when it first runs out of work
+        self.keeper: Claim | None = None  # held while this worker is the folder's keeper
+        self.keeper_seen: tuple[int, float] | None = None  # another keeper's (generation, last heartbeat)
 
     def decision(self, tomogram: Path) -> tuple[Decision, int, bool]:
         """What to do with ``tomogram`` now, the generation decided on, and whether it redoes an outcome."""
@@ -196,6 +207,8 @@ class Worker:
                         if not self.waiting:
                             finished = True
                             break
+                        if not self._keep_waiting():
+                            break
                         time.sleep(self.poll)  # held by others: wait for them to finish or go stale
                         self.queue.extend(self.waiting)
                         self.waiting.clear()
@@ -215,12 +228,52 @@ class Worker:
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
             self.result.unreleased = self.store.close()
+            # Give the keeper role up (else it passes on after the lease); also removes the clock
+            # file of the keepers' folder, which a killed keeper on this host may have left.
+            (self.keeper_store or keeper_store(self.opts.output_dir, self.opts.lease_seconds)).close()
         if finished:
             for kind, since in ((OVERWRITE, self.overwrite_since), (RETRY, self.retry_since)):
                 if since is not None:
                     with contextlib.suppress(OSError, StoreError):
                         self.store.close_campaign(kind, self.fingerprint)
         return self.result
+
+    def _keep_waiting(self) -> bool:
+        """Whether to wait for the tomograms other workers hold: only as the output folder's keeper.
+
+        The first worker to run out of work claims the keeper role and waits, taking over
+        the claims that expire, until every tomogram is finished. Any other ends (False), its
+        ``left`` and ``keeper`` saying what it left to whom, once it has seen the keeper alive:
+        a heartbeat of the keeper's claim after it ran out of work (within a keeper heartbeat,
+        :data:`~pom_inference.keeper.LEASE` / 4), so nobody leaves work to a keeper that died;
+        a keeper that does not refresh its claim within its lease is replaced by this worker.
+        A keeper that was paused past its lease and replaced meanwhile ends the same way.
+        """
+        if self.keeper is None or self.keeper.lost.is_set():
+            if self.keeper_store is None:
+                self.keeper_store = keeper_store(self.opts.output_dir, self.opts.lease_seconds, self.opts.stall_seconds)
+            self.keeper = self.keeper_store.claim(ROLE)
+            if self.keeper is None:
+                state = self.keeper_store.state(ROLE)
+                holder = state.claim
+                if holder is None or holder.stale:  # the keeper changed just now: look again after a poll
+                    return True
+                beat = (state.generation, time.time() - holder.age)  # which keeper, and when it last refreshed
+                if self.keeper_seen is None or self.keeper_seen[0] != beat[0]:
+                    self.keeper_seen = beat
+                    return True  # wait for its next heartbeat: proof that it lives
+                if beat[1] < self.keeper_seen[1] + HEARTBEAT_SEEN:
+                    return True
+                self.result.keeper = f"{holder.host} pid {holder.pid}"
+                self.result.left = sorted(tomogram_stem(t) for t in self.waiting)
+                logger.info("%s: the %d tomograms left are held by other workers; leaving them to them and to "
+                            "this folder's keeper (%s)", self.name, len(self.result.left), self.result.keeper)
+                return False
+            logger.info("%s: the tomograms left are held by other workers; waiting for them as this folder's "
+                        "keeper (claims not refreshed within their lease are taken over)", self.name)
+        assert self.keeper_store is not None
+        self.keeper_store.progress()
+        return True
 
     def _prefetch(self, pool: ThreadPoolExecutor, tomogram: Path) -> Future[Prepared]:
         return pool.submit(prepare, tomogram, self.model.info, self.opts.channel_dirs, self.opts.fallback_voxel_size,
