@@ -93,8 +93,13 @@ def make_onnx_model(path: Path, channels=("Density",), classes=("Void",), z_sum:
     return path
 
 
-def make_tomograms(folder: Path, n: int, shape=(12, 20, 24), channels=(), seed: int = 0, voxel_size: float = 10.0):
-    """n small float32 tomograms TS_000..; uint8 channel volumes beside them."""
+def make_tomograms(folder: Path, n: int, shape=(12, 20, 24), channels=(), seed: int = 0, voxel_size: float = 10.0,
+                   age: float = 60.0):
+    """n small float32 tomograms TS_000..; uint8 channel volumes beside them.
+
+    Their modification times are set ``age`` seconds back, as a lab's files are: inputs
+    modified moments ago are watched for a couple of seconds before they are read.
+    """
     import numpy as np
 
     from pom_common.mrcio import write_volume
@@ -108,4 +113,10 @@ def make_tomograms(folder: Path, n: int, shape=(12, 20, 24), channels=(), seed: 
         for channel in channels:
             write_volume(folder / f"TS_{i:03d}__{channel}.mrc", rng.integers(0, 256, shape).astype(np.uint8), voxel_size)
         paths.append(path)
+    if age:
+        import time
+
+        then = time.time() - age
+        for p in folder.glob("TS_*.mrc"):
+            os.utime(p, (then, then))
     return paths

@@ -37,7 +37,7 @@ HARNESS = ROOT / "tests" / "harness.py"
 VENV = Path(sys.prefix)
 TOMOGRAMS = 12
 #: The lease of the fault run: longer than the other tasks need to finish the rest after the kill.
-LEASE = 20.0
+LEASE = 30.0  # long enough that "ended before the lease" is clear of the noise of a loaded machine
 FINAL = ("COMPLETED", "CANCELLED", "FAILED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED")
 
 
@@ -194,8 +194,8 @@ def test_cpu_node_cancel_requeue_kill_and_resubmit(cluster, data, tmp_path):
     other = tasks[1] if keeper == tasks[3] else tasks[3]
     assert ended[keeper] >= LEASE - 1  # ... for the killed task's claim to expire, and took its tomogram over
     assert f"{killed_stem}  done" in logs[keeper]
-    assert none_free is not None and ended[other] < min(LEASE - 2, none_free + 5), (ended, none_free)  # the other
-    # ended within seconds of running out of work (one tomogram, ~2 s, and a poll), not after the lease ...
+    assert none_free is not None and ended[other] < min(LEASE - 2, none_free + 10), (ended, none_free)  # the other
+    # ended within seconds of running out of work (one tomogram, ~2 s, a poll, and a loaded machine's delays), not after the lease ...
     keeper_pid = int(logs[other].split("left to them and to this folder's keeper (")[1].split(" pid ")[1].split(")")[0])
     events = FileClaimStore(out).journal()
     other_pids = {e["pid"] for e in events} - {cancelled_pid, requeued_pid, killed_pid, keeper_pid}
