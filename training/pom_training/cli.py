@@ -12,17 +12,21 @@ import json
 import logging
 import shlex
 import sys
-import traceback
 from pathlib import Path
 
-from pom_common.cli import OneLineParser
+from pom_common.cli import Extra, OneLineParser, add_gpus_option, run_cli
 from pom_common.config import ProjectConfig, init_project, load_config, parse_gpus
 from pom_common.constants import CONFIG_FILENAME
-from pom_common.errors import ConfigError, DeviceError, InputError, PomError
+from pom_common.errors import ConfigError, InputError, PomError
 from pom_common.layout import ProjectLayout
-from pom_common.log import configure_logging
 
 logger = logging.getLogger("pom")
+
+#: Pom's spelling of the GPU option (one dash, as in Pom), and the long one.
+POM_GPUS = ("-gpus", "--gpus")
+#: What training commands need beyond the inference install.
+TRAIN_EXTRA = Extra("training", "pip install 'pom-onnx[train]'",
+                    ("tensorflow", "tf2onnx", "onnx", "tifffile", "keras", "scipy", "PIL"))
 
 
 def _bool01(text: str) -> bool:
@@ -49,16 +53,16 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("-all", "--all", dest="all_features", type=_bool01, default=False, help="1: train every ontology")
     train.add_argument("-c", "--counterexamples", type=_bool01, default=True,
                        help="1 (default): use other features' annotations as counterexamples")
-    train.add_argument("-gpus", "--gpus", type=str, default=None, help="GPU indices, e.g. 0,1 (default: GPUS)")
+    add_gpus_option(train, POM_GPUS, None, "GPUS in the configuration", "GPUs to train on")
     train.add_argument("-seed", "--seed", type=int, default=0, help="random seed (default 0)")
     for name, what in (("test", "test_dir"), ("process", "tomogram_dir into output_dir")):
         p = single.add_parser(name, help=f"apply a single-feature network to the tomograms in {what}")
         p.add_argument("-o", "--ontology", required=True)
-        p.add_argument("-gpus", "--gpus", type=str, default=None, help="GPU indices or 'cpu' (default: GPUS)")
+        add_gpus_option(p, POM_GPUS, None, "GPUS in the configuration", "GPU indices, one worker each")
         p.add_argument("-workers", "--workers", type=int, default=1, help="worker processes per GPU (or on the CPU)")
 
     dr = sub.add_parser("doctor", help="can training and inference use the GPUs? (TensorFlow, ONNX Runtime, CUDA)")
-    dr.add_argument("-gpus", "--gpus", default=None, help="GPUs to check (default: GPUS, or 0), or 'cpu'")
+    add_gpus_option(dr, POM_GPUS, None, "GPUS in the configuration, or 0 without one", "GPUs to check")
     dr.add_argument("--json", action="store_true", help="the report as JSON")
     ex = sub.add_parser("export", help="export trained networks (.keras) to ONNX again, without training")
     ex.add_argument("network", nargs="?", choices=("shared",), help="'shared': the shared network")
@@ -71,11 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("-selective", "--selective", type=_bool01, default=True,
                       help="1 (default): only images with annotated pixels")
     st = shared.add_parser("train", help="train the shared network")
-    st.add_argument("-gpus", "--gpus", type=str, default=None)
+    add_gpus_option(st, POM_GPUS, None, "GPUS in the configuration", "GPUs to train on")
     st.add_argument("-checkpoint", "--checkpoint", default=None, help="continue training this .keras model")
     st.add_argument("-seed", "--seed", type=int, default=0, help="random seed (default 0)")
     sp = shared.add_parser("process", help="segment every tomogram (run on many servers at once)")
-    sp.add_argument("-gpus", "--gpus", type=str, default=None, help="GPU indices or 'cpu' (default: GPUS)")
+    add_gpus_option(sp, POM_GPUS, None, "GPUS in the configuration", "GPU indices, one worker each")
     sp.add_argument("-workers", "--workers", type=int, default=1, help="worker processes per GPU (or on the CPU)")
     sp.add_argument("--overwrite", action="store_true")
     sp.add_argument("--retry-failed", action="store_true")
@@ -255,36 +259,18 @@ def _configured_gpus(args: argparse.Namespace) -> list[int] | None:
     return _load(args.project).gpu_list() if path.exists() else [0]
 
 
+def _prepare(args: argparse.Namespace) -> None:
+    if not args.debug and _needs_tensorflow(args):  # TensorFlow's C++ start-up chatter is not for users
+        from .devices import import_tensorflow_quietly
+
+        import_tensorflow_quietly()
+
+
 def main(argv: list[str] | None = None) -> int:
     """``pom``: returns 0, 1 for a failed run, 2 for a usage or configuration error, 130 when interrupted."""
     parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # --help (0) or a usage error, already said in one line (2)
-        return int(exc.code or 0)
-    configure_logging(verbose=args.debug)
-    try:
-        if not args.debug and _needs_tensorflow(args):  # TensorFlow's C++ start-up chatter is not for users
-            from .devices import import_tensorflow_quietly
-
-            import_tensorflow_quietly()
-        return run(args, parser)
-    except PomError as exc:
-        if args.debug:
-            traceback.print_exc()
-        kind = "" if exc.exit_code == 130 else "error: "
-        hint = " (or train and segment on the CPU: -gpus cpu)" if isinstance(exc, DeviceError) else ""
-        print(f"pom: {kind}{exc}{hint}", file=sys.stderr)
-        return exc.exit_code
-    except ModuleNotFoundError as exc:
-        if exc.name and exc.name.split(".")[0] in ("tensorflow", "tf2onnx", "onnx", "tifffile", "keras", "scipy"):
-            print(f"pom: error: this command needs the training extra ({exc.name} is missing): "
-                  "pip install 'pom-onnx[train]'", file=sys.stderr)
-            return 2
-        raise
-    except KeyboardInterrupt:
-        print("pom: interrupted", file=sys.stderr)
-        return 130
+    return run_cli("pom", parser, argv, lambda args: run(args, parser),
+                   device_hint=" (or train and segment on the CPU: -gpus cpu)", prepare=_prepare, extra=TRAIN_EXTRA)
 
 
 if __name__ == "__main__":
