@@ -27,13 +27,13 @@ bench: $(STAMP)
 	$(BIN)/python bench/run.py
 
 demo: $(STAMP)
-	$(BIN)/python -m pom_training.demo --folder demo
+	$(BIN)/python -m pom_tools.demo --folder demo
 
 quality: $(STAMP)
-	$(BIN)/python -m pom_training.quality --folder quality
+	$(BIN)/python -m pom_tools.quality --folder quality
 
 lint: $(STAMP)
-	$(BIN)/ruff check common inference training tests bench
+	$(BIN)/ruff check common inference training tools tests bench
 	$(BIN)/mypy
 
 clean:

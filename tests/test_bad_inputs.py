@@ -123,7 +123,7 @@ class out_capsys:  # noqa: N801 - adapter so one_line_error can read an already 
 
 
 def test_scns_without_boxes(ais_project, capsys):
-    from pom_training.synthetic import write_scns
+    from pom_tools.synthetic import write_scns
 
     tomogram = ais_project / "tomograms" / "TS_002.mrc"
     write_scns(ais_project / "tomograms" / "TS_002.scns", tomogram, np.zeros((40, 160, 160), np.int8),

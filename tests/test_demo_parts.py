@@ -7,8 +7,10 @@ import pytest
 
 from pom_common.mrcio import read_volume
 from pom_common.scns import read_scns
-from pom_training.scoring import bin_labels, dice, feature_colours, overlay_png
-from pom_training.synthetic import CLASSES, make_phantom, plan_boxes, write_project
+from pom_tools.synthetic import CLASSES, make_phantom, plan_boxes, write_project
+from pom_training.evaluation.metrics import mask_dice
+from pom_training.evaluation.render import feature_colours, overlay_png
+from pom_training.evaluation.truth import bin_labels
 
 SMALL = (24, 96, 96)
 
@@ -55,10 +57,10 @@ def test_project_round_trips_through_the_ais_reader(tmp_path):
 
 def test_dice():
     a = np.array([1, 1, 0, 0], bool)
-    assert dice(a, a) == 1.0
-    assert dice(a, ~a) == 0.0
-    assert dice(a, np.array([1, 0, 0, 0], bool)) == pytest.approx(2 / 3)
-    assert dice(np.zeros(3, bool), np.zeros(3, bool)) == 1.0
+    assert mask_dice(a, a) == 1.0
+    assert mask_dice(a, ~a) == 0.0
+    assert mask_dice(a, np.array([1, 0, 0, 0], bool)) == pytest.approx(2 / 3)
+    assert mask_dice(np.zeros(3, bool), np.zeros(3, bool)) == 1.0
 
 
 def test_bin_labels_majority():

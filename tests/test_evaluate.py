@@ -10,7 +10,9 @@ from pom_common.config import ProjectConfig
 from pom_common.errors import InputError
 from pom_common.mrcio import read_volume, write_volume
 from pom_common.scns import Annotation, Feature
-from pom_training.evaluate import Scores, annotation_truth, decide, run_evaluate, score_dense
+from pom_training.evaluation.evaluate import run_evaluate
+from pom_training.evaluation.metrics import Scores
+from pom_training.evaluation.truth import annotation_truth, decide, score_dense
 
 from .conftest import make_onnx_model
 
@@ -95,7 +97,7 @@ def test_evaluate_against_dense_labels(evaluated_project, tmp_path):
 
 
 def test_evaluate_against_annotations(evaluated_project):
-    from pom_training.synthetic import AisFeature, write_ais_pickle
+    from pom_tools.aisfile import AisFeature, write_ais_pickle
 
     project, model_path, tomogram, winner, config = evaluated_project
     full = np.repeat(np.repeat(np.repeat(winner, 2, 0), 2, 1), 2, 2)
@@ -153,7 +155,7 @@ def test_label_values_no_class_names_are_refused(evaluated_project, capsys):
 
 def test_single_model_labels_are_a_mask(tmp_path):
     """Without classes.json a single network's truth is a mask: 1 the feature, 0 not."""
-    from pom_training.evaluate import label_names
+    from pom_training.evaluation.evaluate import label_names
 
     assert label_names(tmp_path / "l.mrc", ("Vesicle",), "single") == {0: "not Vesicle", 1: "Vesicle"}
     assert label_names(tmp_path / "l.mrc", ("A", "B", "Unknown"), "shared") == {0: "A", 1: "B", 2: "Unknown"}

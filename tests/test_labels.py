@@ -147,8 +147,8 @@ def test_title_hints_and_unnamed_features():
 def test_initialize_says_did_you_mean_and_lists_unnamed_features(tmp_path, capsys):
     import shutil
 
+    from pom_tools.aisfile import AisFeature, write_ais_pickle
     from pom_training.cli import main
-    from pom_training.synthetic import AisFeature, write_ais_pickle
 
     from .conftest import _copy_project
 

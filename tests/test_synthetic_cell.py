@@ -6,13 +6,8 @@ import numpy as np
 
 from pom_common.mrcio import read_volume
 from pom_common.scns import read_scns
-from pom_training.synthetic_cell import (
-    CELL_CLASSES,
-    CELL_VOXEL_SIZE,
-    make_cell,
-    plan_cell_annotation,
-    write_cell_project,
-)
+from pom_tools.cell_project import plan_cell_annotation, write_cell_project
+from pom_tools.synthetic_cell import CELL_CLASSES, CELL_VOXEL_SIZE, make_cell
 
 SMALL = (24, 128, 128)
 
@@ -61,7 +56,7 @@ def test_project_has_an_int8_tomogram_and_held_out_annotations(tmp_path):
 
 
 def test_quality_report_table():
-    from pom_training.quality import markdown, summary
+    from pom_tools.quality import markdown, summary
 
     def run(mean, seconds=10.0):
         dice = {c: mean for c in CELL_CLASSES}

@@ -138,6 +138,11 @@ def evaluation_path(folder: str | Path, model: str | Path) -> Path:
     return Path(folder) / f"{Path(model).stem}_evaluation.json"
 
 
+def previews_folder(outputs: str | Path) -> Path:
+    """``<outputs>/previews``: the PNG previews of a segmentation folder."""
+    return Path(outputs) / PREVIEWS
+
+
 def preview_path(outputs: str | Path, stem: str) -> Path:
     """``<outputs>/previews/<stem>.png``: the preview of one processed tomogram."""
-    return Path(outputs) / PREVIEWS / f"{stem}.png"
+    return previews_folder(outputs) / f"{stem}.png"

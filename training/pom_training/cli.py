@@ -84,9 +84,15 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--overwrite", action="store_true")
     sp.add_argument("--retry-failed", action="store_true")
     sp.add_argument("--dtype", choices=("float32", "uint8"), default="float32")
-    from .evaluate import add_parser as add_evaluate
-
-    add_evaluate(sub)
+    ev = sub.add_parser("evaluate", help="Dice and IoU per class against the annotations in test_dir, or --labels")
+    ev.add_argument("-m", "--model", default=None, help="ONNX model (default: the shared network)")
+    ev.add_argument("-o", "--ontology", default=None, help="evaluate this feature's single network instead")
+    ev.add_argument("--labels", action="append", default=[], type=Path,
+                    help="dense label volume (.mrc; values named by classes.json beside it); repeatable")
+    ev.add_argument("--tomogram", action="append", default=[], type=Path,
+                    help="the tomogram of each --labels (default: test_dir/<stem>.mrc)")
+    ev.add_argument("--tta", type=int, default=None, help="rotations averaged (default: shared_model_runs_per_volume)")
+    ev.add_argument("--json", default=None, type=Path, help="JSON output (default: test_dir/<model>_evaluation.json)")
     return parser
 
 
@@ -114,7 +120,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         print(f"Created {path}")
         return 0
     if args.phase == "preview":
-        from .preview import preview_project
+        from .evaluation.preview import preview_project
 
         config = _load(args.project)
         pngs = preview_project(config, Path(args.folder) if args.folder else None)
@@ -128,9 +134,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.phase == "doctor":
         return _doctor(args)
     if args.phase == "evaluate":
-        from .evaluate import main_evaluate
-
-        return main_evaluate(args, _load(args.project))
+        return _evaluate(args, _load(args.project))
     if getattr(args, "command", None) is None:
         parser.parse_args([args.phase, "--help"])
         return 2
@@ -230,6 +234,30 @@ def _shared(args: argparse.Namespace, config: ProjectConfig) -> int:
     gpus = _gpu_list(args.gpus, config)
     return _report(process_project(config, gpus=gpus, overwrite=args.overwrite, retry_failed=args.retry_failed,
                                    dtype=args.dtype, workers=args.workers))
+
+
+def _evaluate(args: argparse.Namespace, config: ProjectConfig) -> int:
+    """``pom evaluate``: score a model; print the table; 0."""
+    from pom_common.layout import evaluation_path
+
+    from .evaluation.evaluate import run_evaluate
+
+    layout = ProjectLayout.of(config)
+    if args.model:
+        model_path = Path(args.model)
+    elif args.ontology:
+        if args.ontology not in config.ontologies:
+            raise ConfigError(f"-o {args.ontology!r}: not one of the ontologies {list(config.ontologies)}")
+        model_path = layout.single_model(args.ontology)
+    else:
+        model_path = layout.shared_model()
+    json_path = args.json or evaluation_path(config.test_path, model_path)
+    scores = run_evaluate(config, model_path, labels=args.labels, tomograms=args.tomogram, tta=args.tta,
+                          json_path=json_path)
+    print(f"{model_path.name} on {', '.join(scores.tomograms)}:")
+    print(scores.table())
+    print(f"Wrote {json_path}")
+    return 0
 
 
 def _report(result) -> int:

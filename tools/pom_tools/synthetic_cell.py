@@ -16,19 +16,14 @@ nucleoplasm around them, the second one inside the region), the feature painted 
 boxes plus a 6-20 px margin, and whole vesicles and lipid droplets a box touches.
 Held-out tomograms have dense ground truth and their own annotations in ``test/``.
 """
-
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
+from scipy.ndimage import gaussian_filter
 
-from pom_common.atomic import atomic_write_text
-from pom_common.mrcio import write_volume
-
-from .synthetic import AisFeature, _smooth_noise, lamella, write_ais_pickle
+from .synthetic import lamella, smooth_noise
 
 CELL_CLASSES = ("Void", "Cytoplasm", "Mitochondrion", "Vesicle", "Lipid droplet", "Nucleoplasm", "Nuclear envelope")
 VOID, CYTOPLASM, MITOCHONDRION, VESICLE, LIPID, NUCLEOPLASM, ENVELOPE = range(7)
@@ -38,19 +33,13 @@ CELL_PALETTE = {"Void": (0.55, 0.55, 0.6), "Cytoplasm": (0.26, 0.84, 0.64), "Mit
                 "Nuclear envelope": (0.9, 0.2, 0.4), "Unknown": (0.9, 0.9, 0.9)}
 #: Voxel size of the cell project (A); the demo's is 10.
 CELL_VOXEL_SIZE = 13.7
-#: Classes painted as whole objects when a box touches them (as annotators do).
-_WHOLE = (VESICLE, LIPID)
-#: Boxes per feature on an annotated slice (fewest, most): annotators box the organelles more
-#: than the cytoplasm, vacuum and nucleoplasm around them.
-_BOXES = {VOID: (1, 2), CYTOPLASM: (1, 2), NUCLEOPLASM: (1, 2), MITOCHONDRION: (2, 3), ENVELOPE: (2, 3),
-          VESICLE: (2, 4), LIPID: (2, 4)}
 #: The classes around the organelles: their first box on a boundary, the second inside.
-_CONTEXT = (VOID, CYTOPLASM, NUCLEOPLASM)
+CONTEXT_CLASSES = (VOID, CYTOPLASM, NUCLEOPLASM)
 
 
 def _unit_noise(rng: np.random.Generator, shape: tuple[int, int, int], sigma: float) -> np.ndarray:
     """Gaussian-smoothed noise scaled to standard deviation 1."""
-    noise = _smooth_noise(rng, shape, sigma)
+    noise = smooth_noise(rng, shape, sigma)
     return noise / max(float(noise.std()), 1e-12)
 
 
@@ -66,8 +55,6 @@ class Cell:
 
 def make_cell(seed: int, shape: tuple[int, int, int] = (48, 256, 256)) -> Cell:
     """One tomogram with its dense labels and channels (deterministic for a seed)."""
-    from scipy.ndimage import gaussian_filter
-
     rng = np.random.default_rng(seed)
     nz, ny, nx = shape
     (z, y, x), inside, half = lamella(rng, shape, 0.07, (0.28, 0.34))
@@ -169,12 +156,12 @@ def make_cell(seed: int, shape: tuple[int, int, int] = (48, 256, 256)) -> Cell:
     density += (0.90 * ribosomes + 0.30 * proteins) * cyto
     density += 0.18 * inside
     # Imaging: blur, noise, dense = dark, a weak illumination gradient; raw scale, not standardised.
-    tomogram = -gaussian_filter(density, (1.1, 0.7, 0.7)) + 0.35 * _smooth_noise(rng, shape, 0.8) * 2.5
+    tomogram = -gaussian_filter(density, (1.1, 0.7, 0.7)) + 0.35 * smooth_noise(rng, shape, 0.8) * 2.5
     tomogram += 0.15 * (x / nx - 0.5) + 0.1 * (y / ny - 0.5)
     tomogram = ((tomogram - tomogram.mean()) / tomogram.std() * 22.0 + rng.uniform(-6, 6)).astype(np.float32)
     gain = rng.uniform(0.75, 1.05) + 0.1 * _unit_noise(rng, shape, 12.0)
-    mem = gaussian_filter(membrane, 0.8) * gain + 0.05 * _smooth_noise(rng, shape, 1.0)
-    rib = gaussian_filter(ribosomes + 0.3 * proteins * cyto, 1.0) * 2.0 + 0.05 * _smooth_noise(rng, shape, 1.0)
+    mem = gaussian_filter(membrane, 0.8) * gain + 0.05 * smooth_noise(rng, shape, 1.0)
+    rib = gaussian_filter(ribosomes + 0.3 * proteins * cyto, 1.0) * 2.0 + 0.05 * smooth_noise(rng, shape, 1.0)
     to_u8 = lambda v: np.clip(np.rint(v * 255), 0, 255).astype(np.uint8)  # noqa: E731
     return Cell(tomogram, labels, to_u8(np.clip(mem * 1.6, 0, 1)), to_u8(np.clip(rib, 0, 1)))
 
@@ -182,136 +169,3 @@ def make_cell(seed: int, shape: tuple[int, int, int] = (48, 256, 256)) -> Cell:
 def as_int8(density: np.ndarray) -> np.ndarray:
     """The tomogram as a reconstruction stored in MRC mode 0 would hold it (signed bytes)."""
     return np.clip(np.rint(density), -128, 127).astype(np.int8)
-
-
-# ----------------------------------------------------------------------------- annotations
-
-
-def plan_cell_annotation(labels: np.ndarray, seed: int, box: int, z_sum: int,
-                         n_slices: int | None = None) -> list[AisFeature]:
-    """Annotate like a person in Ais: a few slices, several features on each, boxes and paint.
-
-    Parameters
-    ----------
-    labels : (nz, ny, nx) dense labels (CELL_CLASSES indices).
-    seed : randomness of the slices, boxes and margins.
-    box : the box size (unbinned px); boxes lie fully inside the image.
-    z_sum : boxes stay where Pom keeps them (z_sum < z < nz - z_sum).
-    n_slices : 2 or 3 (random when None).
-
-    Returns
-    -------
-    The features in the order the annotator first used them.
-    """
-    from scipy.ndimage import binary_erosion, label
-
-    rng = np.random.default_rng(seed)
-    nz, ny, nx = labels.shape
-    half = box // 2
-    n_slices = n_slices or int(rng.choice([2, 3], p=[0.3, 0.7]))
-    lo, hi = z_sum + 2, nz - z_sum - 3
-    middle = nz // 2  # Ais opens there
-    void = (labels[:, half: ny - half, half: nx - half] == VOID).mean(axis=(1, 2))
-    others = [z for z in range(lo, hi + 1) if abs(z - middle) >= 8]
-    others.sort(key=lambda z: -min(void[z], 1 - void[z]) + 0.02 * rng.random())  # the lamella surface crosses
-    slices = [middle]
-    for z in others:
-        if all(abs(z - s) >= 8 for s in slices):
-            slices.append(z)
-        if len(slices) == n_slices:
-            break
-    order = list(rng.permutation(len(CELL_CLASSES)))
-    boxes: dict[int, dict[int, list[list[int]]]] = {}
-    masks: dict[int, dict[int, np.ndarray]] = {}
-    used: list[int] = []
-    for z in slices:
-        plane = labels[z]
-        for f in order:
-            mask = plane == f
-            if mask[half: ny - half, half: nx - half].sum() < 40:
-                continue
-            core = binary_erosion(mask, iterations=5)
-            rim = mask & ~core
-            pools = []
-            for region in (rim, core, mask):
-                ys, xs = np.nonzero(region)
-                ok = (ys >= half) & (ys < ny - half) & (xs >= half) & (xs < nx - half)
-                pools.append((ys[ok], xs[ok]))
-            small = f in _WHOLE
-            lo, hi = _BOXES[f]
-            n_boxes = int(rng.integers(lo, hi + 1))
-            centres: list[list[int]] = []
-            if small:  # a box centred on an object
-                parts, n = label(mask)
-                ids = [i for i in range(1, n + 1)]
-                rng.shuffle(ids)
-                for i in ids[:n_boxes]:
-                    ys, xs = np.nonzero(parts == i)
-                    cy, cx = int(np.clip(ys.mean(), half, ny - half - 1)), int(np.clip(xs.mean(), half, nx - half - 1))
-                    centres.append([cx, cy])
-            else:  # on the boundary; the second box of a context class inside it, others sometimes anywhere
-                for k in range(n_boxes):
-                    if f in _CONTEXT and k % 2 == 1 and len(pools[1][0]):
-                        ys, xs = pools[1]
-                    else:
-                        ys, xs = pools[0] if (k % 3 != 2 and len(pools[0][0])) else pools[2]
-                    if len(ys) == 0:
-                        continue
-                    i = int(rng.integers(len(ys)))
-                    centres.append([int(xs[i]), int(ys[i])])
-            if not centres:
-                continue
-            window = np.zeros((ny, nx), bool)
-            for cx, cy in centres:
-                m = box // 2 + int(rng.integers(6, 21))
-                window[max(0, cy - m): cy + m, max(0, cx - m): cx + m] = True
-            paint = mask & window
-            if small:  # whole objects the window touches
-                parts, _ = label(mask)
-                touched = np.unique(parts[paint])
-                paint |= np.isin(parts, touched[touched > 0])
-            if f not in used:
-                used.append(f)
-                boxes[f], masks[f] = {}, {}
-            boxes[f][z] = centres
-            masks[f][z] = paint.astype(np.uint8)
-    return [AisFeature(CELL_CLASSES[f], boxes[f], masks[f], CELL_PALETTE[CELL_CLASSES[f]], box) for f in used]
-
-
-def write_cell_project(root: Path, n_train: int = 4, n_test: int = 2, shape: tuple[int, int, int] = (48, 256, 256),
-                       seed: int = 1607, box: int = 96, z_sum: int = 2, settings: dict | None = None) -> dict:
-    """A complete cell project: configuration, tomograms, channels, .scns, held-out ground truth.
-
-    Returns
-    -------
-    ``{"train": [stems], "test": [stems]}``. Held-out tomograms (and their channels and
-    annotations) are in ``test/``, their dense labels in ``ground_truth/<stem>__labels.mrc``
-    with ``ground_truth/classes.json``. The second training and the second test tomogram
-    are stored as int8.
-    """
-    from pom_common.config import config_from_dict, default_config_dict, write_config
-
-    for sub in ("tomograms", "macromolecules", "test", "ground_truth"):
-        (root / sub).mkdir(parents=True, exist_ok=True)
-    stems: dict[str, list[str]] = {"train": [], "test": []}
-    for i in range(n_train + n_test):
-        role = "train" if i < n_train else "test"
-        stem = f"TS_{i + 1:03d}"
-        cell = make_cell(seed + i, shape)
-        density = as_int8(cell.density) if i in (1, n_train + 1) else cell.density
-        folder, channels = (root / "tomograms", root / "macromolecules") if role == "train" else (root / "test",) * 2
-        tomogram = folder / f"{stem}.mrc"
-        write_volume(tomogram, density, CELL_VOXEL_SIZE)
-        write_volume(channels / f"{stem}__Membrane.mrc", cell.membrane, CELL_VOXEL_SIZE)
-        write_volume(channels / f"{stem}__Ribosome.mrc", cell.ribosome, CELL_VOXEL_SIZE)
-        write_volume(root / "ground_truth" / f"{stem}__labels.mrc", cell.labels, CELL_VOXEL_SIZE)
-        features = plan_cell_annotation(cell.labels, seed + 500 + i, box, z_sum)
-        write_ais_pickle(folder / f"{stem}.scns", tomogram, shape, features, CELL_VOXEL_SIZE / 10)
-        stems[role].append(stem)
-    doc = default_config_dict()
-    doc.update({"macromolecules": ["Density", "Membrane", "Ribosome"], "ontologies": list(CELL_CLASSES),
-                "ontology_annotation_box_size": box, "z_sum": z_sum, "GPUS": "0"})
-    doc.update(settings or {})
-    write_config(config_from_dict(doc, base_dir=root), root / "project_configuration.json")
-    atomic_write_text(root / "ground_truth" / "classes.json", json.dumps(dict(enumerate(CELL_CLASSES))))
-    return stems

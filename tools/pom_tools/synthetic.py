@@ -10,22 +10,28 @@ pickles with Ais's class layout (``Ais.core.se_frame``).
 
 from __future__ import annotations
 
-import pickle
-import sys
-import types
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from scipy.ndimage import binary_erosion, gaussian_filter
 
-from pom_common.atomic import atomic_write_bytes, atomic_write_text
+from pom_common.atomic import atomic_write_text
+from pom_common.config import config_from_dict, default_config_dict, write_config
+from pom_common.constants import CONFIG_FILENAME, UNKNOWN
 from pom_common.mrcio import write_volume
+from pom_common.naming import feature_filename
+from pom_training.evaluation.render import DEFAULT_COLOURS
+
+from .aisfile import AisFeature, write_ais_pickle
 
 CLASSES = ("Void", "Cytoplasm", "Mitochondrion", "Vesicle")
 VOID, CYTOPLASM, MITOCHONDRION, VESICLE = range(4)
-#: Colours (RGB 0..1) used when no Ais feature library is found.
-PALETTE = {"Void": (0.55, 0.55, 0.6), "Cytoplasm": (0.26, 0.84, 0.64), "Mitochondrion": (0.95, 0.45, 0.2),
-           "Vesicle": (0.3, 0.5, 1.0), "Unknown": (0.9, 0.9, 0.2)}
+#: Colours (RGB 0..1) of the classes in the .scns files: the previews' defaults.
+PALETTE = {c: DEFAULT_COLOURS[c] for c in (*CLASSES, UNKNOWN)}
+#: The dense ground truth of tomogram ``TS``: ``ground_truth/TS__labels.mrc``.
+LABELS = "labels"
 
 
 @dataclass(frozen=True)
@@ -38,9 +44,8 @@ class Phantom:
     ribosome: np.ndarray  # (nz, ny, nx) uint8
 
 
-def _smooth_noise(rng, shape, sigma):
-    from scipy.ndimage import gaussian_filter
-
+def smooth_noise(rng: np.random.Generator, shape: tuple[int, int, int], sigma: float) -> np.ndarray:
+    """Gaussian-smoothed standard normal noise, float32."""
     return gaussian_filter(rng.standard_normal(shape).astype(np.float32), sigma)
 
 
@@ -58,8 +63,6 @@ def lamella(rng: np.random.Generator, shape: tuple[int, int, int], max_tilt: flo
 
 def make_phantom(seed: int, shape=(48, 192, 192), n_mito: int = 2, n_vesicles: int = 6) -> Phantom:
     """One tomogram with its ground truth and channels (deterministic for a seed)."""
-    from scipy.ndimage import gaussian_filter
-
     rng = np.random.default_rng(seed)
     nz, ny, nx = shape
     (z, y, x), inside, half = lamella(rng, shape, 0.06, (0.27, 0.33))
@@ -120,11 +123,11 @@ def make_phantom(seed: int, shape=(48, 192, 192), n_mito: int = 2, n_vesicles: i
     ribosomes = np.clip(ribosomes, 0, 1) * cyto
     density += 0.9 * ribosomes
     # Imaging: blur, noise, dense = dark, standardised.
-    tomogram = -gaussian_filter(density, (1.1, 0.7, 0.7)) + 0.35 * _smooth_noise(rng, shape, 0.8) * 2.5
+    tomogram = -gaussian_filter(density, (1.1, 0.7, 0.7)) + 0.35 * smooth_noise(rng, shape, 0.8) * 2.5
     tomogram += 0.15 * (x / nx - 0.5)
     tomogram = ((tomogram - tomogram.mean()) / tomogram.std()).astype(np.float32)
-    mem = gaussian_filter(membrane, 0.8) * rng.uniform(0.8, 1.0) + 0.05 * _smooth_noise(rng, shape, 1.0)
-    rib = gaussian_filter(ribosomes, 1.0) * 2.0 + 0.05 * _smooth_noise(rng, shape, 1.0)
+    mem = gaussian_filter(membrane, 0.8) * rng.uniform(0.8, 1.0) + 0.05 * smooth_noise(rng, shape, 1.0)
+    rib = gaussian_filter(ribosomes, 1.0) * 2.0 + 0.05 * smooth_noise(rng, shape, 1.0)
     to_u8 = lambda v: np.clip(np.rint(v * 255), 0, 255).astype(np.uint8)  # noqa: E731
     return Phantom(tomogram, labels, to_u8(np.clip(mem * 1.6, 0, 1)), to_u8(np.clip(rib, 0, 1)))
 
@@ -139,8 +142,6 @@ def plan_boxes(labels: np.ndarray, seed: int, slices: int = 3, boxes_per_feature
     Slices are chosen where the feature is well represented (for Void: where the lamella
     surface crosses the image); box centres lie on the feature, most near its boundary.
     """
-    from scipy.ndimage import binary_erosion
-
     rng = np.random.default_rng(seed)
     nz, ny, nx = labels.shape
     half = box // 2
@@ -184,14 +185,6 @@ def plan_boxes(labels: np.ndarray, seed: int, slices: int = 3, boxes_per_feature
     return plan
 
 
-def _ais_classes():
-    """Classes whose pickled names are Ais's (``Ais.core.se_frame.SEFrame`` ...)."""
-    module = types.ModuleType("Ais.core.se_frame")
-    for name in ("SEFrame", "Segmentation"):
-        setattr(module, name, type(name, (), {"__module__": "Ais.core.se_frame"}))
-    return module
-
-
 def write_scns(path: Path, tomogram_path: Path, labels: np.ndarray, plan, box: int, pixel_size_nm: float) -> None:
     """Save an annotation in Ais's pickle layout; masks = ground truth inside the boxes (+ margin)."""
     nz, ny, nx = labels.shape
@@ -210,55 +203,9 @@ def write_scns(path: Path, tomogram_path: Path, labels: np.ndarray, plan, box: i
     write_ais_pickle(path, tomogram_path, labels.shape, features, pixel_size_nm)
 
 
-@dataclass(frozen=True)
-class AisFeature:
-    """One feature as Ais saves it: title, box centres and painted masks per slice."""
-
-    title: str
-    boxes: dict[int, list[list[int]]]  # z -> [[x, y], ...] (column, row), in click order
-    masks: dict[int, np.ndarray]  # z -> (ny, nx) uint8 0/1
-    colour: tuple[float, float, float]
-    box_size: int
-
-
-def write_ais_pickle(path: Path, tomogram_path: Path, shape: tuple[int, int, int], features: list[AisFeature],
-                     pixel_size_nm: float) -> None:
-    """Write ``features`` as an Ais ``SEFrame`` pickle (the ``.scns`` layout, protocol 4)."""
-    module = _ais_classes()
-    nz, ny, nx = shape
-    frame = module.SEFrame()
-    frame.path, frame.title = str(tomogram_path), tomogram_path.stem
-    frame.n_slices, frame.height, frame.width, frame.pixel_size = nz, ny, nx, pixel_size_nm
-    frame.includes_map, frame.map = False, None
-    frame.features = []
-    for f in features:
-        feature = module.Segmentation()
-        feature.title, feature.box_size, feature.colour = f.title, f.box_size, f.colour
-        feature.boxes = {z: [list(c) for c in centres] for z, centres in f.boxes.items()}
-        feature.slices = dict(f.masks)
-        frame.features.append(feature)
-    names = ("Ais", "Ais.core", "Ais.core.se_frame")
-    saved = {n: sys.modules.get(n) for n in names}
-    try:
-        sys.modules["Ais"], sys.modules["Ais.core"] = types.ModuleType("Ais"), types.ModuleType("Ais.core")
-        sys.modules["Ais.core.se_frame"] = module
-        data = pickle.dumps(frame, protocol=4)
-    finally:
-        for n, m in saved.items():
-            if m is None:
-                sys.modules.pop(n, None)
-            else:
-                sys.modules[n] = m
-    atomic_write_bytes(path, data)
-
-
 def write_project(root: Path, n_train: int = 3, n_test: int = 2, shape=(48, 192, 192), seed: int = 2026,
                   voxel_size: float = 10.0, box: int = 96, settings: dict | None = None) -> dict:
     """A complete demo project: configuration, tomograms, channels, .scns, held-out ground truth."""
-    import json
-
-    from pom_common.config import config_from_dict, default_config_dict, write_config
-
     for sub in ("tomograms", "macromolecules", "test", "ground_truth"):
         (root / sub).mkdir(parents=True, exist_ok=True)
     stems = {"train": [], "test": []}
@@ -268,22 +215,22 @@ def write_project(root: Path, n_train: int = 3, n_test: int = 2, shape=(48, 192,
         ph = make_phantom(seed + i, shape)
         tomo = root / "tomograms" / f"{stem}.mrc"
         write_volume(tomo, ph.density, voxel_size)
-        write_volume(root / "macromolecules" / f"{stem}__Membrane.mrc", ph.membrane, voxel_size)
-        write_volume(root / "macromolecules" / f"{stem}__Ribosome.mrc", ph.ribosome, voxel_size)
-        write_volume(root / "ground_truth" / f"{stem}__labels.mrc", ph.labels, voxel_size)
+        write_volume(root / "macromolecules" / feature_filename(stem, "Membrane"), ph.membrane, voxel_size)
+        write_volume(root / "macromolecules" / feature_filename(stem, "Ribosome"), ph.ribosome, voxel_size)
+        write_volume(root / "ground_truth" / feature_filename(stem, LABELS), ph.labels, voxel_size)
         if role == "train":
             plan = plan_boxes(ph.labels, seed + 100 + i, box=box)
             write_scns(root / "tomograms" / f"{stem}.scns", tomo, ph.labels, plan, box, voxel_size / 10)
         else:
             for name in (f"{stem}.mrc",):
                 write_volume(root / "test" / name, ph.density, voxel_size)
-            write_volume(root / "test" / f"{stem}__Membrane.mrc", ph.membrane, voxel_size)
-            write_volume(root / "test" / f"{stem}__Ribosome.mrc", ph.ribosome, voxel_size)
+            write_volume(root / "test" / feature_filename(stem, "Membrane"), ph.membrane, voxel_size)
+            write_volume(root / "test" / feature_filename(stem, "Ribosome"), ph.ribosome, voxel_size)
         stems[role].append(stem)
     doc = default_config_dict()
     doc.update({"macromolecules": ["Density", "Membrane", "Ribosome"], "ontologies": list(CLASSES),
                 "ontology_annotation_box_size": box, "apix": voxel_size, "z_sum": 2, "GPUS": "0,1"})
     doc.update(settings or {})
-    write_config(config_from_dict(doc, base_dir=root), root / "project_configuration.json")
+    write_config(config_from_dict(doc, base_dir=root), root / CONFIG_FILENAME)
     atomic_write_text(root / "ground_truth" / "classes.json", json.dumps(dict(enumerate(CLASSES))))
     return stems

@@ -30,8 +30,19 @@ import numpy as np
 from pom_common.atomic import atomic_write_text
 from pom_common.config import ProjectConfig, config_from_dict, load_config, write_config
 from pom_common.constants import CONFIG_FILENAME
+from pom_common.layout import ProjectLayout
+from pom_common.log import configure_logging
+from pom_common.mrcio import read_volume
+from pom_common.naming import feature_filename, source_stem
+from pom_training.dataset import phase1_initialize
+from pom_training.evaluation.evaluate import run_evaluate
+from pom_training.shared import phase2_initialize
+from pom_training.train import TrainConfig, train_shared, train_single
 
-from .synthetic_cell import CELL_CLASSES, plan_cell_annotation, write_cell_project
+from .aisfile import AisFeature, write_ais_pickle
+from .cell_project import plan_cell_annotation, write_cell_project
+from .synthetic import LABELS
+from .synthetic_cell import CELL_CLASSES, CELL_PALETTE, CELL_VOXEL_SIZE
 
 logger = logging.getLogger(__name__)
 
@@ -61,8 +72,6 @@ def run_config(base: ProjectConfig, folder: Path, method: str, data: Path) -> Pr
 
 def link_phase1(source: ProjectConfig, target: Path) -> None:
     """Share ``source``'s phase-1 stacks with a run folder (a symbolic link)."""
-    from pom_common.layout import ProjectLayout
-
     link = ProjectLayout(target).phase1
     link.parent.mkdir(parents=True, exist_ok=True)
     if link.is_symlink() or link.exists():
@@ -75,15 +84,10 @@ def link_phase1(source: ProjectConfig, target: Path) -> None:
 
 def write_dense_project(project: Path, dense: Path, seed: int, box: int, z_sum: int) -> None:
     """The upper bound's annotations: the same boxes, every class painted on whole annotated slices."""
-    from pom_common.mrcio import read_volume
-
-    from .synthetic import AisFeature, write_ais_pickle
-    from .synthetic_cell import CELL_PALETTE, CELL_VOXEL_SIZE
-
     (dense / "tomograms").mkdir(parents=True, exist_ok=True)
     for i, tomogram in enumerate(sorted((project / "tomograms").glob("*.mrc"))):
         stem = tomogram.stem
-        labels = np.asarray(read_volume(project / "ground_truth" / f"{stem}__labels.mrc").data)
+        labels = np.asarray(read_volume(project / "ground_truth" / feature_filename(stem, LABELS)).data)
         features = plan_cell_annotation(labels, seed + 500 + i, box, z_sum)
         slices = sorted({z for f in features for z in f.boxes})
         dense_features = []
@@ -104,9 +108,6 @@ def train_method(config: ProjectConfig, method: str, seed: int) -> None:
     ``single train -all 1`` (not for "direct"), ``shared initialize``, ``shared train``; the
     configuration's ``label_method`` selects the method.
     """
-    from .shared import phase2_initialize
-    from .train import TrainConfig, train_shared, train_single
-
     assert config.label_method == method, (config.label_method, method)
     if method != "direct":
         for feature in config.ontologies:
@@ -117,12 +118,8 @@ def train_method(config: ProjectConfig, method: str, seed: int) -> None:
 
 def score_run(config: ProjectConfig, project: Path, stems: list[str]) -> dict:
     """Dice per class of the run's shared network: dense labels, and the test annotations."""
-    from pom_common.layout import ProjectLayout
-
-    from .evaluate import run_evaluate
-
     model = ProjectLayout.of(config).shared_model()
-    labels = [project / "ground_truth" / f"{s}__labels.mrc" for s in stems]
+    labels = [project / "ground_truth" / feature_filename(s, LABELS) for s in stems]
     tomograms = [project / "test" / f"{s}.mrc" for s in stems]
     dense = run_evaluate(config, model, labels=labels, tomograms=tomograms)
     annotated = run_evaluate(config, model)
@@ -133,8 +130,6 @@ def score_run(config: ProjectConfig, project: Path, stems: list[str]) -> dict:
 def run(folder: Path, seeds: list[int], methods: list[str], again: bool = False, project_seed: int = 1607,
         settings: dict | None = None, report: Path | None = Path("docs", "quality.md")) -> dict:
     """Generate (once), train every method x seed not yet in the results, score, write the report."""
-    from .dataset import phase1_initialize
-
     folder.mkdir(parents=True, exist_ok=True)
     project = folder / "project"
     results_path = folder / "results.json"
@@ -149,8 +144,8 @@ def run(folder: Path, seeds: list[int], methods: list[str], again: bool = False,
     base = load_config(project / CONFIG_FILENAME)
     base = config_from_dict({**base.to_dict(), **settings}, base_dir=project)  # this run's settings
     write_config(base, project / CONFIG_FILENAME)
-    stems = sorted(p.name[: -len("__labels.mrc")] for p in (project / "ground_truth").glob("*__labels.mrc")
-                   if (project / "test" / f"{p.name[: -len('__labels.mrc')]}.mrc").is_file())
+    stems = sorted(source_stem(p) for p in (project / "ground_truth").glob(feature_filename("*", LABELS))
+                   if (project / "test" / f"{source_stem(p)}.mrc").is_file())
     phase1 = phase1_initialize(base, progress=False)
     results["phase1"] = {"images": phase1.images, "annotated": phase1.annotated, "dropped": len(phase1.dropped),
                          "extra": len(phase1.extra_crops)}
@@ -203,11 +198,11 @@ def markdown(results: dict, methods: list[str], seeds: list[int]) -> str:
     """The report: settings, a table of mean +- sd Dice per class and method, the seed spread, the best method."""
     s = results["settings"]
     lines = ["# Label methods on a harder synthetic project (`make quality`)", "",
-             "Generated by `python -m pom_training.quality` (`make quality`); numbers from the last run.", "",
+             "Generated by `python -m pom_tools.quality` (`make quality`); numbers from the last run.", "",
              f"Project: {len(CELL_CLASSES)} classes ({', '.join(CELL_CLASSES)}), raw contrast (dense = dark), "
              "one training and one test tomogram stored as int8, voxel size 13.7 A; annotations on 2-3 slices "
              "per tomogram with several features per slice, painted inside the boxes plus a margin "
-             "(`pom_training.synthetic_cell`, project seed "
+             "(`pom_tools.synthetic_cell`, project seed "
              f"{results['project_seed']}). Phase 1: {sum(results['phase1']['images'].values())} crops ("
              + ", ".join(f"{c} {n}" for c, n in sorted(results['phase1']['images'].items()))
              + f") and {results['phase1'].get('extra', 0)} extra crops.", "",
@@ -250,7 +245,7 @@ def markdown(results: dict, methods: list[str], seeds: list[int]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m pom_training.quality``; returns the exit code."""
+    """``python -m pom_tools.quality``; returns the exit code."""
     parser = argparse.ArgumentParser(prog="pom-quality", description=__doc__.split("\n\n")[0])
     parser.add_argument("--folder", default="quality", type=Path)
     parser.add_argument("--seeds", default="0,1,2")
@@ -260,8 +255,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a setting, e.g. shared_model_epochs=20 (JSON values)")
     args = parser.parse_args(argv)
-    from pom_common.log import configure_logging
-
     configure_logging()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     methods = [m for m in args.methods.split(",") if m]

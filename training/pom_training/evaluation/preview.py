@@ -9,13 +9,14 @@ import numpy as np
 
 from pom_common.config import ProjectConfig
 from pom_common.constants import UNKNOWN
+from pom_common.defaults import THRESHOLD
 from pom_common.errors import InputError
+from pom_common.layout import preview_path, previews_folder
 from pom_common.mrcio import read_volume
 from pom_common.naming import feature_filename, list_tomograms, tomogram_stem
 from pom_common.zfilter import zfilter_bin
 
-from .scoring import feature_colours, overlay_png
-from .synthetic import PALETTE
+from .render import DEFAULT_COLOURS, Colour, feature_colours, overlay_png
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ def class_volumes(folder: Path, stem: str, classes: tuple[str, ...]) -> dict[str
 
 
 def preview_tomogram(tomogram: Path, outputs: Path, classes: tuple[str, ...], png: Path, z_sum: int,
-                     colours: dict) -> Path:
+                     colours: dict[str, Colour]) -> Path:
     """Central slice of the (z-averaged, binned) density with the argmax class overlaid."""
     volumes = class_volumes(outputs, tomogram_stem(tomogram), classes)
     if not volumes:
@@ -42,7 +43,7 @@ def preview_tomogram(tomogram: Path, outputs: Path, classes: tuple[str, ...], pn
     density = zfilter_bin(read_volume(tomogram).data, z_sum)[z]
     probs = stack[z]
     winner = probs.argmax(-1)
-    strong = probs.max(-1) >= 0.5 if len(names) == 1 else np.ones_like(winner, bool)
+    strong = probs.max(-1) >= THRESHOLD if len(names) == 1 else np.ones_like(winner, bool)
     masks = {n: (winner == i) & strong for i, n in enumerate(names) if n != UNKNOWN}
     density = density[: probs.shape[0], : probs.shape[1]]
     overlay_png(png, density, masks, colours)
@@ -53,13 +54,12 @@ def preview_project(config: ProjectConfig, folder: Path | None = None) -> list[P
     """One PNG per processed tomogram, written to <output_dir>/previews/."""
     outputs = folder or config.output_path
     classes = (*config.ontologies, UNKNOWN)
-    colours = {**PALETTE, **feature_colours()}
+    colours = {**DEFAULT_COLOURS, **feature_colours()}
     pngs = []
-    target = outputs / "previews"
-    target.mkdir(parents=True, exist_ok=True)
+    previews_folder(outputs).mkdir(parents=True, exist_ok=True)
     for tomogram in list_tomograms(config.require_dir("tomogram_dir")):
         try:
-            pngs.append(preview_tomogram(tomogram, outputs, classes, target / f"{tomogram_stem(tomogram)}.png",
+            pngs.append(preview_tomogram(tomogram, outputs, classes, preview_path(outputs, tomogram_stem(tomogram)),
                                          config.z_sum, colours))
         except InputError as exc:
             logger.info("no preview: %s", exc)

@@ -1,6 +1,6 @@
 """``make demo``: the whole workflow on synthetic data, scored against ground truth.
 
-    python -m pom_training.demo [--folder demo] [--full]
+    python -m pom_tools.demo [--folder demo] [--full]
 
 Generates a project under ``demo/``, runs ``pom single initialize``, ``single train -all 1``,
 ``single test`` per feature, ``shared initialize``, ``shared train``, ``shared process`` with
@@ -24,11 +24,19 @@ from pathlib import Path
 import numpy as np
 
 from pom_common.atomic import atomic_write_text
-from pom_common.constants import UNKNOWN
+from pom_common.constants import CONFIG_FILENAME, UNKNOWN
+from pom_common.defaults import THRESHOLD
+from pom_common.log import configure_logging
 from pom_common.mrcio import read_volume
+from pom_common.naming import feature_filename
+from pom_common.zfilter import zfilter_bin
+from pom_training.cli import main as pom
+from pom_training.evaluation.metrics import mask_dice
+from pom_training.evaluation.preview import preview_tomogram
+from pom_training.evaluation.render import feature_colours, overlay_png
+from pom_training.evaluation.truth import bin_labels
 
-from .scoring import bin_labels, dice, feature_colours, overlay_png
-from .synthetic import CLASSES, PALETTE, write_project
+from .synthetic import CLASSES, LABELS, PALETTE, write_project
 
 logger = logging.getLogger(__name__)
 
@@ -37,43 +45,44 @@ TINY = {"model_base_filters": 8, "model_depth": 3, "single_model_epochs": 8, "si
         "shared_model_epochs": 12, "shared_model_batch_size": 32, "shared_model_runs_per_volume": 4, "GPUS": "cpu"}
 
 
+def _truth(project: Path, stem: str) -> np.ndarray:
+    """The held-out tomogram's dense labels, binned like the networks' outputs."""
+    return bin_labels(np.asarray(read_volume(project / "ground_truth" / feature_filename(stem, LABELS)).data),
+                      len(CLASSES))
+
+
 def score(project: Path, stems: list[str], classes: tuple[str, ...]) -> dict:
-    """Dice per class on held-out tomograms: single networks (p > 0.5) and shared (argmax)."""
-    single = {c: [] for c in classes}
-    shared = {c: [] for c in classes}
+    """Dice per class on held-out tomograms: single networks (p > THRESHOLD) and shared (argmax)."""
+    single: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {c: [] for c in classes}
+    shared: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {c: [] for c in classes}
     for stem in stems:
-        truth = bin_labels(np.asarray(read_volume(project / "ground_truth" / f"{stem}__labels.mrc").data),
-                           len(CLASSES))
+        truth = _truth(project, stem)
         for c in classes:
-            p = np.asarray(read_volume(project / "test" / f"{stem}__{c}.mrc").data)
-            single[c].append((p > 0.5, truth == CLASSES.index(c)))
+            p = np.asarray(read_volume(project / "test" / feature_filename(stem, c)).data)
+            single[c].append((p > THRESHOLD, truth == CLASSES.index(c)))
         names = (*classes, UNKNOWN)
-        probs = np.stack([np.asarray(read_volume(project / "output" / f"{stem}__{n}.mrc").data) for n in names], -1)
+        probs = np.stack([np.asarray(read_volume(project / "output" / feature_filename(stem, n)).data)
+                          for n in names], -1)
         winner = probs.argmax(-1)
         for i, c in enumerate(classes):
             shared[c].append((winner == i, truth == CLASSES.index(c)))
 
-    def pooled(pairs):
+    def pooled(pairs: list[tuple[np.ndarray, np.ndarray]]) -> float:
         pred = np.concatenate([p.ravel() for p, _ in pairs])
         true = np.concatenate([t.ravel() for _, t in pairs])
-        return round(dice(pred, true), 4)
+        return round(mask_dice(pred, true), 4)
 
     return {"single": {c: pooled(single[c]) for c in classes}, "shared": {c: pooled(shared[c]) for c in classes}}
 
 
 def previews(project: Path, folder: Path, stems: list[str], classes: tuple[str, ...], z_sum: int) -> list[Path]:
     """PNG previews of the shared network's output and of the truth, for each held-out tomogram."""
-    from .preview import preview_tomogram
-
     colours = {**PALETTE, **feature_colours()}
     out = []
     for stem in stems:
         out.append(preview_tomogram(project / "tomograms" / f"{stem}.mrc", project / "output", (*classes, UNKNOWN),
                                     folder / f"{stem}_shared.png", z_sum, colours))
-        # Ground truth, for comparison.
-        from pom_common.zfilter import zfilter_bin
-
-        truth = bin_labels(np.asarray(read_volume(project / "ground_truth" / f"{stem}__labels.mrc").data), len(CLASSES))
+        truth = _truth(project, stem)  # for comparison
         z = truth.shape[0] // 2
         density = zfilter_bin(read_volume(project / "tomograms" / f"{stem}.mrc").data, z_sum)[z]
         overlay_png(folder / f"{stem}_truth.png", density, {c: truth[z] == CLASSES.index(c) for c in classes}, colours)
@@ -85,8 +94,6 @@ def run(folder: Path, full: bool = False, seed: int = 2026, label_method: str | 
 
     ``label_method`` overrides the configuration's default (e.g. "pom" for Pom's algorithm).
     """
-    from .cli import main as pom
-
     project = folder / "project"
     if project.exists():
         shutil.rmtree(project)
@@ -109,7 +116,7 @@ def run(folder: Path, full: bool = False, seed: int = 2026, label_method: str | 
     report = score(project, stems["test"], CLASSES)
     report["seconds"] = round(time.perf_counter() - started, 1)
     report["settings"] = "full" if full else TINY
-    report["label_method"] = json.loads((project / "project_configuration.json").read_text())["label_method"]
+    report["label_method"] = json.loads((project / CONFIG_FILENAME).read_text())["label_method"]
     pngs = previews(project, folder, stems["test"], CLASSES, 2)
     atomic_write_text(folder / "report.json", json.dumps(report, indent=2) + "\n")
     print()
@@ -122,15 +129,13 @@ def run(folder: Path, full: bool = False, seed: int = 2026, label_method: str | 
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m pom_training.demo``; returns the exit code."""
+    """``python -m pom_tools.demo``; returns the exit code."""
     parser = argparse.ArgumentParser(prog="pom-demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--folder", default="demo")
     parser.add_argument("--full", action="store_true", help="the configuration's default (GPU) settings")
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--label-method", default=None, help="override the configuration's label_method, e.g. pom")
     args = parser.parse_args(argv)
-    from pom_common.log import configure_logging
-
     configure_logging()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     folder = Path(args.folder)
