@@ -2,7 +2,7 @@
 
 Issue #17: about one export in twenty of a single-feature network came out with a 5-D
 output (1, B, H, W, 1) after other work in the same process (tf2onnx skipped the head's
-Transpose in an order that depends on memory addresses; see ``export._optimizers``).
+Transpose in an order that depends on memory addresses; see ``export.tf2onnx_fix.optimizers``).
 """
 
 import json
@@ -14,10 +14,10 @@ import pytest
 from pom_common.config import ProjectConfig
 from pom_common.errors import ModelError
 from pom_common.modelmeta import METADATA_KEY, ModelInfo
-from pom_training import export
 from pom_training.cli import main as pom_main
-from pom_training.models import build_unet
-from pom_training.train import TrainConfig
+from pom_training.export import convert, errors, exporter, metadata, parity, tf2onnx_fix
+from pom_training.fitting.config import TrainConfig
+from pom_training.models.unet import build_unet
 
 from .conftest import initialised_project
 
@@ -44,10 +44,11 @@ def _model(seed: int, channels: int, classes: int, activation: str, depth: int, 
     return model
 
 
-def _info(classes: int, depth: int) -> ModelInfo:
+def _info(channels: int, classes: int, depth: int) -> ModelInfo:
     kind = "single" if classes == 1 else "shared"
-    return export.model_metadata(ProjectConfig(), kind, tuple(f"c{i}" for i in range(classes)),
-                                 TrainConfig(1, 1, 4, depth), 10.0)
+    config = ProjectConfig(macromolecules=("Density", *(f"ch{i}" for i in range(1, channels))))
+    return metadata.model_metadata(config, kind, tuple(f"c{i}" for i in range(classes)), TrainConfig(1, 1, 4, depth),
+                                   10.0)
 
 
 def _run_onnx(path, x: np.ndarray) -> np.ndarray:
@@ -62,16 +63,16 @@ def test_many_exports_in_one_process(tmp_path):
     first = None
     for i, (channels, classes, activation, depth, steps) in enumerate(MODELS):
         model = _model(i, channels, classes, activation, depth, steps)
-        path = export.export_onnx(model, tmp_path / f"m{i}.onnx", _info(classes, depth))  # checks parity itself
+        path = exporter.export_onnx(model, tmp_path / f"m{i}.onnx", _info(channels, classes, depth))  # checks parity
         m = 2**depth
         x = np.random.default_rng(100 + i).standard_normal((3, 5 * m, 2 * m, channels)).astype(np.float32)
         got, expected = _run_onnx(path, x), np.asarray(model(x, training=False))
         assert got.shape == expected.shape == (3, 5 * m, 2 * m, classes), f"model {i}"
-        assert np.max(np.abs(got - expected)) < export.PARITY_TOLERANCE, f"model {i}"
+        assert np.max(np.abs(got - expected)) < parity.PARITY_TOLERANCE, f"model {i}"
         if i == 0:
             first = (model, path.read_bytes())
     # The first network again, after eleven other exports: the same bytes.
-    again = export.export_onnx(first[0], tmp_path / "again.onnx", _info(1, 2))
+    again = exporter.export_onnx(first[0], tmp_path / "again.onnx", _info(1, 1, 2))
     assert again.read_bytes() == first[1]
 
 
@@ -114,13 +115,13 @@ def test_head_transpose_order(fixed_transpose, fixed_reshape):
     from tf2onnx.optimizer.reshape_optimizer import ReshapeOptimizer
     from tf2onnx.optimizer.transpose_optimizer import TransposeOptimizer
 
-    ours = export._optimizers()
+    ours = tf2onnx_fix.optimizers()
     opts = dict(optimizer._get_optimizers())
     opts["optimize_transpose"] = _skip_head_transpose(ours["optimize_transpose"] if fixed_transpose
                                                       else TransposeOptimizer)
     opts["reshape_optimizer"] = ours["reshape_optimizer"] if fixed_reshape else ReshapeOptimizer
     model = _model(0, 1, 1, "sigmoid", 2, 0)  # 1 input channel: the input Transpose is replaceable too
-    proto = export.convert(model, optimizers=opts)
+    proto = convert.convert(model, optimizers=opts)
     x = np.zeros((2, 12, 8, 1), np.float32)
     got = _run_onnx_bytes(proto.SerializeToString(), x)
     if fixed_transpose or fixed_reshape:
@@ -177,9 +178,9 @@ def test_pom_export_shared_and_usage_errors(initialised, tmp_path, capsys):
     folder.mkdir(parents=True)
     model = _model(3, 3, 3, "softmax", 2, 2)
     model.save(folder / "shared.keras")
-    info = _info(3, 2)
-    export.write_metadata(folder / "shared.keras", info)
-    written = export.export_onnx(model, folder / "shared.onnx", info).read_bytes()
+    info = _info(3, 3, 2)
+    metadata.write_metadata(folder / "shared.keras", info)
+    written = exporter.export_onnx(model, folder / "shared.onnx", info).read_bytes()
     (folder / "shared.onnx").unlink()
     assert pom_main(["--project", str(project), "export", "shared"]) == 0
     assert (folder / "shared.onnx").read_bytes() == written
@@ -199,14 +200,14 @@ def test_pom_export_shared_and_usage_errors(initialised, tmp_path, capsys):
 def test_failed_export_does_not_stop_training_the_others(initialised, tmp_path, monkeypatch, capsys):
     project = _copy(initialised, tmp_path)
     models = project / "models" / "phase1"
-    real = export.export_onnx
+    real = exporter.export_onnx
 
     def failing(model, path, info, *args, **kwargs):
         if path.name == "Mitochondrion.onnx":  # the first feature trained
-            raise export.ExportError(f"{path}: export check failed: ONNX output shape (1, 2, 12, 8, 1) != Keras (2, 12, 8, 1)")
+            raise errors.ExportError(f"{path}: export check failed: ONNX output shape (1, 2, 12, 8, 1) != Keras (2, 12, 8, 1)")
         return real(model, path, info, *args, **kwargs)
 
-    monkeypatch.setattr(export, "export_onnx", failing)
+    monkeypatch.setattr(exporter, "export_onnx", failing)
     assert pom_main(["--project", str(project), "single", "train", "-all", "1"]) == 1
     err = capsys.readouterr().err
     assert "Mitochondrion.onnx: export check failed" in err and "to export it again: pom export -o Mitochondrion" in err

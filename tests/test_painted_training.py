@@ -38,8 +38,8 @@ def test_pom_mode_trains_as_before(sampled):
     """The "pom" method is Pom's algorithm as this toolkit always ran it: same data, loop and result."""
     import keras
 
-    from pom_training.losses import masked_binary_crossentropy
-    from pom_training.models import build_unet
+    from pom_training.models.losses import masked_binary_crossentropy
+    from pom_training.models.unet import build_unet
     from pom_training.train import TrainConfig, augment8, fit, load_single_dataset, train_single
 
     project, config = sampled

@@ -27,7 +27,7 @@ def trained(tmp_path_factory):
 
 
 def test_unet_smoke():
-    from pom_training.models import build_unet
+    from pom_training.models.unet import build_unet
 
     model = build_unet(3, 2, base_filters=4, depth=2, activation="softmax")
     out = model(np.zeros((2, 8, 12, 3), np.float32), training=False)
@@ -94,15 +94,16 @@ def test_feature_without_data(trained, tmp_path):
 
 def test_export_check_fails_loudly(tmp_path, monkeypatch):
     from pom_common.config import ProjectConfig
-    from pom_training import export
-    from pom_training.models import build_unet
-    from pom_training.train import TrainConfig
+    from pom_training.export import exporter, parity
+    from pom_training.export.metadata import model_metadata
+    from pom_training.fitting.config import TrainConfig
+    from pom_training.models.unet import build_unet
 
     model = build_unet(1, 1, 4, 2)
-    meta = export.model_metadata(ProjectConfig(), "single", ("A",), TrainConfig(1, 1, 4, 2), 10.0)
-    monkeypatch.setattr(export, "PARITY_TOLERANCE", -1.0)
+    meta = model_metadata(ProjectConfig(), "single", ("A",), TrainConfig(1, 1, 4, 2), 10.0)
+    monkeypatch.setattr(parity, "PARITY_TOLERANCE", -1.0)
     with pytest.raises(ModelError, match="export check failed"):
-        export.export_onnx(model, tmp_path / "a.onnx", meta)
+        exporter.export_onnx(model, tmp_path / "a.onnx", meta)
     assert list(tmp_path.iterdir()) == []
 
 

@@ -163,7 +163,7 @@ def _single(args: argparse.Namespace, config: ProjectConfig) -> int:
         if not args.all_features and not args.ontology:
             raise ConfigError("pom single train: give -o FEATURE or -all 1")
         gpus = _gpu_list(args.gpus, config)
-        from .export import ExportError
+        from .export.errors import ExportError
         from .train import TrainConfig, train_single
 
         tc = dataclasses.replace(TrainConfig.single(config), seed=args.seed)

@@ -309,7 +309,7 @@ def fit_stable(model, x: np.ndarray, y: np.ndarray, tc, loss, checkpoint: Path |
 def _export(config: ProjectConfig, model, keras_path: Path, checkpoint: Path, kind: str, classes: tuple[str, ...],
             tc, extra: dict, again: str) -> dict:
     """Save, write the metadata and export as :mod:`pom_training.train` does (``pom export`` works too)."""
-    from .export import model_metadata
+    from .export.metadata import model_metadata
     from .train import _save_and_export, training_voxel_size
 
     meta = model_metadata(config, kind=kind, classes=classes, tc=tc, voxel_size=training_voxel_size(config),
@@ -373,8 +373,8 @@ def _train(config: ProjectConfig, x: np.ndarray, y: np.ndarray, tc, gpus: list[i
            activation: str, checkpoint: Path, label: str, start: str | None = None, base: int | None = None):
     """Build (or load ``start``) and fit a U-Net; an epoch is 8 draws per crop (``base`` crops if given)."""
     from .devices import make_strategy
-    from .models import build_unet
-    from .train import check_depth, load_checkpoint
+    from .fitting.checkpoints import check_depth, load_checkpoint
+    from .models.unet import build_unet
 
     check_depth(x, tc)
     make_deterministic(tc.seed)
@@ -394,6 +394,6 @@ def _train(config: ProjectConfig, x: np.ndarray, y: np.ndarray, tc, gpus: list[i
 
 
 def _masked_bce():
-    from .losses import masked_binary_crossentropy
+    from .models.losses import masked_binary_crossentropy
 
     return masked_binary_crossentropy

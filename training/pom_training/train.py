@@ -14,12 +14,10 @@ import math
 import os
 import shlex
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from pom_common.atomic import temporary_path
 from pom_common.config import ProjectConfig
 from pom_common.constants import UNKNOWN
 from pom_common.errors import ConfigError, InputError
@@ -27,32 +25,12 @@ from pom_common.layout import ProjectLayout
 
 from .dataset import read_stack
 from .devices import make_strategy
+from .export.exporter import save_and_export as _save_and_export
+from .fitting.checkpoints import check_depth, load_checkpoint
+from .fitting.checkpoints import save_keras as _save_keras
+from .fitting.config import TrainConfig
 
 logger = logging.getLogger(__name__)
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Settings of one training run (derived from the project configuration)."""
-
-    epochs: int
-    batch_size: int
-    base_filters: int
-    depth: int
-    learning_rate: float = 1e-3  # Adam; Pom used 2.5e-5, which needs far more epochs
-    seed: int = 0
-
-    @classmethod
-    def single(cls, config: ProjectConfig) -> TrainConfig:
-        """Settings of a single-feature network's training."""
-        return cls(config.single_model_epochs, config.single_model_batch_size, config.model_base_filters,
-                   config.model_depth)
-
-    @classmethod
-    def shared(cls, config: ProjectConfig) -> TrainConfig:
-        """Settings of the shared network's training."""
-        return cls(config.shared_model_epochs, config.shared_model_batch_size, config.model_base_filters,
-                   config.model_depth)
-
 
 # ----------------------------------------------------------------------------- data
 
@@ -125,17 +103,6 @@ def training_voxel_size(config: ProjectConfig) -> float:
 # ----------------------------------------------------------------------------- fitting
 
 
-def _save_keras(model, path: Path) -> None:
-    """Save atomically; Keras insists on a .keras name, so the temporary gets one too."""
-    tmp = temporary_path(path).with_suffix(".keras")
-    try:
-        model.save(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def _callbacks(epochs: int, checkpoint: Path, label: str):
     import keras
 
@@ -206,9 +173,9 @@ def train_single(config: ProjectConfig, feature: str, counterexamples: bool = Tr
     check_depth(x, tc)
     import keras
 
-    from .export import model_metadata
-    from .losses import masked_binary_crossentropy
-    from .models import build_unet
+    from .export.metadata import model_metadata
+    from .models.losses import masked_binary_crossentropy
+    from .models.unet import build_unet
 
     keras.utils.set_random_seed(tc.seed)
     x8, y8 = augment8(x), augment8(y)
@@ -247,8 +214,8 @@ def train_shared(config: ProjectConfig, gpus: list[int] | None = None, checkpoin
     tc = tc or TrainConfig.shared(config)
     import keras
 
-    from .export import model_metadata
-    from .models import build_unet
+    from .export.metadata import model_metadata
+    from .models.unet import build_unet
 
     keras.utils.set_random_seed(tc.seed)
     x8, y8 = augment8(x), augment8(y)
@@ -270,64 +237,6 @@ def train_shared(config: ProjectConfig, gpus: list[int] | None = None, checkpoin
     return {"losses": losses, "keras": keras_path, "onnx": onnx_path}
 
 
-def check_depth(x: np.ndarray, tc: TrainConfig) -> None:
-    """Refuse training images whose sides the U-Net's ``tc.depth`` poolings cannot halve.
-
-    Raises
-    ------
-    ConfigError
-        Naming model_depth and the box size that would do.
-    """
-    multiple = 2**tc.depth
-    if x.shape[1] % multiple or x.shape[2] % multiple:
-        raise ConfigError(f"model_depth {tc.depth}: training images {x.shape[1]}x{x.shape[2]} are not multiples of "
-                          f"{multiple}; lower model_depth or use an ontology_annotation_box_size multiple of {2 * multiple}")
-
-
-def load_checkpoint(path: str | os.PathLike, n_inputs: int, n_outputs: int):
-    """A saved ``.keras`` model to continue training, checked against the data's inputs and classes.
-
-    Raises
-    ------
-    InputError
-        It cannot be loaded, or its inputs or outputs do not match.
-    """
-    import keras
-
-    try:
-        model = keras.models.load_model(path, compile=False)
-    except Exception as exc:
-        raise InputError(f"{path}: cannot load the checkpoint ({exc})") from None
-    if model.output_shape[-1] != n_outputs or model.input_shape[-1] != n_inputs:
-        raise InputError(f"{path}: the checkpoint has {model.input_shape[-1]} inputs and "
-                         f"{model.output_shape[-1]} outputs; expected {n_inputs} and {n_outputs}")
-    return model
-
-
-def _save_and_export(model, keras_path: Path, checkpoint: Path, meta, again: str) -> Path:
-    """Save ``model`` and its export metadata, drop the checkpoint, then export to ONNX beside it.
-
-    The ``.keras`` file and ``<name>.metadata.json`` are written first, so a failed export
-    loses no training: ``again`` (a ``pom export`` command line) exports them later.
-
-    Raises
-    ------
-    ExportError
-        The export failed; the message says how to export again.
-    """
-    from .export import ExportError, export_onnx, write_metadata
-
-    _save_keras(model, keras_path)
-    write_metadata(keras_path, meta)
-    checkpoint.unlink(missing_ok=True)  # the final weights are in keras_path
-    try:
-        onnx_path = export_onnx(model, keras_path.with_suffix(".onnx"), meta)
-    except ExportError as exc:
-        raise ExportError(f"{exc}; the trained network is saved as {keras_path}; to export it again: {again}") from None
-    logger.info("saved %s and %s", keras_path, onnx_path)
-    return onnx_path
-
-
 def export_single(config: ProjectConfig, feature: str) -> Path:
     """``pom export -o FEATURE``: export ``models/phase1/<feature>.keras`` again, without training.
 
@@ -340,7 +249,7 @@ def export_single(config: ProjectConfig, feature: str) -> Path:
     ModelError
         The network or its metadata cannot be read, or the export fails.
     """
-    from .export import export_saved
+    from .export.exporter import export_saved
 
     if feature not in config.ontologies:
         raise ConfigError(f"feature {feature!r} is not in ontologies {list(config.ontologies)}")
@@ -361,7 +270,7 @@ def export_shared(config: ProjectConfig) -> Path:
     ModelError
         The network or its metadata cannot be read, or the export fails.
     """
-    from .export import export_saved
+    from .export.exporter import export_saved
 
     keras_path = ProjectLayout.of(config).shared_model(".keras")
     if not keras_path.is_file():

@@ -9,6 +9,9 @@ multiples of 2**depth.
 
 from __future__ import annotations
 
+import keras
+from keras import layers
+
 #: BatchNorm moving-average momentum. Keras's 0.99 needs several hundred steps before the
 #: inference statistics settle; small annotation sets give far fewer steps (27 images x 8
 #: augmentations, 12 epochs = ~50 steps), and the exported network then predicts from
@@ -17,12 +20,10 @@ BN_MOMENTUM = 0.9
 
 
 def build_unet(n_channels: int, n_outputs: int, base_filters: int = 64, depth: int = 4,
-               activation: str = "sigmoid"):
+               activation: str = "sigmoid") -> keras.Model:
     """Build the (uncompiled) Keras U-Net; shape (None, None, None, n_channels) -> (..., n_outputs)."""
-    import keras
-    from keras import layers
 
-    def block(x, filters):
+    def block(x: keras.KerasTensor, filters: int) -> keras.KerasTensor:
         for _ in range(2):
             x = layers.Conv2D(filters, 3, padding="same", activation="relu")(x)
             x = layers.BatchNormalization(momentum=BN_MOMENTUM)(x)
