@@ -18,7 +18,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
 
 chaos: $(STAMP)
-	$(BIN)/python -m pytest -q -m chaos tests/test_chaos.py
+	$(BIN)/python -m pytest -q -m chaos tests/inference/test_chaos.py
 
 check-imports: $(STAMP)
 	$(BIN)/python -m pytest -q tests/test_import_boundaries.py

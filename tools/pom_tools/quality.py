@@ -34,10 +34,11 @@ from pom_common.layout import ProjectLayout
 from pom_common.log import configure_logging
 from pom_common.mrcio import read_volume
 from pom_common.naming import feature_filename, source_stem
-from pom_training.dataset import phase1_initialize
 from pom_training.evaluation.evaluate import run_evaluate
-from pom_training.shared import phase2_initialize
-from pom_training.train import TrainConfig, train_shared, train_single
+from pom_training.fitting.config import TrainConfig
+from pom_training.labels.registry import METHODS as LABEL_METHODS
+from pom_training.prepare import initialize_phase1, initialize_phase2
+from pom_training.train import train_shared, train_single
 
 from .aisfile import AisFeature, write_ais_pickle
 from .cell_project import plan_cell_annotation, write_cell_project
@@ -50,14 +51,16 @@ logger = logging.getLogger(__name__)
 QUALITY = {"model_base_filters": 8, "model_depth": 3, "single_model_epochs": 6, "single_model_batch_size": 32,
            "shared_model_epochs": 30, "shared_model_batch_size": 32, "shared_model_runs_per_volume": 4,
            "GPUS": "cpu"}
-METHODS = ("pom", "painted", "direct", "dense")
+#: The upper bound: this label method on the same boxes with every class painted on the whole annotated slices.
+DENSE, DENSE_METHOD = "dense", "direct"
+#: The method the others are compared with: Pom's.
+REFERENCE = "pom"
+#: Every label method, then the upper bound.
+METHODS = (*LABEL_METHODS, DENSE)
 #: What each method is, for the report.
-DESCRIPTIONS = {
-    "pom": "Pom's algorithm: single networks with the counterexample rule, joint labels from their predictions",
-    "painted": "single networks learn every painted label; painted labels override the joint labels",
-    "direct": "the shared network learns the painted labels alone (no single networks)",
-    "dense": "upper bound: 'direct' on the same boxes with every class painted on the whole annotated slices",
-}
+DESCRIPTIONS = {**{name: method.description for name, method in LABEL_METHODS.items()},
+                DENSE: f"upper bound: '{DENSE_METHOD}' on the same boxes with every class painted on the whole "
+                       "annotated slices"}
 
 
 def run_config(base: ProjectConfig, folder: Path, method: str, data: Path) -> ProjectConfig:
@@ -65,7 +68,7 @@ def run_config(base: ProjectConfig, folder: Path, method: str, data: Path) -> Pr
     folder.mkdir(parents=True, exist_ok=True)
     config = replace(base, base_dir=str(folder), root="", tomogram_dir=str(data / "tomograms"),
                      macromolecule_dir=str(data / "macromolecules"), test_dir=str(data / "test"),
-                     output_dir="output", label_method="direct" if method == "dense" else method)
+                     output_dir="output", label_method=DENSE_METHOD if method == DENSE else method)
     write_config(config, folder / CONFIG_FILENAME)
     return config
 
@@ -109,10 +112,10 @@ def train_method(config: ProjectConfig, method: str, seed: int) -> None:
     configuration's ``label_method`` selects the method.
     """
     assert config.label_method == method, (config.label_method, method)
-    if method != "direct":
+    if LABEL_METHODS[method].uses_single_networks:
         for feature in config.ontologies:
             train_single(config, feature, tc=replace(TrainConfig.single(config), seed=seed))
-    phase2_initialize(config, progress=False)
+    initialize_phase2(config, progress=False)
     train_shared(config, tc=replace(TrainConfig.shared(config), seed=seed))
 
 
@@ -146,17 +149,17 @@ def run(folder: Path, seeds: list[int], methods: list[str], again: bool = False,
     write_config(base, project / CONFIG_FILENAME)
     stems = sorted(source_stem(p) for p in (project / "ground_truth").glob(feature_filename("*", LABELS))
                    if (project / "test" / f"{source_stem(p)}.mrc").is_file())
-    phase1 = phase1_initialize(base, progress=False)
+    phase1 = initialize_phase1(base, progress=False)
     results["phase1"] = {"images": phase1.images, "annotated": phase1.annotated, "dropped": len(phase1.dropped),
                          "extra": len(phase1.extra_crops)}
     dense_config = None
-    if "dense" in methods:
+    if DENSE in methods:
         dense = folder / "dense"
         write_dense_project(project, dense, project_seed, base.ontology_annotation_box_size, base.z_sum)
         dense_config = replace(base, base_dir=str(dense), tomogram_dir="tomograms",
                                macromolecule_dir=str(project / "macromolecules"), test_dir=str(project / "test"))
         write_config(dense_config, dense / CONFIG_FILENAME)
-        phase1_initialize(dense_config, progress=False)
+        initialize_phase1(dense_config, progress=False)
     for method in methods:
         for seed in seeds:
             key = f"{method}/{seed}"
@@ -164,10 +167,10 @@ def run(folder: Path, seeds: list[int], methods: list[str], again: bool = False,
                 continue
             run_folder = folder / "runs" / f"{method}_seed{seed}"
             config = run_config(base, run_folder, method, project)
-            link_phase1(dense_config if method == "dense" and dense_config else base, run_folder)
+            link_phase1(dense_config if method == DENSE and dense_config else base, run_folder)
             started = time.perf_counter()
             logger.info("quality: %s, seed %d", method, seed)
-            train_method(config, "direct" if method == "dense" else method, seed)
+            train_method(config, DENSE_METHOD if method == DENSE else method, seed)
             scores = score_run(config, project, stems)
             scores["seconds"] = round(time.perf_counter() - started, 1)
             results["runs"][key] = scores
@@ -232,9 +235,9 @@ def markdown(results: dict, methods: list[str], seeds: list[int]) -> str:
             lines.append(f"| {method} | {summ['mean'][0]:.3f} ± {summ['mean'][1]:.3f} |")
     lines += ["", "Methods:", ""]
     lines += [f"* `{m}`: {DESCRIPTIONS[m]}." for m in methods]
-    pom = summary(results, "pom", seeds)
+    pom = summary(results, REFERENCE, seeds)
     ranked = sorted((summary(results, m, seeds)["mean"][0], m) for m in methods
-                    if m not in ("pom", "dense") and summary(results, m, seeds))
+                    if m not in (REFERENCE, DENSE) and summary(results, m, seeds))
     if pom and ranked:
         best_mean, best = ranked[-1]
         spread = summary(results, best, seeds)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from scipy.ndimage import binary_erosion, gaussian_filter
@@ -32,6 +33,8 @@ VOID, CYTOPLASM, MITOCHONDRION, VESICLE = range(4)
 PALETTE = {c: DEFAULT_COLOURS[c] for c in (*CLASSES, UNKNOWN)}
 #: The dense ground truth of tomogram ``TS``: ``ground_truth/TS__labels.mrc``.
 LABELS = "labels"
+#: Box centres planned per feature: title -> z -> [[x, y], ...].
+Plan = dict[str, dict[int, list[list[int]]]]
 
 
 @dataclass(frozen=True)
@@ -61,7 +64,8 @@ def lamella(rng: np.random.Generator, shape: tuple[int, int, int], max_tilt: flo
     return (z, y, x), np.abs(z - centre) < half, half
 
 
-def make_phantom(seed: int, shape=(48, 192, 192), n_mito: int = 2, n_vesicles: int = 6) -> Phantom:
+def make_phantom(seed: int, shape: tuple[int, int, int] = (48, 192, 192), n_mito: int = 2,
+                 n_vesicles: int = 6) -> Phantom:
     """One tomogram with its ground truth and channels (deterministic for a seed)."""
     rng = np.random.default_rng(seed)
     nz, ny, nx = shape
@@ -72,7 +76,7 @@ def make_phantom(seed: int, shape=(48, 192, 192), n_mito: int = 2, n_vesicles: i
     # Mitochondria: ellipsoids with a double membrane and a granular matrix.
     placed: list[tuple[float, float, float, float]] = []
 
-    def free(cy, cx, r):
+    def free(cy: float, cx: float, r: float) -> bool:
         return all((cy - py) ** 2 + (cx - px) ** 2 > (r + pr + 6) ** 2 for py, px, _, pr in placed)
 
     for _ in range(n_mito):
@@ -185,7 +189,8 @@ def plan_boxes(labels: np.ndarray, seed: int, slices: int = 3, boxes_per_feature
     return plan
 
 
-def write_scns(path: Path, tomogram_path: Path, labels: np.ndarray, plan, box: int, pixel_size_nm: float) -> None:
+def write_scns(path: Path, tomogram_path: Path, labels: np.ndarray, plan: Plan, box: int,
+               pixel_size_nm: float) -> None:
     """Save an annotation in Ais's pickle layout; masks = ground truth inside the boxes (+ margin)."""
     nz, ny, nx = labels.shape
     margin = 8
@@ -203,12 +208,13 @@ def write_scns(path: Path, tomogram_path: Path, labels: np.ndarray, plan, box: i
     write_ais_pickle(path, tomogram_path, labels.shape, features, pixel_size_nm)
 
 
-def write_project(root: Path, n_train: int = 3, n_test: int = 2, shape=(48, 192, 192), seed: int = 2026,
-                  voxel_size: float = 10.0, box: int = 96, settings: dict | None = None) -> dict:
+def write_project(root: Path, n_train: int = 3, n_test: int = 2, shape: tuple[int, int, int] = (48, 192, 192),
+                  seed: int = 2026, voxel_size: float = 10.0, box: int = 96,
+                  settings: dict[str, Any] | None = None) -> dict[str, list[str]]:
     """A complete demo project: configuration, tomograms, channels, .scns, held-out ground truth."""
     for sub in ("tomograms", "macromolecules", "test", "ground_truth"):
         (root / sub).mkdir(parents=True, exist_ok=True)
-    stems = {"train": [], "test": []}
+    stems: dict[str, list[str]] = {"train": [], "test": []}
     for i in range(n_train + n_test):
         role = "train" if i < n_train else "test"
         stem = f"TS_{i + 1:03d}"

@@ -67,6 +67,6 @@ def overlay_png(path: Path, density: np.ndarray, masks: dict[str, np.ndarray], c
     image = Image.fromarray((rgb * 255).astype(np.uint8))
     scale = -(-MIN_PREVIEW_SIZE // max(image.size))  # binned slices are small: enlarge, pixels kept sharp
     if scale > 1:
-        image = image.resize((image.size[0] * scale, image.size[1] * scale), Image.NEAREST)
+        image = image.resize((image.size[0] * scale, image.size[1] * scale), Image.Resampling.NEAREST)
     with atomic_path(path) as tmp:
         image.save(tmp, format="PNG")

@@ -58,6 +58,7 @@ def read_metadata(keras_path: str | Path, onnx_path: str | Path) -> str:
         Neither file holds Pom metadata, or it is malformed.
     """
     sidecar, onnx_path = metadata_path(keras_path), Path(onnx_path)
+    text: str | None
     if sidecar.is_file():
         text, source = sidecar.read_text(encoding="utf-8"), str(sidecar)
     elif onnx_path.is_file():
@@ -71,4 +72,5 @@ def read_metadata(keras_path: str | Path, onnx_path: str | Path) -> str:
         raise ModelError(f"{keras_path}: no metadata to export it with (neither {sidecar.name} nor {onnx_path.name} "
                          "exists); train it again")
     ModelInfo.from_json(text, source)  # raises ModelError when missing or malformed
+    assert text is not None  # (from_json refuses a missing one)
     return text

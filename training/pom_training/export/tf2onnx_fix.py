@@ -10,7 +10,7 @@ from tf2onnx.optimizer.reshape_optimizer import ReshapeOptimizer
 from tf2onnx.optimizer.transpose_optimizer import TransposeOptimizer
 
 
-class SnapshotTransposeOptimizer(TransposeOptimizer):  # type: ignore[misc]
+class SnapshotTransposeOptimizer(TransposeOptimizer):
     """``post_optimize_action`` walks a copy of the node list, so it skips no node."""
 
     _snapshot = False
@@ -30,7 +30,7 @@ class SnapshotTransposeOptimizer(TransposeOptimizer):  # type: ignore[misc]
             self._snapshot = False
 
 
-class OutputSafeReshapeOptimizer(ReshapeOptimizer):  # type: ignore[misc]
+class OutputSafeReshapeOptimizer(ReshapeOptimizer):
     """Never rewrite a Reshape whose output is a graph output (its Squeeze would be lost)."""
 
     def _optimize_reshape(self, node: Any, graph: Any) -> Any:
