@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test bench demo quality lint check-imports clean chaos
+.PHONY: test test-fast bench demo quality lint check-imports clean chaos
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +16,10 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
+
+# The inner loop: everything but the tests that train or export TensorFlow networks (CI runs them all).
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow and not chaos" tests
 
 chaos: $(STAMP)
 	$(BIN)/python -m pytest -q -m chaos tests/inference/test_chaos.py

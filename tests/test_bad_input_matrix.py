@@ -6,13 +6,17 @@ others finish); no traceback; no hang (an alarm); no input changed and nothing w
 outside the output folder (checksums of every file before and after).
 """
 
+import contextlib
 import hashlib
+import io
 import json
 import os
 import shutil
 import signal
 import struct
+import tempfile
 import tracemalloc
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -358,10 +362,64 @@ POM_CASES = [
 ]
 
 
+#: The user the read-only case runs as when the tests run as root (who may write anywhere): nobody.
+NOBODY = 65534
+
+
+def _as_unprivileged(main: Callable[[list[str]], int], argv: list[str]) -> tuple[int, str, str]:
+    """``main(argv)`` in a forked child that has given up root (uid and gid nobody): its exit code, stdout, stderr.
+
+    The child imports nothing new (the modules a run needs are imported before the fork), so it
+    needs no read access to the checkout, only to the case's own folder.
+    """
+    read, write = os.pipe()
+    with warnings.catch_warnings():  # Python 3.12 warns about fork in a process with threads; the child runs no lock
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:  # the child: drop root, run, report, exit at once
+        result: list = [1, "", ""]
+        try:
+            os.close(read)
+            os.setgroups([])
+            os.setgid(NOBODY)
+            os.setuid(NOBODY)
+            out, err = io.StringIO(), io.StringIO()
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                result[0] = main(argv)
+            result[1:] = [out.getvalue(), err.getvalue()]
+        except BaseException as exc:  # noqa: B036 - reported to the parent, whatever it is
+            result[2] = f"the unprivileged run raised {type(exc).__name__}: {exc}"
+        finally:
+            os.write(write, json.dumps(result).encode())
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        data = pipe.read()
+    os.waitpid(pid, 0)
+    code, out, err = json.loads(data)
+    return code, out, err
+
+
+@pytest.fixture
+def case_folder(request, tmp_path):
+    """The case's folder: ``tmp_path``, or, for a case run as nobody, a folder nobody can reach."""
+    if not (request.node.callspec.params["case"].id == "output-read-only" and os.geteuid() == 0):
+        yield tmp_path, False
+        return
+    folder = Path(tempfile.mkdtemp(prefix="pom-read-only-"))
+    os.chmod(folder, 0o755)  # pytest's own folders are root's alone
+    try:
+        yield folder, True
+    finally:
+        for path in folder.rglob("*"):
+            if path.is_dir():
+                os.chmod(path, 0o755)
+        shutil.rmtree(folder)
+
+
 @pytest.mark.parametrize("case", INFER_CASES + POM_CASES, ids=lambda c: c.id)
-def test_bad_input_matrix(case, tmp_path, capsys):
-    if case.id == "output-read-only" and os.geteuid() == 0:
-        pytest.skip("root may write into a read-only folder")
+def test_bad_input_matrix(case, case_folder, capsys):
+    tmp_path, unprivileged = case_folder  # as root, the read-only case runs as nobody (root may write anywhere)
     argv = case.setup(tmp_path)
     output = tmp_path / ("project/training_datasets" if case.tool == "pom" else "o")
     before = _snapshot(tmp_path, output)
@@ -375,7 +433,10 @@ def test_bad_input_matrix(case, tmp_path, capsys):
     tracemalloc.start()
     try:
         try:
-            code = main(argv)
+            if unprivileged:
+                code, out, err = _as_unprivileged(main, argv)
+            else:
+                code = main(argv)
         except SystemExit as exc:  # argparse's exit in a program whose main does not catch it
             code = exc.code
         peak = tracemalloc.get_traced_memory()[1] / 2**20
@@ -385,12 +446,14 @@ def test_bad_input_matrix(case, tmp_path, capsys):
         signal.signal(signal.SIGALRM, old)
         if output.exists():
             os.chmod(output, 0o755)
-    captured = capsys.readouterr()
-    assert code == case.code, (captured.out, captured.err)
-    assert "Traceback" not in captured.err + captured.out
+    if not unprivileged:
+        captured = capsys.readouterr()
+        out, err = captured.out, captured.err
+    assert code == case.code, (out, err)
+    assert "Traceback" not in err + out
     if case.code == 2:
-        lines = [line for line in captured.err.strip().splitlines() if line]
-        assert len(lines) == 1, captured.err
+        lines = [line for line in err.strip().splitlines() if line]
+        assert len(lines) == 1, err
         for needle in case.needles:
             assert needle in lines[0], lines[0]
     elif case.failed is not None:
@@ -399,7 +462,7 @@ def test_bad_input_matrix(case, tmp_path, capsys):
         for needle in case.needles:
             assert needle in error, error
     elif case.tool == "pom" and case.id == "scns-pipe":
-        assert "TS_009.scns" in captured.out and "named pipe" in captured.out
+        assert "TS_009.scns" in out and "named pipe" in out
     if case.done is not None:
         assert len(dataset_status(output).done) == case.done
     if case.max_mib is not None:

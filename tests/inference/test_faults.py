@@ -99,6 +99,7 @@ def test_aba_zombie_changes_nothing_and_reports_nothing(case):
     _wait(lambda: (_holder(out, held) or (0, 0))[0] == b.pid, what="B's take-over")
     b.send_signal(signal.SIGTERM)
     assert b.wait(timeout=30) == 130
+    b.communicate()  # (closes its pipes)
     c = _start(_args(tmp, model), POM_TEST_SLOW=0.05)
     _wait(lambda: (_holder(out, held) or (0, 0))[0] == c.pid or FileClaimStore(out).state(held).done is not None,
           what="C's claim")

@@ -47,6 +47,7 @@ def test_four_workers_write_each_output_once_and_match_one_worker(setup):
     assert len({e["pid"] for e in journal}) >= 2  # the work was shared
     single = _infer("process", model, "--tomograms", tmp / "tomos", "--output", tmp / "out1", "--gpus", "cpu")
     assert single.wait(timeout=240) == 0
+    single.communicate()  # (closes its pipe)
     four, one = _outputs(tmp / "out4"), _outputs(tmp / "out1")
     assert len(one) == 40 and four.keys() == one.keys()
     assert all(four[k] == one[k] for k in one)  # bit for bit
@@ -104,7 +105,7 @@ def test_sigterm_releases_claims(setup):
         time.sleep(0.05)
     os.kill(victim.pid, signal.SIGTERM)
     assert victim.wait(timeout=30) == 130
-    assert "stopped by SIGTERM; claims released" in victim.stderr.read()
+    assert "stopped by SIGTERM; claims released" in victim.communicate()[1]
     states = store.states()
     assert states and not any(s.claim for s in states.values())  # every claim given up
 

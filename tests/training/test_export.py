@@ -21,6 +21,8 @@ from pom_training.models.unet import build_unet
 
 from ..helpers import initialised_project
 
+pytestmark = pytest.mark.slow  # every test here builds, trains or exports networks with TensorFlow
+
 TINY = {"GPUS": "cpu", "model_base_filters": 4, "model_depth": 2, "single_model_epochs": 2, "single_model_batch_size": 16,
         "ontologies": ["Mitochondrion", "Vesicle"]}
 

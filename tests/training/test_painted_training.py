@@ -34,6 +34,7 @@ def _weights(path):
     return keras.models.load_model(path, compile=False).get_weights()
 
 
+@pytest.mark.slow
 def test_pom_mode_trains_as_before(sampled):
     """The "pom" method is Pom's algorithm as this toolkit always ran it: same data, loop and result."""
     import keras
@@ -96,6 +97,7 @@ def test_extra_crops_are_recorded(sampled):
     assert tifffile.imread(ProjectLayout(project).phase1_extra("Density")).shape == codes.shape
 
 
+@pytest.mark.slow
 def test_direct_phase2_is_the_paint_and_training_is_reproducible(sampled, tmp_path):
     from pom_training.data.info import phase2_info as read_phase2_info
     from pom_training.data.phase2 import load_phase2
@@ -168,6 +170,7 @@ def test_painted_labels_must_match_the_ontologies(sampled):
         load_phase1(replace(config, ontologies=tuple(reversed(config.ontologies))))
 
 
+@pytest.mark.slow
 def test_default_workflow_needs_no_single_network(tmp_path, capsys):
     """The default, "direct": initialize, shared initialize, shared train -seed, then evaluate; no single network."""
     from pom_common.config import ProjectConfig
@@ -234,7 +237,7 @@ def test_phase1_stacks_out_of_step_are_named(sampled, tmp_path):
     config = replace(config, base_dir=str(copy))
     phase1 = copy / "training_datasets" / "phase1"
     extra = ProjectLayout(copy).phase1_extra("Density")
-    tifffile.imwrite(extra, tifffile.imread(extra)[:3])
+    tifffile.imwrite(extra, tifffile.imread(extra)[:3], photometric="minisblack")
     with pytest.raises(InputError, match="Density.tif: 3 images .* run 'pom single initialize' again"):
         load_phase1(config)
     channel = phase1 / f"{config.ontologies[0]}_{config.macromolecules[-1]}.tif"

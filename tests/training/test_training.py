@@ -12,6 +12,8 @@ from pom_training.cli import main as pom_main
 
 from ..helpers import initialised_project
 
+pytestmark = pytest.mark.slow  # every test here trains, or builds networks with TensorFlow
+
 #: Pom's workflow ("label_method": "pom"); the painted-label methods: tests/test_painted_training.py.
 TINY = {"model_base_filters": 4, "model_depth": 2, "single_model_epochs": 4, "single_model_batch_size": 16,
         "shared_model_epochs": 4, "shared_model_batch_size": 16, "shared_model_runs_per_volume": 2, "GPUS": "cpu",
