@@ -13,6 +13,7 @@ from pathlib import Path
 
 from pom_common.cli import Extra, OneLineParser, add_gpus_option, run_cli
 from pom_common.constants import CONFIG_FILENAME
+from pom_common.defaults import TTA_RUNS
 
 from .commands import import_tensorflow_quietly, needs_tensorflow, run
 
@@ -88,7 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="dense label volume (.mrc; values named by classes.json beside it); repeatable")
     ev.add_argument("--tomogram", action="append", default=[], type=Path,
                     help="the tomogram of each --labels (default: test_dir/<stem>.mrc)")
-    ev.add_argument("--tta", type=int, default=None, help="rotations averaged (default: shared_model_runs_per_volume)")
+    ev.add_argument("--tta", type=int, default=None, choices=TTA_RUNS,
+                    help="rotations averaged, or 8 with flips (default: shared_model_runs_per_volume)")
     ev.add_argument("--json", default=None, type=Path, help="JSON output (default: test_dir/<model>_evaluation.json)")
     return parser
 

@@ -50,7 +50,8 @@ def train_single(config: ProjectConfig, feature: str, counterexamples: bool = Tr
     keras_path = layout.single_model(feature, ".keras")
     meta = model_metadata(config, kind="single", classes=(feature,), tc=tc, voxel_size=voxel_size,
                           extra={**job.metadata, "losses": losses})
-    onnx_path = save_and_export(model, keras_path, checkpoint, meta, f"pom export -o {shlex.quote(feature)}")
+    onnx_path = save_and_export(model, keras_path, layout.single_model(feature), checkpoint, meta,
+                                f"pom export -o {shlex.quote(feature)}")
     return {"losses": losses, "keras": keras_path, "onnx": onnx_path}
 
 
@@ -76,8 +77,8 @@ def train_shared(config: ProjectConfig, gpus: list[int] | None = None, checkpoin
     model, losses = train_network(job, tc, gpus, layout.shared_checkpoint(), "shared", start=checkpoint)
     meta = model_metadata(config, kind="shared", classes=data.classes, tc=tc, voxel_size=voxel_size,
                           extra={**job.metadata, "losses": losses, "continued_from": checkpoint})
-    onnx_path = save_and_export(model, layout.shared_model(".keras"), layout.shared_checkpoint(), meta,
-                                "pom export shared")
+    onnx_path = save_and_export(model, layout.shared_model(".keras"), layout.shared_model(), layout.shared_checkpoint(),
+                                meta, "pom export shared")
     return {"losses": losses, "keras": layout.shared_model(".keras"), "onnx": onnx_path}
 
 
@@ -95,11 +96,12 @@ def export_single(config: ProjectConfig, feature: str) -> Path:
     """
     if feature not in config.ontologies:
         raise ConfigError(f"feature {feature!r} is not in ontologies {list(config.ontologies)}")
-    keras_path = ProjectLayout.of(config).single_model(feature, ".keras")
+    layout = ProjectLayout.of(config)
+    keras_path = layout.single_model(feature, ".keras")
     if not keras_path.is_file():
         raise InputError(f"{keras_path}: no trained network for {feature!r}; train it with: "
                          f"pom single train -o {shlex.quote(feature)}")
-    return export_saved(keras_path, keras_path.with_suffix(".onnx"))
+    return export_saved(keras_path, layout.single_model(feature))
 
 
 def export_shared(config: ProjectConfig) -> Path:
@@ -112,7 +114,8 @@ def export_shared(config: ProjectConfig) -> Path:
     ModelError
         The network or its metadata cannot be read, or the export fails.
     """
-    keras_path = ProjectLayout.of(config).shared_model(".keras")
+    layout = ProjectLayout.of(config)
+    keras_path = layout.shared_model(".keras")
     if not keras_path.is_file():
         raise InputError(f"{keras_path}: no trained shared network; train it with: pom shared train")
-    return export_saved(keras_path, keras_path.with_suffix(".onnx"))
+    return export_saved(keras_path, layout.shared_model())

@@ -29,7 +29,7 @@ from pom_common.constants import BIN_FACTOR, CONFIG_FILENAME, DENSITY
 from pom_common.errors import ConfigError, InputError
 from pom_common.layout import LABEL, PAINTED, ProjectLayout
 from pom_common.mrcio import read_volume
-from pom_common.naming import find_channel, tomogram_stem
+from pom_common.naming import find_channel, tomogram_filename, tomogram_stem
 from pom_common.normalise import normalise_crop
 from pom_common.scns import Annotation, read_scns
 
@@ -156,7 +156,7 @@ def phase1_initialize(config: ProjectConfig, progress: bool = True) -> Phase1Rep
             stem = tomogram_stem(scns)
             channels = {}
             for channel in config.macromolecules:
-                tomogram = config.tomogram_path / f"{stem}.mrc"
+                tomogram = config.tomogram_path / tomogram_filename(stem)
                 volume = read_volume(find_channel(tomogram, channel, (config.macromolecule_path,)), config.apix)
                 if volume.shape != annotation.shape:
                     raise InputError(f"{volume.path}: shape {volume.shape} differs from the annotation "

@@ -26,7 +26,7 @@ from pom_common.config import ProjectConfig
 from pom_common.constants import UNKNOWN
 from pom_common.errors import InputError
 from pom_common.mrcio import read_volume
-from pom_common.naming import source_stem, tomogram_stem
+from pom_common.naming import source_stem, tomogram_filename, tomogram_stem
 from pom_common.scns import read_scns
 from pom_inference import Model, load_model, segment
 from pom_inference.inputs import read_inputs
@@ -65,7 +65,7 @@ def evaluate_annotations(model: Model, folder: Path, config: ProjectConfig, tta:
                          "test_dir, or give --labels)")
     for scns in files:
         annotation = read_scns(scns)
-        tomogram = folder / f"{tomogram_stem(scns)}.mrc"
+        tomogram = folder / tomogram_filename(tomogram_stem(scns))
         probabilities, shape = _segment(model, tomogram, (folder, *channel_dirs), config.apix, tta)
         if shape != annotation.shape:
             raise InputError(f"{tomogram}: shape {shape} differs from the annotation {scns.name} {annotation.shape}")
@@ -153,7 +153,7 @@ def run_evaluate(config: ProjectConfig, model_path: Path, labels: Sequence[Path]
             raise InputError(f"--tomogram given {len(tomograms)} times for {len(labels)} --labels")
         total: Scores | None = None
         for i, path in enumerate(labels):
-            tomogram = tomograms[i] if tomograms else config.test_path / f"{source_stem(path)}.mrc"
+            tomogram = tomograms[i] if tomograms else config.test_path / tomogram_filename(source_stem(path))
             if not tomogram.is_file():
                 raise InputError(f"{tomogram}: not found (the tomogram of {path.name}; give it with --tomogram)")
             scores = evaluate_labels(model, path, tomogram, config, tta, channel_dirs)

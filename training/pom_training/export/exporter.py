@@ -91,8 +91,9 @@ def export_saved(keras_path: str | Path, onnx_path: str | Path, opset: int = ONN
     return export_onnx(model, onnx_path, text, opset)
 
 
-def save_and_export(model: keras.Model, keras_path: Path, checkpoint: Path, meta: ModelInfo, again: str) -> Path:
-    """Save ``model`` and its export metadata, drop the checkpoint, then export to ONNX beside it.
+def save_and_export(model: keras.Model, keras_path: Path, onnx_path: Path, checkpoint: Path, meta: ModelInfo,
+                    again: str) -> Path:
+    """Save ``model`` and its export metadata, drop the checkpoint, then export to ``onnx_path``.
 
     The ``.keras`` file and ``<name>.metadata.json`` are written first, so a failed export
     loses no training: ``again`` (a ``pom export`` command line) exports them later.
@@ -106,7 +107,7 @@ def save_and_export(model: keras.Model, keras_path: Path, checkpoint: Path, meta
     write_metadata(keras_path, meta)
     checkpoint.unlink(missing_ok=True)  # the final weights are in keras_path
     try:
-        onnx_path = export_onnx(model, keras_path.with_suffix(".onnx"), meta)
+        export_onnx(model, onnx_path, meta)
     except ExportError as exc:
         raise ExportError(f"{exc}; the trained network is saved as {keras_path}; to export it again: {again}") from None
     logger.info("saved %s and %s", keras_path, onnx_path)
