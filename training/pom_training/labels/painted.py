@@ -137,16 +137,15 @@ class PaintedMethod(LabelMethod):
         """Pom's joint labels, then paint; the extra crops after Pom's (their paint only)."""
         data = load_painted(config, features=config.ontologies)
         crops = select_crops(data, selective)
-        n_base = len(crops.x)
-        assert crops.codes is not None  # read with the paint
+        n_base, codes = len(crops.x), crops.codes
+        assert codes is not None  # read with the paint
         if data.extra_x is not None and data.extra_codes is not None:  # no own feature: their paint only
+            codes = np.concatenate([codes, data.extra_codes])
             crops = Crops(np.concatenate([crops.x, data.extra_x]),
                           np.concatenate([crops.own, np.zeros(data.extra_codes.shape, np.float32)]),
-                          np.concatenate([crops.source, np.full(len(data.extra_codes), -1)]),
-                          np.concatenate([crops.codes, data.extra_codes]))
+                          np.concatenate([crops.source, np.full(len(data.extra_codes), -1)]), codes)
         labels = distilled_labels(config, crops, n_base, device, progress)
-        assert crops.codes is not None
-        return Phase2Labels(labels.x, override_joint_labels(labels.one_hot, crops.codes), labels.base_images)
+        return Phase2Labels(labels.x, override_joint_labels(labels.one_hot, codes), labels.base_images)
 
     def shared_job(self, config: ProjectConfig, data: Phase2Data, tc: TrainConfig) -> Job:
         """The phase-2 targets (unlabelled pixels ignored), masked categorical cross-entropy, the stable plan.
