@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test bench demo quality lint check-imports clean chaos slurm-test
+.PHONY: test test-fast bench demo quality lint check-imports clean chaos slurm-test
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -17,8 +17,12 @@ $(STAMP): pyproject.toml | $(BIN)/python
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
 
+# The inner loop: everything but the tests that train or export TensorFlow networks (CI runs them all).
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow and not chaos" tests
+
 chaos: $(STAMP)
-	$(BIN)/python -m pytest -q -m chaos tests/test_chaos.py
+	$(BIN)/python -m pytest -q -m chaos tests/inference/test_chaos.py
 
 # A private one-node SLURM cluster (installs Debian's slurm packages if missing; needs root, else skips).
 slurm-test: $(STAMP)
@@ -31,13 +35,13 @@ bench: $(STAMP)
 	$(BIN)/python bench/run.py
 
 demo: $(STAMP)
-	$(BIN)/python -m pom_training.demo --folder demo
+	$(BIN)/python -m pom_tools.demo --folder demo
 
 quality: $(STAMP)
-	$(BIN)/python -m pom_training.quality --folder quality
+	$(BIN)/python -m pom_tools.quality --folder quality
 
 lint: $(STAMP)
-	$(BIN)/ruff check common inference training tests bench
+	$(BIN)/ruff check common inference training tools tests bench
 	$(BIN)/mypy
 
 clean:

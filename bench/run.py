@@ -63,8 +63,9 @@ def bench_zfilter(shape=(200, 960, 928), z_sum=4, repeats=5) -> dict:
 
 def _export(model, path: Path, classes, channels, depth):
     from pom_common.config import ProjectConfig
-    from pom_training.export import export_onnx, model_metadata
-    from pom_training.train import TrainConfig
+    from pom_training.export.exporter import export_onnx
+    from pom_training.export.metadata import model_metadata
+    from pom_training.fitting.config import TrainConfig
 
     config = ProjectConfig(macromolecules=tuple(channels), ontologies=tuple(classes), z_sum=2)
     meta = model_metadata(config, "shared", tuple(classes), TrainConfig(1, 1, 64, depth), 10.0)
@@ -73,7 +74,7 @@ def _export(model, path: Path, classes, channels, depth):
 
 def bench_ort_vs_keras(tmp: Path, size=512, filters=64, depth=4, repeats=5) -> list[dict]:
     from pom_inference.session import load_model
-    from pom_training.models import build_unet
+    from pom_training.models.unet import build_unet
 
     rows = []
     for n_channels in (1, 3):
@@ -98,7 +99,7 @@ def bench_end_to_end(tmp: Path, shape=(32, 256, 256), filters=64, depth=4, repea
     from pom_common.mrcio import write_volume
     from pom_inference.driver import process
     from pom_inference.worker import ProcessOptions
-    from pom_training.models import build_unet
+    from pom_training.models.unet import build_unet
 
     sys.path.insert(0, str(Path(__file__).parent))
     from pom_way import segment_pom_way
@@ -132,7 +133,7 @@ def bench_end_to_end(tmp: Path, shape=(32, 256, 256), filters=64, depth=4, repea
 
 def bench_memory(tmp: Path, base=(64, 512, 512)) -> dict:
     from pom_common.mrcio import write_volume
-    from pom_training.models import build_unet
+    from pom_training.models.unet import build_unet
 
     model = build_unet(1, 2, 8, 2, activation="softmax")
     onnx_path = _export(model, tmp / "small.onnx", ("A", "B"), ["Density"], 2)
@@ -233,7 +234,7 @@ def bench_idle(tmp: Path) -> dict:
     """Seconds between the last tomogram's done record and the exit of a 2-worker run."""
     from pom_common.mrcio import write_volume
     from pom_common.workqueue import FileClaimStore
-    from pom_training.models import build_unet
+    from pom_training.models.unet import build_unet
 
     model = build_unet(1, 2, 4, 2, activation="softmax")
     onnx_path = _export(model, tmp / "idle.onnx", ("A", "B"), ["Density"], 2)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .conftest import DATA, _copy_project
+from .helpers import DATA, copy_project
 
 README = Path(__file__).parent.parent / "README.md"
 
@@ -21,7 +21,7 @@ def _block_after(heading: str) -> str:
 
 
 def test_array_example_runs(tmp_path, capsys):
-    project = _copy_project(tmp_path / "project")
+    project = copy_project(tmp_path / "project")
     (project / "models" / "phase2").mkdir(parents=True)
     shutil.copy(DATA / "golden" / "shared.onnx", project / "models" / "phase2" / "shared.onnx")
     code = _block_after("### From Python")

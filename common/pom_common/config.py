@@ -19,6 +19,7 @@ from typing import Any
 
 from .atomic import atomic_write_text
 from .constants import CONFIG_FILENAME, DENSITY, MAX_Z_SUM
+from .defaults import CONFIG_TTA_RUNS, TTA
 from .errors import ConfigError
 from .files import read_regular_file
 from .naming import name_problem
@@ -71,7 +72,7 @@ class ProjectConfig:
     shared_model_epochs: int = 200
     shared_model_batch_size: int = 64
     shared_model_unknown_class_threshold: float = 0.33
-    shared_model_runs_per_volume: int = 4  # TTA rotations when processing (1..4)
+    shared_model_runs_per_volume: int = TTA  # TTA rotations when processing (1..4)
     GPUS: str = "0"  # GPU indices ("0,1"), or "cpu"
     model_base_filters: int = 64  # U-Net filters at the first level
     model_depth: int = 4  # U-Net pooling levels
@@ -244,8 +245,9 @@ def validate_config(document: Any) -> list[str]:
     if _type_ok("list[str]", document.get("macromolecules")) and not document["macromolecules"]:
         problems.append("key 'macromolecules': expected at least one input channel, e.g. [\"Density\"]")
     number = _int_value(document, "shared_model_runs_per_volume")
-    if number is not None and not 1 <= number <= 4:
-        problems.append(f"key 'shared_model_runs_per_volume': expected 1 to 4, found {number}")
+    if number is not None and number not in CONFIG_TTA_RUNS:
+        problems.append(f"key 'shared_model_runs_per_volume': expected {CONFIG_TTA_RUNS[0]} to {CONFIG_TTA_RUNS[-1]}, "
+                        f"found {number}")
     value = document.get("density_normalisation")
     if isinstance(value, str) and value not in DENSITY_PROCESSING:
         problems.append(f"key 'density_normalisation': expected one of {list(DENSITY_PROCESSING)}, "

@@ -19,15 +19,3 @@ METADATA_VERSION = "1"
 #: ONNX opset used for export (tf2onnx supports up to 18).
 ONNX_OPSET = 17
 
-
-def rotations_for(runs: int) -> tuple[tuple[int, bool], ...]:
-    """Test-time augmentation table: (number of 90-degree rotations, flip) pairs.
-
-    ``runs`` 1..4 gives that many rotations without flips (Pom's
-    shared_model_runs_per_volume); 8 gives the 4 rotations each with and without a flip.
-    """
-    if runs == 8:
-        return tuple((k, f) for k in range(4) for f in (False, True))
-    if not 1 <= runs <= 4:
-        raise ValueError(f"TTA runs must be 1, 2, 3, 4 or 8, got {runs}")
-    return tuple((k, False) for k in range(runs))

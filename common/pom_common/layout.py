@@ -2,12 +2,15 @@
 
 ::
 
-    training_datasets/phase1/<feature>_y.tif, <feature>_<channel>.tif, info.json
-    training_datasets/phase2/in_<channel>.tif, out_<class>.tif
-    models/phase1/<feature>.keras, <feature>.onnx
-    models/phase2/shared.keras, shared.onnx
+    training_datasets/phase1/<feature>_y.tif, <feature>_<channel>.tif, <feature>_painted.tif, info.json
+    training_datasets/phase1/extra/<channel>.tif, painted.tif
+    training_datasets/phase2/in_<channel>.tif, out_<class>.tif, info.json
+    models/phase1/<feature>.keras, <feature>.onnx, <feature>.metadata.json
+    models/phase2/shared.keras, shared.onnx, shared.metadata.json
 
-Every module that reads or writes these files asks this one for the path.
+and, beside a project's results, ``<output_dir>/previews/<tomogram>.png`` and
+``<test_dir>/<model>_evaluation.json``. Every module that reads or writes these files asks
+this one for the path.
 """
 
 from __future__ import annotations
@@ -19,8 +22,18 @@ from .config import ProjectConfig
 
 #: The label stack's "channel" name in phase 1 (``<feature>_y.tif``).
 LABEL = "y"
+#: The painted code maps' "channel" name in phase 1 (``<feature>_painted.tif``, ``extra/painted.tif``).
+PAINTED = "painted"
+#: Folder of the extra crops, inside the phase-1 folder.
+EXTRA = "extra"
 #: Name of the shared network's files.
 SHARED = "shared"
+#: Suffix of the metadata file written beside a network's ``.keras`` file.
+METADATA_SUFFIX = ".metadata.json"
+#: Record of how a folder of stacks was made.
+INFO = "info.json"
+#: Folder of the PNG previews, inside a segmentation folder.
+PREVIEWS = "previews"
 
 
 @dataclass(frozen=True)
@@ -54,10 +67,18 @@ class ProjectLayout:
         """``<feature>_y.tif``."""
         return self.phase1_stack(feature, LABEL)
 
+    def phase1_painted(self, feature: str) -> Path:
+        """``<feature>_painted.tif``: the painted code map of every crop of ``feature``."""
+        return self.phase1_stack(feature, PAINTED)
+
+    def phase1_extra(self, channel: str) -> Path:
+        """``extra/<channel>.tif``; ``channel`` :data:`PAINTED` is the extra crops' code maps."""
+        return self.phase1 / EXTRA / f"{channel}.tif"
+
     @property
     def phase1_info(self) -> Path:
-        """``info.json``: the voxel size of every training tomogram."""
-        return self.phase1 / "info.json"
+        """``info.json``: the voxel size of every training tomogram, the painted classes, the crops."""
+        return self.phase1 / INFO
 
     def phase1_features(self) -> list[str]:
         """Features that have a phase-1 label stack, sorted."""
@@ -71,6 +92,11 @@ class ProjectLayout:
     def phase2_output(self, name: str) -> Path:
         """``out_<class>.tif`` (one-hot joint labels)."""
         return self.phase2 / f"out_{name}.tif"
+
+    @property
+    def phase2_info(self) -> Path:
+        """``info.json``: how the phase-2 stacks were made (absent: made by Pom)."""
+        return self.phase2 / INFO
 
     # ------------------------------------------------------------------ models
 
@@ -99,3 +125,24 @@ class ProjectLayout:
     def shared_checkpoint(self) -> Path:
         """The best-so-far weights while the shared network trains."""
         return self.models2 / f"{SHARED}_checkpoint.keras"
+
+
+def metadata_path(model: str | Path) -> Path:
+    """``<folder>/<name>.metadata.json`` for the network ``<folder>/<name>.keras`` (or ``.onnx``)."""
+    model = Path(model)
+    return model.with_name(model.stem + METADATA_SUFFIX)
+
+
+def evaluation_path(folder: str | Path, model: str | Path) -> Path:
+    """``<folder>/<model name>_evaluation.json``: where ``pom evaluate`` writes its scores unless told."""
+    return Path(folder) / f"{Path(model).stem}_evaluation.json"
+
+
+def previews_folder(outputs: str | Path) -> Path:
+    """``<outputs>/previews``: the PNG previews of a segmentation folder."""
+    return Path(outputs) / PREVIEWS
+
+
+def preview_path(outputs: str | Path, stem: str) -> Path:
+    """``<outputs>/previews/<stem>.png``: the preview of one processed tomogram."""
+    return previews_folder(outputs) / f"{stem}.png"

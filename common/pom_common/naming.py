@@ -46,6 +46,16 @@ def tomogram_stem(path: str | os.PathLike) -> str:
     return name.rsplit(".", 1)[0] if "." in name else name
 
 
+def tomogram_filename(stem: str) -> str:
+    """``TS_001`` -> ``TS_001.mrc``: the tomogram of that name (e.g. the one an annotation ``TS_001.scns`` is of)."""
+    return f"{stem}{MRC_SUFFIX}"
+
+
+def source_stem(path: str | os.PathLike) -> str:
+    """The tomogram a file belongs to: ``TS_001__labels.mrc`` -> ``TS_001``; ``TS_001.mrc`` -> ``TS_001``."""
+    return tomogram_stem(path).split(SEPARATOR)[0]
+
+
 def is_derived(path: str | os.PathLike) -> bool:
     """True for ``TS__Feature.mrc`` files: outputs and channels, never tomograms."""
     return SEPARATOR in Path(path).name

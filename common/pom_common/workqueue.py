@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from .claims import Claim, ClaimInfo, ClaimLost, StoreError, TomogramState
+from .defaults import LEASE_SECONDS, STALL_SECONDS
 from .errors import ConfigError
 from .statefolder import StateFolder
 
@@ -51,8 +52,6 @@ logger = logging.getLogger(__name__)
 
 STATE_DIR = ".pom"
 DEFAULT_NAMESPACE = "tomograms"
-#: A worker with no progress for this long stops refreshing its claims (a hung GPU call).
-DEFAULT_STALL_SECONDS = 1800.0
 _RECORD_RE = re.compile(r"^(?!\.tmp-)(?P<stem>.+)\.(?P<kind>gen|done|failed|released)\.(?P<gen>\d+)$")
 
 
@@ -69,16 +68,16 @@ def _lease_of(doc: Mapping[str, Any], default: float) -> float:
     return default
 
 
-def check_lease(seconds: float, granularity: float = 0.0) -> float:
+def check_lease(seconds: float, granularity: float = 0.0, key: str = "lease") -> float:
     """A lease the filesystem can judge: positive, finite, at least 4 x its timestamp granularity.
 
     Raises
     ------
     ConfigError
-        Naming the lease and what it must be.
+        Naming the lease (``key``: the option that gave it) and what it must be.
     """
     if not (seconds > 0 and seconds < float("inf")) or seconds > 7 * 86400:
-        raise ConfigError(f"lease: expected a number of seconds between 0 and 604800, got {seconds}")
+        raise ConfigError(f"{key}: expected a number of seconds between 0 and 604800, got {seconds}")
     if granularity and seconds < 4 * granularity:
         raise ConfigError(f"lease: {seconds:g} s is too short for this filesystem, whose timestamps have "
                           f"{granularity:g} s resolution; use at least {4 * granularity:g} s")
@@ -92,8 +91,8 @@ class FileClaimStore(StateFolder):
     :class:`~pom_common.statefolder.StateFolder`'s; this class gives them the claims' meaning.
     """
 
-    def __init__(self, output_dir: str | os.PathLike, lease_seconds: float = 120.0,
-                 namespace: str = DEFAULT_NAMESPACE, stall_seconds: float = DEFAULT_STALL_SECONDS) -> None:
+    def __init__(self, output_dir: str | os.PathLike, lease_seconds: float = LEASE_SECONDS,
+                 namespace: str = DEFAULT_NAMESPACE, stall_seconds: float = STALL_SECONDS) -> None:
         self.root = Path(output_dir) / STATE_DIR
         self.namespace = namespace
         super().__init__(self.root / namespace, lease_seconds)

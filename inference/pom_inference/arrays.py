@@ -15,6 +15,7 @@ from collections.abc import Iterator, Mapping
 
 import numpy as np
 
+from pom_common.defaults import TTA
 from pom_common.modelmeta import ModelInfo
 
 from .predict import DEFAULT_BATCH, predict_slices
@@ -42,7 +43,7 @@ def as_channels(volumes: Volumes, info: ModelInfo) -> Mapping[str, np.ndarray]:
     return volumes
 
 
-def predict_slabs(model: Model, inputs: np.ndarray, *, tta: int = 4, batch: int = DEFAULT_BATCH,
+def predict_slabs(model: Model, inputs: np.ndarray, *, tta: int = TTA, batch: int = DEFAULT_BATCH,
                   slab: int = SLAB) -> Iterator[tuple[int, np.ndarray]]:
     """Predict preprocessed inputs ``slab`` slices at a time.
 
@@ -59,7 +60,7 @@ def predict_slabs(model: Model, inputs: np.ndarray, *, tta: int = 4, batch: int 
         yield z0, predict_slices(model.run, inputs[z0 : z0 + slab], model.info.size_multiple, tta, batch)
 
 
-def iter_slabs(model: Model, volumes: Volumes, *, tta: int = 4, batch: int = DEFAULT_BATCH,
+def iter_slabs(model: Model, volumes: Volumes, *, tta: int = TTA, batch: int = DEFAULT_BATCH,
                slab: int = SLAB) -> Iterator[tuple[int, np.ndarray]]:
     """Segment ``volumes`` and yield the probabilities slab by slab.
 
@@ -81,7 +82,7 @@ def iter_slabs(model: Model, volumes: Volumes, *, tta: int = 4, batch: int = DEF
     yield from predict_slabs(model, inputs, tta=tta, batch=batch, slab=slab)
 
 
-def segment(model: Model, volumes: Volumes, *, tta: int = 4, batch: int = DEFAULT_BATCH) -> np.ndarray:
+def segment(model: Model, volumes: Volumes, *, tta: int = TTA, batch: int = DEFAULT_BATCH) -> np.ndarray:
     """Class probabilities of a whole volume.
 
     Parameters

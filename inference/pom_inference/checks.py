@@ -9,37 +9,53 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
+from pom_common.defaults import TTA_RUNS
 from pom_common.errors import ConfigError
 from pom_common.modelmeta import ModelInfo
 from pom_common.naming import channel_candidates, feature_filename, tomogram_stem
 
 from .outputs import WRITERS
 
-TTA_RUNS = (1, 2, 3, 4, 8)
+#: How the errors name each option (a command line passes its own spellings, e.g. ``--batch``).
+OPTION_NAMES = {"batch": "batch", "tta": "tta", "dtype": "dtype", "voxel_size": "voxel size",
+                "stall_seconds": "stall seconds", "workers": "workers"}
 
 
 def check_options(batch: int | None, tta: int, dtype: str, fallback_voxel_size: float | None,
-                  stall_seconds: float) -> None:
+                  stall_seconds: float, names: Mapping[str, str] = OPTION_NAMES) -> None:
     """Refuse option values no run can use.
 
     Raises
     ------
     ConfigError
-        Naming the option and what it must be.
+        Naming the option (as ``names`` spells it) and what it must be.
     """
     if batch is not None and (isinstance(batch, bool) or batch < 1):
-        raise ConfigError(f"batch: expected a positive number of slices per call, got {batch}")
+        raise ConfigError(f"{names['batch']}: expected a positive number of slices per call, got {batch}")
     if tta not in TTA_RUNS:
-        raise ConfigError(f"tta: expected one of {list(TTA_RUNS)}, got {tta}")
+        raise ConfigError(f"{names['tta']}: expected one of {list(TTA_RUNS)}, got {tta}")
     if dtype not in WRITERS:
-        raise ConfigError(f"dtype: expected one of {sorted(WRITERS)}, got {dtype!r}")
+        raise ConfigError(f"{names['dtype']}: expected one of {sorted(WRITERS)}, got {dtype!r}")
     if fallback_voxel_size is not None and not (math.isfinite(fallback_voxel_size) and fallback_voxel_size > 0):
-        raise ConfigError(f"voxel size: expected a positive number of Angstrom, got {fallback_voxel_size}")
+        raise ConfigError(f"{names['voxel_size']}: expected a positive number of Angstrom, got {fallback_voxel_size}")
     if not (math.isfinite(stall_seconds) and stall_seconds > 0):
-        raise ConfigError(f"stall seconds: expected a positive number, got {stall_seconds}")
+        raise ConfigError(f"{names['stall_seconds']}: expected a positive number, got {stall_seconds}")
+
+
+def check_workers(workers: int, name: str = OPTION_NAMES["workers"]) -> int:
+    """Refuse a number of worker processes per device below one.
+
+    Raises
+    ------
+    ConfigError
+        Naming the option ``name``.
+    """
+    if isinstance(workers, bool) or workers < 1:
+        raise ConfigError(f"{name}: expected a positive number of worker processes, got {workers}")
+    return workers
 
 
 def check_tomograms(tomograms: Sequence[str | os.PathLike]) -> None:

@@ -11,25 +11,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import os
 import sys
-import traceback
+from collections.abc import Sequence
 
-from pom_common.cli import OneLineParser
+from pom_common.cli import OneLineParser, add_gpus_option, run_cli
 from pom_common.config import parse_gpus
-from pom_common.errors import ConfigError, DeviceError, PomError, os_error_line
-from pom_common.log import configure_logging
+from pom_common.defaults import LEASE_SECONDS, STALL_SECONDS, TTA, TTA_RUNS
+
+#: How errors name the options (the checks module's words, spelt as on this command line).
+OPTIONS = {"batch": "--batch", "tta": "--tta", "dtype": "--dtype", "voxel_size": "--voxel-size",
+           "stall_seconds": "--stall-seconds", "workers": "--workers"}
 
 
 def _gpus(text: str) -> list[int] | None:
     return parse_gpus(text, key="--gpus")
-
-
-def _positive(option: str, value: float) -> float:
-    if not (value > 0 and value < float("inf")):
-        raise ConfigError(f"{option}: expected a positive number of seconds, got {value}")
-    return float(value)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,16 +37,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--macromolecules", action="append", default=[],
                    help="folder with <TS>__<Channel>.mrc inputs (default: beside each tomogram)")
     p.add_argument("--output", required=True, help="output folder for <TS>__<Class>.mrc")
-    p.add_argument("--gpus", default="0", help="GPU indices, one worker each (e.g. 0,1,3), or 'cpu' (default: 0)")
+    add_gpus_option(p, ("--gpus",), "0", "0", "GPU indices, one worker each")
     p.add_argument("--workers", type=int, default=1, help="worker processes per GPU (or on the CPU); default 1")
-    p.add_argument("--tta", type=int, default=4, choices=(1, 2, 3, 4, 8), help="rotations (1-4) or 8 with flips")
+    p.add_argument("--tta", type=int, default=TTA, choices=TTA_RUNS,
+                   help=f"rotations (1-4) or 8 with flips (default: {TTA})")
     p.add_argument("--dtype", choices=("float32", "uint8"), default="float32")
     p.add_argument("--classes", default=None, help="comma-separated subset of the model's classes")
     p.add_argument("--overwrite", action="store_true", help="redo tomograms already done")
-    p.add_argument("--lease-seconds", type=float, default=120.0, help="a claim not refreshed for this long is taken over")
+    p.add_argument("--lease-seconds", type=float, default=LEASE_SECONDS,
+                   help=f"a claim not refreshed for this long is taken over (default: {LEASE_SECONDS:g})")
     p.add_argument("--retry-failed", action="store_true", help="try tomograms that failed before again")
-    p.add_argument("--stall-seconds", type=float, default=1800.0,
-                   help="a worker with no progress for this long lets its claims expire (a hung GPU)")
+    p.add_argument("--stall-seconds", type=float, default=STALL_SECONDS,
+                   help=f"a worker with no progress for this long lets its claims expire (a hung GPU; default: "
+                        f"{STALL_SECONDS:g})")
     p.add_argument("--voxel-size", type=float, default=None, help="A, for headers that say 0 or 1")
     p.add_argument("--allow-voxel-size-mismatch", action="store_true",
                    help="segment tomograms whose voxel size differs from the model's training voxel size by more "
@@ -65,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("info", help="print a model's metadata")
     i.add_argument("model")
     d = sub.add_parser("doctor", help="can the GPUs run here? ONNX Runtime, CUDA libraries, driver, GPUs")
-    d.add_argument("--gpus", default="0", help="the GPUs to check (default: 0), or 'cpu'")
+    add_gpus_option(d, ("--gpus",), "0", "0", "GPUs to check")
     d.add_argument("--json", action="store_true", help="the report as JSON")
     from .slurm import add_parser as add_slurm
 
@@ -74,27 +72,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_process(args: argparse.Namespace) -> int:
+    from pom_common.workqueue import check_lease
+
+    from .checks import check_options, check_workers
     from .driver import process, summary
     from .inputs import tomograms_from
     from .session import check_gpus
     from .worker import ProcessOptions
 
-    if args.voxel_size is not None and not (math.isfinite(args.voxel_size) and args.voxel_size > 0):
-        raise ConfigError(f"--voxel-size: expected a positive number of Angstrom, got {args.voxel_size}")
-    if args.batch is not None and args.batch < 1:
-        raise ConfigError(f"--batch: expected a positive number of slices, got {args.batch}")
+    check_options(args.batch, args.tta, args.dtype, args.voxel_size, args.stall_seconds, names=OPTIONS)
+    check_lease(args.lease_seconds, key="--lease-seconds")
+    check_workers(args.workers, OPTIONS["workers"])
     tomograms = tomograms_from(args.tomograms)
     opts = ProcessOptions(
         model=args.model, tomograms=tuple(str(t) for t in tomograms), output_dir=args.output,
         channel_dirs=tuple(args.macromolecules),
         classes=tuple(c.strip() for c in args.classes.split(",")) if args.classes else None,
         tta=args.tta, dtype=args.dtype, overwrite=args.overwrite, retry_failed=args.retry_failed,
-        lease_seconds=_positive("--lease-seconds", args.lease_seconds),
-        stall_seconds=_positive("--stall-seconds", args.stall_seconds), fallback_voxel_size=args.voxel_size,
+        lease_seconds=args.lease_seconds, stall_seconds=args.stall_seconds, fallback_voxel_size=args.voxel_size,
         batch=args.batch, allow_voxel_size_mismatch=args.allow_voxel_size_mismatch,
     )
-    if args.workers < 1:
-        raise ConfigError(f"--workers: expected a positive integer, got {args.workers}")
     devices = [d for d in check_gpus(_gpus(args.gpus)) for _ in range(args.workers)]
     result = process(opts, devices, verbose=args.debug)
     print("\n".join(summary(result)))
@@ -144,39 +141,25 @@ def cmd_slurm(args: argparse.Namespace) -> int:
     return run(args)
 
 
+COMMANDS = {"process": cmd_process, "status": cmd_status, "info": cmd_info, "doctor": cmd_doctor,
+            "slurm": cmd_slurm}
+
+
+def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse; for ``slurm``, what follows ``--`` is ``pom-infer process``'s options, for the script."""
+    args, rest = parser.parse_known_args(argv)
+    if rest and not (args.command == "slurm" and rest[0] == "--"):
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    if args.command == "slurm":
+        args.process_options = rest[1:]
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run ``pom-infer`` with ``argv`` (default: the command line); return the exit code."""
     parser = build_parser()
-    try:
-        args, rest = parser.parse_known_args(argv)
-        if rest and not (args.command == "slurm" and rest[0] == "--"):
-            parser.error(f"unrecognized arguments: {' '.join(rest)}")
-        if args.command == "slurm":  # options after -- are pom-infer process's, for the script
-            args.process_options = rest[1:]
-    except SystemExit as exc:  # --help (0) or a usage error, already said in one line (2)
-        return int(exc.code or 0)
-    configure_logging(verbose=args.debug)
-    try:
-        commands = {"process": cmd_process, "status": cmd_status, "info": cmd_info, "doctor": cmd_doctor,
-                    "slurm": cmd_slurm}
-        code = commands[args.command](args)
-        sys.stdout.flush()  # here, where a closed pipe can still be caught
-        return code
-    except BrokenPipeError:  # the reader went away (`pom-infer status | head`): stop quietly, as cat does
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing more to flush at exit
-        return 128 + 13  # as if killed by SIGPIPE
-    except PomError as exc:
-        if args.debug:
-            traceback.print_exc()
-        hint = " (or run on the CPU: --gpus cpu)" if isinstance(exc, DeviceError) else ""
-        kind = "" if exc.exit_code == 130 else "error: "
-        print(f"pom-infer: {kind}{exc}{hint}", file=sys.stderr)
-        return exc.exit_code
-    except OSError as exc:  # a file or folder outside any one tomogram's work (full disk, permissions)
-        if args.debug:
-            traceback.print_exc()
-        print(f"pom-infer: error: {os_error_line(exc)}", file=sys.stderr)
-        return 1
+    return run_cli("pom-infer", parser, argv, lambda args: COMMANDS[args.command](args),
+                   device_hint=" (or run on the CPU: --gpus cpu)", parse=lambda a: _parse(parser, a))
 
 
 if __name__ == "__main__":

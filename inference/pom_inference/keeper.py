@@ -22,7 +22,8 @@ from __future__ import annotations
 import os
 
 from pom_common.claims import ClaimInfo
-from pom_common.workqueue import DEFAULT_NAMESPACE, DEFAULT_STALL_SECONDS, FileClaimStore
+from pom_common.defaults import STALL_SECONDS
+from pom_common.workqueue import DEFAULT_NAMESPACE, FileClaimStore
 
 #: Namespace of the keeper claims (beside the tomograms' own, ``tomograms``).
 NAMESPACE = "keeper"
@@ -35,7 +36,7 @@ LEASE = 10.0
 
 
 def keeper_store(output_dir: str | os.PathLike, lease_seconds: float = 120.0,
-                 stall_seconds: float = DEFAULT_STALL_SECONDS) -> FileClaimStore:
+                 stall_seconds: float = STALL_SECONDS) -> FileClaimStore:
     """The store in which workers of ``output_dir`` claim the keeper role (lease: at most :data:`LEASE`)."""
     return FileClaimStore(output_dir, min(lease_seconds, LEASE), namespace=NAMESPACE, stall_seconds=stall_seconds)
 

@@ -6,7 +6,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from pom_common.constants import rotations_for
+from pom_common.d4 import apply, invert, rotations_for
+from pom_common.defaults import TTA
 
 from .preprocess import pad_to_multiple
 
@@ -14,19 +15,7 @@ from .preprocess import pad_to_multiple
 DEFAULT_BATCH = 8
 
 
-def _forward(image: np.ndarray, k: int, flip: bool) -> np.ndarray:
-    # (N, H, W, C): rotate by k * 90 degrees in (H, W), then flip H
-    image = np.rot90(image, k, axes=(1, 2))
-    return image[:, ::-1] if flip else image
-
-
-def _inverse(image: np.ndarray, k: int, flip: bool) -> np.ndarray:
-    if flip:
-        image = image[:, ::-1]
-    return np.rot90(image, -k, axes=(1, 2))
-
-
-def predict_slices(run: Callable[[np.ndarray], np.ndarray], slices: np.ndarray, multiple: int, tta: int = 4,
+def predict_slices(run: Callable[[np.ndarray], np.ndarray], slices: np.ndarray, multiple: int, tta: int = TTA,
                    batch: int = DEFAULT_BATCH) -> np.ndarray:
     """Segment (N, H, W, C) slices, averaging over the TTA transforms.
 
@@ -49,9 +38,9 @@ def predict_slices(run: Callable[[np.ndarray], np.ndarray], slices: np.ndarray, 
     transforms = rotations_for(tta)
     total = None
     for k, flip in transforms:
-        view = np.ascontiguousarray(_forward(padded, k, flip), dtype=np.float32)
+        view = np.ascontiguousarray(apply(padded, k, flip, axes=(1, 2)), dtype=np.float32)  # (N, H, W, C)
         parts = [run(view[i : i + batch]) for i in range(0, len(view), batch)]
-        result = _inverse(np.concatenate(parts), k, flip)
+        result = invert(np.concatenate(parts), k, flip, axes=(1, 2))
         total = result.astype(np.float32) if total is None else total + result
     assert total is not None  # rotations_for returns at least one transform
     total /= len(transforms)

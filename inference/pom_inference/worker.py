@@ -24,9 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from pom_common.claims import OVERWRITE, RETRY, Claim, ClaimLost, ClaimStore, StoreError, TomogramState
+from pom_common.defaults import LEASE_SECONDS, STALL_SECONDS, TTA
 from pom_common.errors import InputError, PomError, one_line
 from pom_common.naming import tomogram_stem
-from pom_common.workqueue import DEFAULT_STALL_SECONDS, FileClaimStore, check_lease
+from pom_common.workqueue import FileClaimStore, check_lease
 
 from .arrays import SLAB, predict_slabs
 from .checks import check_channels, check_output_folder, check_outputs_are_not_inputs, select_classes
@@ -66,12 +67,12 @@ class ProcessOptions:
     output_dir: str
     channel_dirs: tuple[str, ...] = ()  # where <stem>__<channel>.mrc are looked for (before the tomogram's folder)
     classes: tuple[str, ...] | None = None  # subset of the model's classes to write
-    tta: int = 4
+    tta: int = TTA
     dtype: str = "float32"  # output writer: "float32" or "uint8" (0..255, as Ais writes)
     overwrite: bool = False  # redo every tomogram once for this run (also those of other runs' outputs)
     retry_failed: bool = False  # try recorded failures once more
-    lease_seconds: float = 120.0
-    stall_seconds: float = DEFAULT_STALL_SECONDS  # no progress this long: let the claims expire
+    lease_seconds: float = LEASE_SECONDS
+    stall_seconds: float = STALL_SECONDS  # no progress this long: let the claims expire
     fallback_voxel_size: float | None = None  # used when a header says 0 or 1
     batch: int | None = None  # slices per ONNX Runtime call (None: chosen from free GPU memory, else 8)
     poll_seconds: float | None = None  # wait between looks at claims held by others

@@ -1,28 +1,30 @@
 """``pom``: Pom's commands (init, single ..., shared ...) over the project configuration.
 
-``pom --help``, ``pom init`` and ``pom shared process`` work without TensorFlow; training
-commands import it when they run and say which extra to install when it is missing.
+This module parses; :mod:`.commands` runs. ``pom --help``, ``pom init`` and ``pom shared
+process`` work without TensorFlow; training commands import it when they run and say which
+extra to install when it is missing.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
-import logging
-import shlex
 import sys
-import traceback
 from pathlib import Path
 
-from pom_common.cli import OneLineParser
-from pom_common.config import ProjectConfig, init_project, load_config, parse_gpus
+from pom_common.cli import Extra, OneLineParser, add_gpus_option, run_cli
 from pom_common.constants import CONFIG_FILENAME
-from pom_common.errors import ConfigError, DeviceError, InputError, PomError, os_error_line
-from pom_common.layout import ProjectLayout
-from pom_common.log import configure_logging
+from pom_common.defaults import TTA_RUNS
 
-logger = logging.getLogger("pom")
+from .commands import import_tensorflow_quietly, needs_tensorflow, run
+
+#: The program's name, at the start of its error lines.
+PROG = "pom"
+
+#: Pom's spelling of the GPU option (one dash, as in Pom), and the long one.
+POM_GPUS = ("-gpus", "--gpus")
+#: What training commands need beyond the inference install.
+TRAIN_EXTRA = Extra("training", "pip install 'pom-onnx[train]'",
+                    ("tensorflow", "tf2onnx", "onnx", "tifffile", "keras", "scipy", "PIL"))
 
 
 def _bool01(text: str) -> bool:
@@ -33,7 +35,7 @@ def _bool01(text: str) -> bool:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``pom`` argument parser (Pom's options, plus ``export`` and ``preview``)."""
-    parser = OneLineParser(prog="pom", description="Organelle segmentation of cryo-ET tomograms "
+    parser = OneLineParser(prog=PROG, description="Organelle segmentation of cryo-ET tomograms "
                                      "from Ais annotations (Pom-compatible).")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     parser.add_argument("--project", default=".", help="project folder (default: the current folder)")
@@ -49,16 +51,16 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("-all", "--all", dest="all_features", type=_bool01, default=False, help="1: train every ontology")
     train.add_argument("-c", "--counterexamples", type=_bool01, default=True,
                        help="1 (default): use other features' annotations as counterexamples")
-    train.add_argument("-gpus", "--gpus", type=str, default=None, help="GPU indices, e.g. 0,1 (default: GPUS)")
+    add_gpus_option(train, POM_GPUS, None, "GPUS in the configuration", "GPUs to train on")
     train.add_argument("-seed", "--seed", type=int, default=0, help="random seed (default 0)")
     for name, what in (("test", "test_dir"), ("process", "tomogram_dir into output_dir")):
         p = single.add_parser(name, help=f"apply a single-feature network to the tomograms in {what}")
         p.add_argument("-o", "--ontology", required=True)
-        p.add_argument("-gpus", "--gpus", type=str, default=None, help="GPU indices or 'cpu' (default: GPUS)")
+        add_gpus_option(p, POM_GPUS, None, "GPUS in the configuration", "GPU indices, one worker each")
         p.add_argument("-workers", "--workers", type=int, default=1, help="worker processes per GPU (or on the CPU)")
 
     dr = sub.add_parser("doctor", help="can training and inference use the GPUs? (TensorFlow, ONNX Runtime, CUDA)")
-    dr.add_argument("-gpus", "--gpus", default=None, help="GPUs to check (default: GPUS, or 0), or 'cpu'")
+    add_gpus_option(dr, POM_GPUS, None, "GPUS in the configuration, or 0 without one", "GPUs to check")
     dr.add_argument("--json", action="store_true", help="the report as JSON")
     ex = sub.add_parser("export", help="export trained networks (.keras) to ONNX again, without training")
     ex.add_argument("network", nargs="?", choices=("shared",), help="'shared': the shared network")
@@ -71,225 +73,38 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("-selective", "--selective", type=_bool01, default=True,
                       help="1 (default): only images with annotated pixels")
     st = shared.add_parser("train", help="train the shared network")
-    st.add_argument("-gpus", "--gpus", type=str, default=None)
+    add_gpus_option(st, POM_GPUS, None, "GPUS in the configuration", "GPUs to train on")
     st.add_argument("-checkpoint", "--checkpoint", default=None, help="continue training this .keras model")
     st.add_argument("-seed", "--seed", type=int, default=0, help="random seed (default 0)")
     sp = shared.add_parser("process", help="segment every tomogram (run on many servers at once)")
-    sp.add_argument("-gpus", "--gpus", type=str, default=None, help="GPU indices or 'cpu' (default: GPUS)")
+    add_gpus_option(sp, POM_GPUS, None, "GPUS in the configuration", "GPU indices, one worker each")
     sp.add_argument("-workers", "--workers", type=int, default=1, help="worker processes per GPU (or on the CPU)")
     sp.add_argument("--overwrite", action="store_true")
     sp.add_argument("--retry-failed", action="store_true")
     sp.add_argument("--dtype", choices=("float32", "uint8"), default="float32")
-    from .evaluate import add_parser as add_evaluate
-
-    add_evaluate(sub)
+    ev = sub.add_parser("evaluate", help="Dice and IoU per class against the annotations in test_dir, or --labels")
+    ev.add_argument("-m", "--model", default=None, help="ONNX model (default: the shared network)")
+    ev.add_argument("-o", "--ontology", default=None, help="evaluate this feature's single network instead")
+    ev.add_argument("--labels", action="append", default=[], type=Path,
+                    help="dense label volume (.mrc; values named by classes.json beside it); repeatable")
+    ev.add_argument("--tomogram", action="append", default=[], type=Path,
+                    help="the tomogram of each --labels (default: test_dir/<stem>.mrc)")
+    ev.add_argument("--tta", type=int, default=None, choices=TTA_RUNS,
+                    help="rotations averaged, or 8 with flips (default: shared_model_runs_per_volume)")
+    ev.add_argument("--json", default=None, type=Path, help="JSON output (default: test_dir/<model>_evaluation.json)")
     return parser
 
 
-def _load(project: str) -> ProjectConfig:
-    return load_config(Path(project) / CONFIG_FILENAME)
-
-
-def _gpu_list(option: str | None, config: ProjectConfig) -> list[int] | None:
-    """GPU indices from -gpus, else from the configuration's GPUS; None for the CPU ('cpu')."""
-    return parse_gpus(option, key="-gpus") if option is not None else config.gpu_list()
-
-
-def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    """Run the parsed command; returns the exit code (errors raise :class:`PomError`)."""
-    project = Path(args.project)
-    if args.phase is None:
-        if not (project / CONFIG_FILENAME).exists():  # as Pom does: a bare run creates the configuration
-            path = init_project(project)
-            print(f"Created {path}; edit it (ontologies, macromolecules, folders), then run 'pom single initialize'.")
-            return 0
-        parser.print_help()
-        return 0
-    if args.phase == "init":
-        path = init_project(project)
-        print(f"Created {path}")
-        return 0
-    if args.phase == "preview":
-        from .preview import preview_project
-
-        config = _load(args.project)
-        pngs = preview_project(config, Path(args.folder) if args.folder else None)
-        for png in pngs:
-            print(png)
-        if not pngs:
-            raise InputError(f"{config.output_path}: no processed tomograms to preview")
-        return 0
-    if args.phase == "export":
-        return _export(args, _load(args.project))
-    if args.phase == "doctor":
-        return _doctor(args)
-    if args.phase == "evaluate":
-        from .evaluate import main_evaluate
-
-        return main_evaluate(args, _load(args.project))
-    if getattr(args, "command", None) is None:
-        parser.parse_args([args.phase, "--help"])
-        return 2
-    config = _load(args.project)
-    if args.phase == "single":
-        return _single(args, config)
-    return _shared(args, config)
-
-
-def _single(args: argparse.Namespace, config: ProjectConfig) -> int:
-    if args.command == "initialize":
-        from .dataset import phase1_initialize
-
-        report = phase1_initialize(config)
-        for line in report.skipped_files:
-            print(f"skipped file: {line}")
-        for line in report.dropped:
-            print(f"dropped box: {line}")
-        for line in report.feature_notes():  # not in ontologies ("did you mean ...?"), unnamed
-            print(line)
-        print(report.table(config.ontologies))
-        print(f"Wrote {len(report.written)} stacks to {ProjectLayout.of(config).phase1}")
-        return 0
-    if args.command == "train":
-        features = list(config.ontologies) if args.all_features else [args.ontology]
-        if not args.all_features and not args.ontology:
-            raise ConfigError("pom single train: give -o FEATURE or -all 1")
-        gpus = _gpu_list(args.gpus, config)
-        from .export import ExportError
-        from .train import TrainConfig, train_single
-
-        tc = dataclasses.replace(TrainConfig.single(config), seed=args.seed)
-        failed = []
-        for feature in features:
-            try:
-                train_single(config, feature, counterexamples=args.counterexamples, gpus=gpus, tc=tc)
-            except ExportError as exc:
-                if len(features) == 1:
-                    raise
-                print(f"pom: error: {exc}", file=sys.stderr)  # the other features still train
-                failed.append(feature)
-        return _export_summary(failed, len(features), "trained (their .keras files are kept), but not exported")
-    from .processing import segment_folder_single
-
-    gpus = _gpu_list(args.gpus, config)
-    return _report(segment_folder_single(config, args.ontology, test=args.command == "test", gpus=gpus,
-                                         workers=args.workers))
-
-
-def _export(args: argparse.Namespace, config: ProjectConfig) -> int:
-    """``pom export -o FEATURE | -all 1 | shared``: ONNX again from the saved .keras, no training."""
-    if sum((args.network is not None, args.ontology is not None, args.all_features)) != 1:
-        raise ConfigError("pom export: give one of -o FEATURE, -all 1 or shared")
-    from .train import export_shared, export_single
-
-    if args.network == "shared":
-        print(f"wrote {export_shared(config)}")
-        return 0
-    if not args.all_features:
-        print(f"wrote {export_single(config, args.ontology)}")
-        return 0
-    failed = []
-    for feature in config.ontologies:
-        try:
-            print(f"wrote {export_single(config, feature)}")
-        except PomError as exc:
-            print(f"pom: error: {exc}", file=sys.stderr)  # export the others
-            failed.append(feature)
-    return _export_summary(failed, len(config.ontologies), "not exported")
-
-
-def _export_summary(failed: list[str], total: int, what: str) -> int:
-    """0 when nothing failed; else one line naming the features and how to export them again, and 1."""
-    if not failed:
-        return 0
-    names = ", ".join(repr(f) for f in failed)
-    print(f"pom: error: {len(failed)} of {total} features {what}: {names}; once the cause above is fixed, "
-          f"export each with 'pom export -o FEATURE', e.g.: pom export -o {shlex.quote(failed[0])}", file=sys.stderr)
-    return 1
-
-
-def _shared(args: argparse.Namespace, config: ProjectConfig) -> int:
-    if args.command == "initialize":
-        from .shared import phase2_initialize
-
-        phase2_initialize(config, selective=args.selective)
-        return 0
-    if args.command == "train":
-        gpus = _gpu_list(args.gpus, config)
-        from .train import TrainConfig, train_shared
-
-        train_shared(config, gpus=gpus, checkpoint=args.checkpoint,
-                     tc=dataclasses.replace(TrainConfig.shared(config), seed=args.seed))
-        return 0
-    from .processing import process_project
-
-    gpus = _gpu_list(args.gpus, config)
-    return _report(process_project(config, gpus=gpus, overwrite=args.overwrite, retry_failed=args.retry_failed,
-                                   dtype=args.dtype, workers=args.workers))
-
-
-def _report(result) -> int:
-    """Print a processing run's summary; 0 when every tomogram is done, 1 otherwise."""
-    from pom_inference.driver import summary
-
-    print("\n".join(summary(result)))
-    return 0 if result.ok else 1
-
-
-def _needs_tensorflow(args: argparse.Namespace) -> bool:
-    return args.phase in ("export", "doctor") or getattr(args, "command", None) == "train"
-
-
-def _doctor(args: argparse.Namespace) -> int:
-    """``pom doctor``: can inference and training use the GPUs asked for (or the configuration's)."""
-    from .devices import doctor
-
-    gpus = parse_gpus(args.gpus, key="-gpus") if args.gpus is not None else _configured_gpus(args)
-    doc, lines, ok = doctor(gpus)
-    print(json.dumps(doc, indent=1) if args.json else "\n".join(lines))
-    return 0 if ok else 1
-
-
-def _configured_gpus(args: argparse.Namespace) -> list[int] | None:
-    path = Path(args.project) / CONFIG_FILENAME
-    return _load(args.project).gpu_list() if path.exists() else [0]
+def _prepare(args: argparse.Namespace) -> None:
+    if not args.debug and needs_tensorflow(args):  # TensorFlow's C++ start-up chatter is not for users
+        import_tensorflow_quietly()
 
 
 def main(argv: list[str] | None = None) -> int:
     """``pom``: returns 0, 1 for a failed run, 2 for a usage or configuration error, 130 when interrupted."""
     parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # --help (0) or a usage error, already said in one line (2)
-        return int(exc.code or 0)
-    configure_logging(verbose=args.debug)
-    try:
-        if not args.debug and _needs_tensorflow(args):  # TensorFlow's C++ start-up chatter is not for users
-            from .devices import import_tensorflow_quietly
-
-            import_tensorflow_quietly()
-        return run(args, parser)
-    except PomError as exc:
-        if args.debug:
-            traceback.print_exc()
-        kind = "" if exc.exit_code == 130 else "error: "
-        hint = " (or train and segment on the CPU: -gpus cpu)" if isinstance(exc, DeviceError) else ""
-        print(f"pom: {kind}{exc}{hint}", file=sys.stderr)
-        return exc.exit_code
-    except OSError as exc:  # a full disk, another user's folder, a read-only filesystem: one line
-        if args.debug:
-            traceback.print_exc()
-        print(f"pom: error: {os_error_line(exc)}", file=sys.stderr)
-        return 1
-    except ModuleNotFoundError as exc:
-        if exc.name and exc.name.split(".")[0] in ("tensorflow", "tf2onnx", "onnx", "tifffile", "keras", "scipy"):
-            print(f"pom: error: this command needs the training extra ({exc.name} is missing): "
-                  "pip install 'pom-onnx[train]'", file=sys.stderr)
-            return 2
-        raise
-    except KeyboardInterrupt:
-        print("pom: interrupted", file=sys.stderr)
-        return 130
+    return run_cli(PROG, parser, argv, lambda args: run(args, parser),
+                   device_hint=" (or train and segment on the CPU: -gpus cpu)", prepare=_prepare, extra=TRAIN_EXTRA)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from pom_common.config import ProjectConfig
 from pom_common.errors import ConfigError, InputError
 from pom_common.layout import ProjectLayout
 from pom_common.naming import list_tomograms
+from pom_inference.checks import check_workers
 from pom_inference.driver import RunResult, process
 from pom_inference.session import check_gpus
 from pom_inference.worker import ProcessOptions
@@ -19,8 +20,7 @@ from pom_inference.worker import ProcessOptions
 
 def _run(config: ProjectConfig, model: Path, source_key: str, output: Path, gpus: list[int] | None,
          overwrite: bool = False, retry_failed: bool = False, dtype: str = "float32", workers: int = 1) -> RunResult:
-    if workers < 1:
-        raise ConfigError(f"workers: expected a positive number of processes, got {workers}")
+    check_workers(workers)
     source = config.require_dir(source_key)
     tomograms = list_tomograms(source)
     if not tomograms:
