@@ -49,6 +49,8 @@ def processing_normalisation(channel: str, density: str = LOCAL) -> str:
     return density if channel == DENSITY else UINT8
 
 
+#: Voxel sizes of a channel and its tomogram (the same grid) may differ by this fraction (header rounding).
+CHANNEL_VOXEL_TOLERANCE = 0.01
 #: Full scale of signed-byte segmentations (easymode, Pom 1.2: probability 1 is 127).
 SIGNED_BYTE_SCALE = 127.0
 #: Full scale of probabilities and 0/1 masks.
