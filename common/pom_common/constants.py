@@ -16,6 +16,6 @@ MAX_Z_SUM = 128
 CONFIG_FILENAME = "project_configuration.json"
 #: Version of the ONNX metadata layout written by export.
 METADATA_VERSION = "1"
-#: ONNX opset used for export (tf2onnx supports up to 18).
+#: ONNX opset used for export (17: Softmax on one axis; ONNX Runtime 1.14 or newer).
 ONNX_OPSET = 17
 

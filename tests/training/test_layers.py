@@ -25,7 +25,7 @@ MAX_LINES = 300
 METHOD_MODULES = {f"{PACKAGE}.labels.{name}" for name in ("registry", "pom", "painted", "direct")}
 #: The same words meaning something else: (module, word) -> why.
 HOMONYMS = {(f"{PACKAGE}.cli", "pom"): "the program's name",
-            (f"{PACKAGE}.export.canonical", "pom"): "the exported graph's name"}
+            (f"{PACKAGE}.export.convert", "pom"): "the exported graph's name"}
 
 MODULES = modules(PACKAGE)
 

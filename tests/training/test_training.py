@@ -109,6 +109,17 @@ def test_export_check_fails_loudly(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+def _h5_groups(keras_path):
+    """The top-level groups of a .keras file's weights (``optimizer`` when its state was saved)."""
+    import io
+    import zipfile
+
+    import h5py
+
+    with zipfile.ZipFile(keras_path) as archive, h5py.File(io.BytesIO(archive.read("model.weights.h5"))) as h5:
+        return sorted(h5.keys())
+
+
 def test_shared_initialize_train_and_process(trained):
     config_before = (trained / "project_configuration.json").read_text()
     assert pom_main(["--project", str(trained), "shared", "initialize", "-selective", "1"]) == 0
@@ -128,9 +139,15 @@ def test_shared_initialize_train_and_process(trained):
     assert load_config(trained / "project_configuration.json").ontologies == ("Cytoplasm", "Mitochondrion",
                                                                                 "Vesicle", "Void")
     assert (trained / "project_configuration.json").read_text() == config_before  # never mutated
-    # Continue from the checkpoint.
-    assert pom_main(["--project", str(trained), "shared", "train", "-checkpoint",
-                     str(trained / "models" / "phase2" / "shared.keras")]) == 0
+    # The saved network holds no optimizer state (nothing reads it), and continuing from it works.
+    keras_path = trained / "models" / "phase2" / "shared.keras"
+    assert "optimizer" not in _h5_groups(keras_path)
+    import keras
+
+    before = keras.models.load_model(keras_path, compile=False).get_weights()
+    assert pom_main(["--project", str(trained), "shared", "train", "-checkpoint", str(keras_path)]) == 0
+    after = keras.models.load_model(keras_path, compile=False).get_weights()
+    assert len(after) == len(before) and any(not np.array_equal(a, b) for a, b in zip(after, before))
     # Process every tomogram (two workers).
     shutil.copy(trained / "test" / "TS_003.mrc", trained / "tomograms" / "TS_003.mrc")
     for ch in ("Membrane", "Ribosome"):

@@ -1,4 +1,4 @@
-"""Training side of the Pom toolkit (Keras + tf2onnx): the ``pom`` command and the stages behind it.
+"""Training side of the Pom toolkit (Keras, ONNX export): the ``pom`` command and the stages behind it.
 
 Sub-packages, lowest first: :mod:`.data` (the training stacks), :mod:`.models` (U-Net,
 losses), :mod:`.evaluation` (Dice/IoU, previews), :mod:`.fitting` (the one training loop),

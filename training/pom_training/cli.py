@@ -24,7 +24,7 @@ PROG = "pom"
 POM_GPUS = ("-gpus", "--gpus")
 #: What training commands need beyond the inference install.
 TRAIN_EXTRA = Extra("training", "pip install 'pom-onnx[train]'",
-                    ("tensorflow", "tf2onnx", "onnx", "tifffile", "keras", "scipy", "PIL"))
+                    ("tensorflow", "onnx", "tifffile", "keras", "scipy", "PIL"))
 
 
 def _bool01(text: str) -> bool:

@@ -1,7 +1,7 @@
 """What each ``pom`` command does with its parsed arguments: the command entry of the training package.
 
 This is the one module that imports inside functions: each command imports the sub-packages
-that need the training extra (TensorFlow, tf2onnx, tifffile, scipy, Pillow) when it runs, so
+that need the training extra (TensorFlow, ONNX, tifffile, scipy, Pillow) when it runs, so
 ``pom --help``, ``pom init`` and the processing commands work with the inference install alone.
 """
 

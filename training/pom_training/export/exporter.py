@@ -1,9 +1,10 @@
 """A trained network becomes a checked ``.onnx`` file; ``pom export`` makes it again from the ``.keras``.
 
 The export is deterministic: the same weights and metadata give the same ONNX bytes, in a
-fresh process or after other exports (so ``pom export`` reproduces the file training wrote).
-Two things make it so: tf2onnx runs with the optimiser fix (:mod:`.tf2onnx_fix`), and the
-converted graph is written in a canonical form (:mod:`.canonical`).
+fresh process or after other exports (so ``pom export`` reproduces the file training wrote):
+:mod:`.convert` names everything by position. It holds about twice the network's weights at
+once (the graph, then its bytes; then the file as ONNX Runtime loads it for the check), and
+says in one line what it exports.
 """
 
 from __future__ import annotations
@@ -20,13 +21,13 @@ import onnx
 
 from pom_common.atomic import TMP_MARK, atomic_path, atomic_write_text
 from pom_common.constants import ONNX_OPSET
-from pom_common.errors import InputError, ModelError
+from pom_common.errors import InputError, ModelError, one_line
 from pom_common.layout import metadata_path
 from pom_common.modelmeta import METADATA_KEY, ModelInfo
 from pom_common.netunit import UNIT_KEY, new_unit
 
 from ..fitting.checkpoints import save_keras
-from .convert import convert
+from .convert import parameter_count, write_onnx
 from .errors import ExportError
 from .metadata import read_metadata, write_metadata
 from .parity import check_parity
@@ -55,24 +56,25 @@ def export_onnx(model: keras.Model, path: str | Path, info: ModelInfo | str, ops
     ModelError
         ``info`` is malformed JSON metadata.
     ExportError
-        tf2onnx cannot convert the model, or ONNX Runtime and Keras disagree in shape or by
-        more than :data:`.parity.PARITY_TOLERANCE` (nothing is written).
+        A layer cannot be converted (:mod:`.convert`), or ONNX Runtime and Keras disagree in
+        shape or by more than :data:`.parity.PARITY_TOLERANCE` (nothing is written).
     """
     path = Path(path)
     text = info.to_json() if isinstance(info, ModelInfo) else info
     if not isinstance(info, ModelInfo):
         ModelInfo.from_json(text, str(path))  # raises ModelError when malformed
-    try:
-        proto = convert(model, opset)
-    except Exception as exc:  # tf2onnx raises anything from ValueError to KeyError
-        raise ExportError(f"{path}: conversion to ONNX failed ({type(exc).__name__}: {exc})") from None
-    entry = proto.metadata_props.add()
-    entry.key, entry.value = METADATA_KEY, text
-    onnx.checker.check_model(proto)
-    data = proto.SerializeToString(deterministic=True)
+    start = time.perf_counter()
+    count = parameter_count(model)
+    logger.info("exporting %s: %s weights (%.1f MB), then checking it against Keras", path, f"{count:,}", count * 4 / 1e6)
     with atomic_path(path) as tmp:  # checked where it is written, then renamed; removed when the check fails
-        Path(tmp).write_bytes(data)
-        check_parity(model, Path(tmp), path)
+        write_onnx(model, tmp, {METADATA_KEY: text}, opset)
+        try:
+            onnx.checker.check_model(str(tmp))
+        except onnx.checker.ValidationError as exc:
+            raise ExportError(f"{path}: the exported graph is not valid ONNX ({one_line(exc)})") from None
+        diff = check_parity(model, Path(tmp), path)
+    logger.info("wrote %s (%.1f MB) in %.1f s; ONNX Runtime and Keras agree to %.1g", path, path.stat().st_size / 1e6,
+                time.perf_counter() - start, diff)
     return path
 
 
@@ -97,7 +99,6 @@ def export_saved(keras_path: str | Path, onnx_path: str | Path, opset: int = ONN
         model = keras.models.load_model(keras_path, compile=False)
     except Exception as exc:  # Keras raises ValueError, OSError, zipfile errors...
         raise ModelError(f"{keras_path}: cannot load the trained network ({type(exc).__name__}: {exc})") from None
-    logger.info("exporting %s to %s", keras_path, onnx_path)
     path = export_onnx(model, onnx_path, text, opset)
     sidecar = metadata_path(keras_path)
     if not sidecar.is_file() or sidecar.read_text(encoding="utf-8") != text:  # left stale by a killed run
@@ -140,5 +141,4 @@ def save_and_export(model: keras.Model, keras_path: Path, onnx_path: Path, check
         export_onnx(model, onnx_path, meta)
     except ExportError as exc:
         raise ExportError(f"{exc}; the trained network is saved as {keras_path}; to export it again: {again}") from None
-    logger.info("saved %s and %s", keras_path, onnx_path)
     return onnx_path

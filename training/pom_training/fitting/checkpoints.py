@@ -16,24 +16,35 @@ from .config import TrainConfig
 
 
 def save_keras(model: keras.Model, path: Path, unit: tuple[str, str] | None = None) -> None:
-    """Save atomically; Keras insists on a .keras name, so the temporary gets one too.
+    """Save the network (architecture and weights) atomically; Keras insists on a .keras name, so the temporary gets one too.
+
+    The optimizer's state (Adam's two moments: twice the weights) is left out: nothing reads
+    it. Continuing training (``pom shared train -checkpoint``, :func:`load_checkpoint`) loads
+    the weights only and starts a fresh optimizer on its own schedule, as it always did. A
+    default network's file is 119 MB instead of 356 MB, and loads with a third of the memory.
 
     ``unit``: (token, export metadata JSON) written into the file before it appears
     (:mod:`pom_common.netunit`), so the network and its metadata are one file.
     """
     tmp = temporary_path(path).with_suffix(".keras")
+    optimizer = getattr(model, "optimizer", None)
     try:
+        model.optimizer = None  # while saving only: training goes on with the same optimizer
         model.save(tmp)
         if unit is not None:
             embed_unit(tmp, *unit)
         os.replace(tmp, path)
     finally:
+        model.optimizer = optimizer
         if tmp.exists():
             tmp.unlink()
 
 
 def load_checkpoint(path: str | os.PathLike, n_inputs: int, n_outputs: int) -> keras.Model:
     """A saved ``.keras`` model to continue training, checked against the data's inputs and classes.
+
+    The weights only: training continues with a fresh optimizer (files saved with an
+    optimizer's state, before :func:`save_keras` left it out, load the same way).
 
     Raises
     ------
