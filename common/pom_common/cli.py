@@ -15,7 +15,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import NamedTuple, NoReturn
 
-from .errors import DeviceError, PomError, os_error_line
+from .errors import DeviceError, NoGpuError, PomError, os_error_line
 from .log import configure_logging
 
 #: Exit code of a run stopped by Ctrl-C or SIGTERM.
@@ -61,7 +61,8 @@ def run_cli(prog: str, parser: argparse.ArgumentParser, argv: Sequence[str] | No
             run: Callable[[argparse.Namespace], int], device_hint: str,
             prepare: Callable[[argparse.Namespace], None] | None = None,
             extra: Extra | None = None,
-            parse: Callable[[Sequence[str] | None], argparse.Namespace] | None = None) -> int:
+            parse: Callable[[Sequence[str] | None], argparse.Namespace] | None = None,
+            no_gpu_fix: str = "add --gpus cpu") -> int:
     """Parse ``argv`` and run the command: the error boundary of a command-line program.
 
     Parameters
@@ -71,6 +72,8 @@ def run_cli(prog: str, parser: argparse.ArgumentParser, argv: Sequence[str] | No
     argv : the arguments (None: the command line).
     run : runs the parsed command; returns the exit code, raises :class:`PomError` on failure.
     device_hint : appended to a :class:`DeviceError`'s line (how to run without the GPU).
+    no_gpu_fix : for a :class:`NoGpuError` (no NVIDIA driver), what to do, said first:
+        ``no GPU on this machine: <no_gpu_fix> (<the error>)``.
     prepare : called before ``run`` inside the boundary (e.g. importing a heavy library quietly).
     extra : the optional extra some commands need: a module of it missing is one line, exit 2.
     parse : parses ``argv`` instead of ``parser.parse_args`` (may exit through ``parser.error``).
@@ -101,8 +104,11 @@ def run_cli(prog: str, parser: argparse.ArgumentParser, argv: Sequence[str] | No
         if args.debug:
             traceback.print_exc()
         kind = "" if exc.exit_code == INTERRUPTED else "error: "
-        hint = device_hint if isinstance(exc, DeviceError) else ""
-        print(f"{prog}: {kind}{exc}{hint}", file=sys.stderr)
+        if isinstance(exc, NoGpuError):
+            print(f"{prog}: {kind}no GPU on this machine: {no_gpu_fix} ({exc})", file=sys.stderr)
+        else:
+            hint = device_hint if isinstance(exc, DeviceError) else ""
+            print(f"{prog}: {kind}{exc}{hint}", file=sys.stderr)
         return exc.exit_code
     except OSError as exc:  # a file or folder outside any one tomogram's work: full disk, permissions, read-only
         if args.debug:

@@ -329,12 +329,18 @@ def write_config(config: ProjectConfig, path: str | os.PathLike) -> None:
     atomic_write_text(path, json.dumps(config.to_dict(), indent=2) + "\n")
 
 
-def init_project(folder: str | os.PathLike = ".") -> Path:
-    """Write a default ``project_configuration.json`` in ``folder`` unless one exists."""
+def init_project(folder: str | os.PathLike = ".", gpus: str | None = None) -> Path:
+    """Write a default ``project_configuration.json`` in ``folder`` unless one exists.
+
+    ``gpus``: the ``GPUS`` value to write (default: Pom's ``"0"``; ``pom init`` writes ``"cpu"``
+    on a machine without an NVIDIA driver).
+    """
     path = Path(folder) / CONFIG_FILENAME
     if path.exists():
         raise ConfigError(f"{path}: already exists; edit it or remove it first")
-    config = config_from_dict(default_config_dict(), base_dir=folder)
+    path.parent.mkdir(parents=True, exist_ok=True)  # `pom --project new_project init`
+    settings = default_config_dict() if gpus is None else {**default_config_dict(), "GPUS": gpus}
+    config = config_from_dict(settings, base_dir=folder)
     write_config(config, path)
     return path
 

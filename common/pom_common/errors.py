@@ -29,6 +29,10 @@ class DeviceError(PomError):
     exit_code = 2
 
 
+class NoGpuError(DeviceError):
+    """GPUs were asked for on a machine without an NVIDIA driver: the command line names the CPU option first."""
+
+
 class LockError(PomError):
     """A work claim could not be made or kept."""
 

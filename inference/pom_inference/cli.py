@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from collections.abc import Sequence
 
 from pom_common.cli import OneLineParser, add_gpus_option, run_cli
 from pom_common.config import parse_gpus
 from pom_common.defaults import LEASE_SECONDS, STALL_SECONDS, TTA, TTA_RUNS
+
+logger = logging.getLogger(__name__)
 
 #: How errors name the options (the checks module's words, spelt as on this command line).
 OPTIONS = {"batch": "--batch", "tta": "--tta", "dtype": "--dtype", "voxel_size": "--voxel-size",
@@ -25,6 +28,21 @@ OPTIONS = {"batch": "--batch", "tta": "--tta", "dtype": "--dtype", "voxel_size":
 
 def _gpus(text: str) -> list[int] | None:
     return parse_gpus(text, key="--gpus")
+
+
+def _process_gpus(text: str | None) -> list[int] | None:
+    """``--gpus`` of ``process``; without it GPU 0 where there is a driver, else the CPU, said in one line.
+
+    GPUs named with ``--gpus`` are never given up: where they cannot run, the run stops (exit 2).
+    """
+    if text is not None:
+        return _gpus(text)
+    from .nvidia import NO_DRIVER, has_driver
+
+    if has_driver():
+        return [0]
+    logger.info("no GPU on this machine (%s): segmenting on the CPU (--gpus 0 to require a GPU)", NO_DRIVER)
+    return None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--macromolecules", action="append", default=[],
                    help="folder with <TS>__<Channel>.mrc inputs (default: beside each tomogram)")
     p.add_argument("--output", required=True, help="output folder for <TS>__<Class>.mrc")
-    add_gpus_option(p, ("--gpus",), "0", "0", "GPU indices, one worker each")
+    add_gpus_option(p, ("--gpus",), None, "GPU 0 on a machine with an NVIDIA driver, else the CPU, said in one line",
+                    "GPU indices, one worker each")
     p.add_argument("--workers", type=int, default=1, help="worker processes per GPU (or on the CPU); default 1")
     p.add_argument("--tta", type=int, default=TTA, choices=TTA_RUNS,
                    help=f"rotations (1-4) or 8 with flips (default: {TTA})")
@@ -92,7 +111,7 @@ def cmd_process(args: argparse.Namespace) -> int:
         lease_seconds=args.lease_seconds, stall_seconds=args.stall_seconds, fallback_voxel_size=args.voxel_size,
         batch=args.batch, allow_voxel_size_mismatch=args.allow_voxel_size_mismatch,
     )
-    devices = [d for d in check_gpus(_gpus(args.gpus)) for _ in range(args.workers)]
+    devices = [d for d in check_gpus(_process_gpus(args.gpus)) for _ in range(args.workers)]
     result = process(opts, devices, verbose=args.debug)
     print("\n".join(summary(result)))
     return 0 if result.ok else 1

@@ -26,6 +26,19 @@ class Gpu:
     free_mib: int | None  # None when NVML is not available
 
 
+#: Why no GPU can run on a machine without the NVIDIA driver (the end of a NoGpuError's line).
+NO_DRIVER = f"no NVIDIA driver ({DRIVER_LIBRARY} not found)"
+
+
+def has_driver(load: Callable[[str], Any] = ctypes.CDLL) -> bool:
+    """Whether the NVIDIA driver's ``libcuda.so.1`` loads: a machine without it has no GPU to offer."""
+    try:
+        load(DRIVER_LIBRARY)
+    except OSError:
+        return False
+    return True
+
+
 def driver_cuda_version(load: Callable[[str], Any] = ctypes.CDLL) -> tuple[int, int] | None:
     """The highest CUDA version the installed NVIDIA driver supports (None: no driver)."""
     try:

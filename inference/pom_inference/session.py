@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from pom_common.errors import DeviceError, ModelError, one_line
+from pom_common.errors import DeviceError, ModelError, NoGpuError, one_line
 from pom_common.files import read_regular_file, regular_file
 from pom_common.modelmeta import METADATA_KEY, ModelInfo
 
@@ -104,11 +104,15 @@ def check_gpus(gpus: list[int] | None) -> list[int | None]:
 
     Raises
     ------
+    NoGpuError
+        GPUs were asked for on a machine without an NVIDIA driver.
     DeviceError
         GPUs were asked for and CUDA cannot run them here: every reason, with its fix, on one line.
     """
     if gpus is None:
         return [None]
+    if not nvidia.has_driver():  # said first: the library diagnosis is for machines with a driver
+        raise NoGpuError(f"GPU {','.join(map(str, gpus))} requested, but {nvidia.NO_DRIVER}")
     report = gpu.diagnose(gpus)
     if not report.ok:
         raise DeviceError(f"GPU {','.join(map(str, gpus))} requested, but CUDA cannot run here: "

@@ -104,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     """``pom``: returns 0, 1 for a failed run, 2 for a usage or configuration error, 130 when interrupted."""
     parser = build_parser()
     return run_cli(PROG, parser, argv, lambda args: run(args, parser),
-                   device_hint=" (or train and segment on the CPU: -gpus cpu)", prepare=_prepare, extra=TRAIN_EXTRA)
+                   device_hint=" (or train and segment on the CPU: -gpus cpu)", prepare=_prepare, extra=TRAIN_EXTRA,
+                   no_gpu_fix=f'add -gpus cpu or set "GPUS": "cpu" in {CONFIG_FILENAME}')
 
 
 if __name__ == "__main__":

@@ -15,12 +15,13 @@ import shlex
 import sys
 from pathlib import Path
 
-from pom_common.config import ProjectConfig, init_project, load_config, parse_gpus
+from pom_common.config import CPU, ProjectConfig, init_project, load_config, parse_gpus
 from pom_common.constants import CONFIG_FILENAME
 from pom_common.errors import ConfigError, InputError, PomError
 from pom_common.layout import ProjectLayout, evaluation_path
 from pom_inference.driver import RunResult, summary
 from pom_inference.gpu import diagnose
+from pom_inference.nvidia import NO_DRIVER, has_driver
 
 from .doctor import TRAIN_INSTALL, doctor_report
 from .evaluation.evaluate import run_evaluate
@@ -49,6 +50,15 @@ def import_tensorflow_quietly() -> None:
         os.close(devnull)
 
 
+def _init(project: Path) -> Path:
+    """``pom init``: Pom's defaults, with ``"GPUS": "cpu"`` on a machine without an NVIDIA driver (said)."""
+    if has_driver():
+        return init_project(project)
+    path = init_project(project, gpus=CPU)
+    print(f'GPUS: "cpu" (no GPU on this machine: {NO_DRIVER})')
+    return path
+
+
 def needs_tensorflow(args: argparse.Namespace) -> bool:
     """Whether the parsed command imports TensorFlow (training, export, doctor)."""
     return args.phase in ("export", "doctor") or getattr(args, "command", None) == "train"
@@ -68,13 +78,13 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     project = Path(args.project)
     if args.phase is None:
         if not (project / CONFIG_FILENAME).exists():  # as Pom does: a bare run creates the configuration
-            path = init_project(project)
+            path = _init(project)
             print(f"Created {path}; edit it (ontologies, macromolecules, folders), then run 'pom single initialize'.")
             return 0
         parser.print_help()
         return 0
     if args.phase == "init":
-        print(f"Created {init_project(project)}")
+        print(f"Created {_init(project)}")
         return 0
     if args.phase == "doctor":
         return doctor(args)

@@ -13,8 +13,8 @@ from typing import Any
 
 import tensorflow as tf
 
-from pom_common.errors import DeviceError
-from pom_inference.nvidia import driver_cuda_version
+from pom_common.errors import DeviceError, NoGpuError
+from pom_inference.nvidia import NO_DRIVER, driver_cuda_version, has_driver
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +53,8 @@ def make_strategy(gpus: list[int] | None) -> Any:
 
     Raises
     ------
+    NoGpuError
+        GPUs were asked for on a machine without an NVIDIA driver.
     DeviceError
         GPUs were asked for and TensorFlow cannot use them (the message says why and how to fix it).
     """
@@ -63,6 +65,8 @@ def make_strategy(gpus: list[int] | None) -> Any:
             pass  # already initialised in this process: the CPU is used through the default strategy
         logger.info("training on the CPU")
         return tf.distribute.get_strategy()
+    if not has_driver():
+        raise NoGpuError(f"GPU {','.join(map(str, gpus))} requested for training, but {NO_DRIVER}")
     reason = cause(tensorflow_report(), gpus)
     if reason is not None:
         raise DeviceError(f"GPU {','.join(map(str, gpus))} requested for training, but {reason}")
