@@ -25,3 +25,26 @@ def test_bad_gpus_option(ais_project, capsys):
     code = main(["--project", str(ais_project), "single", "train", "-o", "Void", "-gpus", "zero"])
     assert code == 2
     assert "-gpus" in capsys.readouterr().err
+
+
+def test_direct_says_which_steps_matter(tmp_path, monkeypatch, capsys):
+    """With "direct" (the default) single train and shared initialize say the single networks are optional."""
+    from pom_training import train
+
+    from ..helpers import initialised_project
+
+    project = initialised_project(tmp_path / "project", {"GPUS": "cpu"})
+    trained = []
+    monkeypatch.setattr(train, "train_single", lambda config, feature, **kwargs: trained.append(feature) or {})
+    capsys.readouterr()
+    note = 'label_method "direct": the shared network learns from the painted labels'
+    assert main(["--project", str(project), "single", "train", "-all", "1"]) == 0
+    out = capsys.readouterr().out
+    assert note in out and "optional, for pom single test" in out
+    assert trained == ["Cytoplasm", "Mitochondrion", "Vesicle", "Void"]  # still trained when asked for
+    assert main(["--project", str(project), "shared", "initialize"]) == 0
+    assert capsys.readouterr().out.startswith(note)
+    path = project / "project_configuration.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "label_method": "pom"}))
+    assert main(["--project", str(project), "single", "train", "-o", "Void"]) == 0
+    assert "label_method" not in capsys.readouterr().out  # Pom's method needs them: nothing to say

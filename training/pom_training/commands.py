@@ -127,7 +127,12 @@ def single_train(args: argparse.Namespace, config: ProjectConfig) -> int:
     gpus = _gpu_list(args.gpus, config)
     from .export.errors import ExportError
     from .fitting.config import TrainConfig
+    from .labels.registry import method_for
     from .train import train_single
+
+    note = method_for(config).workflow_note()
+    if note:
+        print(note)
 
     tc = dataclasses.replace(TrainConfig.single(config), seed=args.seed)
     failed = []
@@ -154,8 +159,12 @@ def single_process(args: argparse.Namespace, config: ProjectConfig) -> int:
 
 def shared_initialize(args: argparse.Namespace, config: ProjectConfig) -> int:
     """``pom shared initialize``: the phase-2 stacks by the configuration's label method."""
+    from .labels.registry import method_for
     from .prepare import initialize_phase2
 
+    note = method_for(config).workflow_note()
+    if note:
+        print(note)
     initialize_phase2(config, selective=args.selective)
     return 0
 

@@ -22,6 +22,14 @@ class LabelMethod(ABC):
     #: Whether the single networks are part of its workflow (``pom shared initialize`` needs them).
     uses_single_networks: ClassVar[bool]
 
+    def workflow_note(self) -> str | None:
+        """One line for ``pom single train`` and ``pom shared initialize`` where single networks are optional."""
+        if self.uses_single_networks:
+            return None
+        return (f'label_method "{self.name}": the shared network learns from the painted labels (pom shared '
+                "initialize, then pom shared train); single networks are not used for it: they are optional, "
+                "for pom single test")
+
     @abstractmethod
     def check_config(self, config: ProjectConfig) -> None:
         """Refuse a configuration this method cannot work with, before ``pom single initialize``.
