@@ -24,6 +24,10 @@ INTERRUPTED = 130
 BROKEN_PIPE = 141
 
 
+#: ``--dtype`` of both programs.
+DTYPE_HELP = "output values: float32 probabilities 0..1 (default), or uint8 0..255 (smaller files)"
+
+
 class Extra(NamedTuple):
     """An optional extra some commands need: its name, how to install it, the modules it brings."""
 

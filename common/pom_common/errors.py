@@ -17,6 +17,12 @@ class InputError(PomError):
     """An input file (tomogram, channel, annotation, dataset) is missing or unusable."""
 
 
+class UsageError(InputError):
+    """Inputs a command cannot start from, found before any work (nothing to score against): a usage error, exit 2."""
+
+    exit_code = 2
+
+
 class ModelError(PomError):
     """A model file is missing, not ONNX, or lacks the metadata this toolkit writes (a usage error)."""
 

@@ -15,7 +15,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from pom_common.cli import OneLineParser, add_gpus_option, run_cli
+from pom_common.cli import DTYPE_HELP, OneLineParser, add_gpus_option, run_cli
 from pom_common.config import parse_gpus
 from pom_common.defaults import LEASE_SECONDS, STALL_SECONDS, TTA, TTA_RUNS
 
@@ -60,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1, help="worker processes per GPU (or on the CPU); default 1")
     p.add_argument("--tta", type=int, default=TTA, choices=TTA_RUNS,
                    help=f"rotations (1-4) or 8 with flips (default: {TTA})")
-    p.add_argument("--dtype", choices=("float32", "uint8"), default="float32")
+    p.add_argument("--dtype", choices=("float32", "uint8"), default="float32",
+                   help=DTYPE_HELP)
     p.add_argument("--classes", default=None, help="comma-separated subset of the model's classes")
     p.add_argument("--overwrite", action="store_true", help="redo tomograms already done")
     p.add_argument("--lease-seconds", type=float, default=LEASE_SECONDS,
@@ -76,11 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=None,
                    help="slices per ONNX Runtime call (default: from free GPU memory; 8 on the CPU)")
     s = sub.add_parser("status", help="done / running / failed / pending in an output folder")
-    s.add_argument("--output", required=True)
+    s.add_argument("--output", required=True, help="the output folder of the run(s)")
     s.add_argument("--tomograms", default=None, help="also count tomograms not started yet")
     s.add_argument("--json", action="store_true", help="the report as JSON")
-    i = sub.add_parser("info", help="print a model's metadata")
-    i.add_argument("model")
+    i = sub.add_parser("info", help="what a model expects and produces: classes, inputs, voxel size, training")
+    i.add_argument("model", help="the .onnx model")
+    i.add_argument("--json", action="store_true", help="the metadata as JSON, as stored in the model (for scripts)")
     d = sub.add_parser("doctor", help="can the GPUs run here? ONNX Runtime, CUDA libraries, driver, GPUs")
     add_gpus_option(d, ("--gpus",), "0", "0", "GPUs to check")
     d.add_argument("--json", action="store_true", help="the report as JSON")
@@ -133,11 +135,11 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
+    from .info import info_lines
     from .session import read_model_info
 
     info = read_model_info(args.model)
-    doc = json.loads(info.to_json())
-    print(json.dumps(doc, indent=2))
+    print(json.dumps(json.loads(info.to_json()), indent=2) if args.json else "\n".join(info_lines(args.model, info)))
     return 0
 
 

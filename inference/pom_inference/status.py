@@ -105,9 +105,12 @@ def dataset_status(output_dir: str | os.PathLike, stems: Iterable[str] | None = 
 def status_lines(output_dir: str | os.PathLike, status: DatasetStatus) -> list[str]:
     """The human-readable report."""
     pending = len(status.pending) + len(status.changed)
+    left = pending + len(status.running)
+    if status.done and not left and not status.failed:
+        return [f"{output_dir}: all {len(status.done)} done"]
     lines = [f"{output_dir}: {len(status.done)} done, {len(status.running)} running, {len(status.failed)} failed, "
              f"{pending} pending"]
-    if status.per_hour is not None:
+    if status.per_hour is not None and left:  # (a finished folder has no time left to estimate)
         eta = status.eta_seconds or 0.0
         lines.append(f"throughput {status.per_hour:.1f} tomograms/hour over the last hour; "
                      f"{_duration(eta)} left at that rate")

@@ -170,6 +170,10 @@ def test_list_file_and_status(setup, capsys):
 def test_info(setup, capsys):
     _, model, _ = setup
     assert infer_main(["info", str(model)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"{model}: shared network, {len(CLASSES)} classes: {', '.join(CLASSES)}"
+    assert [line.split()[0] for line in out[1:]] == ["inputs", "scaling", "trained", "training", "file"]
+    assert infer_main(["info", str(model), "--json"]) == 0  # for scripts: the metadata as stored
     assert json.loads(capsys.readouterr().out)["classes"] == list(CLASSES)
 
 

@@ -128,7 +128,7 @@ def test_pom_evaluate_command(evaluated_project, capsys):
     assert "Dice" in out and "IoU" in out and "1.000" in out and "Unknown" not in out
     doc = json.loads((project / "test" / "shared_evaluation.json").read_text())
     assert doc["kind"] == "shared" and set(doc["classes"]) == {"A", "B"} and doc["mean_iou"] == 1.0
-    assert main(["--project", str(project), "evaluate", "-m", str(model_path)]) == 1  # no .scns in test/
+    assert main(["--project", str(project), "evaluate", "-m", str(model_path)]) == 2  # no .scns in test/: usage
     assert "no .scns annotation files" in capsys.readouterr().err
 
 

@@ -5,7 +5,8 @@
 Generates a project under ``demo/``, runs ``pom single initialize``, ``single train -all 1``,
 ``single test`` per feature, ``shared initialize``, ``shared train``, ``shared process`` with
 two workers, then scores the held-out tomograms: a Dice table per class for the single
-networks and the shared network, ``demo/report.json`` and PNG previews under ``demo/``.
+networks and the shared network, ``demo/report.json`` and PNG figures under ``demo/``
+(density | prediction | truth | errors, for the shared network and each single network).
 Tiny model settings by default (minutes on a laptop CPU); ``--full`` uses the
 configuration's defaults (a GPU run).
 """
@@ -29,11 +30,10 @@ from pom_common.defaults import THRESHOLD
 from pom_common.log import configure_logging
 from pom_common.mrcio import read_volume
 from pom_common.naming import feature_filename
-from pom_common.zfilter import zfilter_bin
 from pom_training.cli import main as pom
 from pom_training.evaluation.metrics import mask_dice
 from pom_training.evaluation.preview import preview_tomogram
-from pom_training.evaluation.render import feature_colours, overlay_png
+from pom_training.evaluation.render import feature_colours
 from pom_training.evaluation.truth import bin_labels
 
 from .synthetic import CLASSES, LABELS, PALETTE, write_project
@@ -76,16 +76,21 @@ def score(project: Path, stems: list[str], classes: tuple[str, ...]) -> dict:
 
 
 def previews(project: Path, folder: Path, stems: list[str], classes: tuple[str, ...], z_sum: int) -> list[Path]:
-    """PNG previews of the shared network's output and of the truth, for each held-out tomogram."""
+    """Figures of each held-out tomogram against its ground truth: the shared network's, and each single network's.
+
+    ``<stem>_shared.png`` and ``<stem>_single_<feature>.png``: density | prediction | truth |
+    errors, on slices where every class appears, with a legend and a scale bar.
+    """
     colours = {**PALETTE, **feature_colours()}
     out = []
     for stem in stems:
-        out.append(preview_tomogram(project / "tomograms" / f"{stem}.mrc", project / "output", (*classes, UNKNOWN),
-                                    folder / f"{stem}_shared.png", z_sum, colours))
-        truth = _truth(project, stem)  # for comparison
-        z = truth.shape[0] // 2
-        density = zfilter_bin(read_volume(project / "tomograms" / f"{stem}.mrc").data, z_sum)[z]
-        overlay_png(folder / f"{stem}_truth.png", density, {c: truth[z] == CLASSES.index(c) for c in classes}, colours)
+        truth = (_truth(project, stem), CLASSES)
+        tomogram = project / "tomograms" / f"{stem}.mrc"
+        out.append(preview_tomogram(tomogram, project / "output", (*classes, UNKNOWN), folder / f"{stem}_shared.png",
+                                    z_sum, colours, truth))
+        for c in classes:
+            out.append(preview_tomogram(tomogram, project / "test", (c,), folder / f"{stem}_single_{c}.png", z_sum,
+                                        colours, truth, single=True))
     return out
 
 
@@ -120,11 +125,13 @@ def run(folder: Path, full: bool = False, seed: int = 2026, label_method: str | 
     pngs = previews(project, folder, stems["test"], CLASSES, 2)
     atomic_write_text(folder / "report.json", json.dumps(report, indent=2) + "\n")
     print()
+    print(f"Dice against the ground truth of {len(stems['test'])} held-out tomograms (1 = perfect; single networks "
+          f"called at p > {THRESHOLD:g}, the shared network by argmax):")
     print(f"{'class':<15}{'single':>8}{'shared':>8}")
     for c in CLASSES:
         print(f"{c:<15}{report['single'][c]:>8.3f}{report['shared'][c]:>8.3f}")
-    print(f"\n{len(stems['test'])} held-out tomograms, {report['seconds']:.0f} s in all; report: "
-          f"{folder / 'report.json'}; previews: {', '.join(str(p) for p in pngs)}")
+    print(f"\n{report['seconds']:.0f} s in all; report: {folder / 'report.json'}; previews ({len(pngs)}): "
+          f"{folder}/*_shared.png, {folder}/*_single_*.png")
     return report
 
 

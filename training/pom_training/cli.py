@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from pom_common.cli import Extra, OneLineParser, add_gpus_option, run_cli
+from pom_common.cli import DTYPE_HELP, Extra, OneLineParser, add_gpus_option, run_cli
 from pom_common.constants import CONFIG_FILENAME
 from pom_common.defaults import TTA_RUNS
 
@@ -41,8 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--project", default=".", help="project folder (default: the current folder)")
     sub = parser.add_subparsers(dest="phase")
     sub.add_parser("init", help=f"write a default {CONFIG_FILENAME} here")
-    pv = sub.add_parser("preview", help="PNG previews of processed tomograms (output_dir/previews/)")
-    pv.add_argument("-folder", "--folder", default=None, help="segmentation folder (default: output_dir)")
+    pv = sub.add_parser("preview", help="PNG figures of processed tomograms: density | prediction (| truth | errors), "
+                                        "several slices, legend, scale bar (<folder>/previews/)")
+    pv.add_argument("-folder", "--folder", default=None,
+                    help="segmentation folder (default: output_dir; with -o, test_dir)")
+    pv.add_argument("-o", "--ontology", default=None,
+                    help="the single network of this feature (the outputs of pom single test, in test_dir)")
 
     single = sub.add_parser("single", help="one network per feature").add_subparsers(dest="command")
     single.add_parser("initialize", help="sample training images from the .scns annotations")
@@ -55,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("-seed", "--seed", type=int, default=0, help="random seed (default 0)")
     for name, what in (("test", "test_dir"), ("process", "tomogram_dir into output_dir")):
         p = single.add_parser(name, help=f"apply a single-feature network to the tomograms in {what}")
-        p.add_argument("-o", "--ontology", required=True)
+        p.add_argument("-o", "--ontology", required=True, help="the feature whose single network to apply")
         add_gpus_option(p, POM_GPUS, None, "GPUS in the configuration", "GPU indices, one worker each")
         p.add_argument("-workers", "--workers", type=int, default=1, help="worker processes per GPU (or on the CPU)")
 
@@ -79,9 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp = shared.add_parser("process", help="segment every tomogram (run on many servers at once)")
     add_gpus_option(sp, POM_GPUS, None, "GPUS in the configuration", "GPU indices, one worker each")
     sp.add_argument("-workers", "--workers", type=int, default=1, help="worker processes per GPU (or on the CPU)")
-    sp.add_argument("--overwrite", action="store_true")
-    sp.add_argument("--retry-failed", action="store_true")
-    sp.add_argument("--dtype", choices=("float32", "uint8"), default="float32")
+    sp.add_argument("--overwrite", action="store_true",
+                    help="segment every tomogram again, replacing earlier outputs (after retraining, for example)")
+    sp.add_argument("--retry-failed", action="store_true", help="try the tomograms that failed before again")
+    sp.add_argument("--dtype", choices=("float32", "uint8"), default="float32", help=DTYPE_HELP)
     ev = sub.add_parser("evaluate", help="Dice and IoU per class against the annotations in test_dir, or --labels")
     ev.add_argument("-m", "--model", default=None, help="ONNX model (default: the shared network)")
     ev.add_argument("-o", "--ontology", default=None, help="evaluate this feature's single network instead")

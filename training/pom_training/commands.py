@@ -17,7 +17,7 @@ from pathlib import Path
 
 from pom_common.config import CPU, ProjectConfig, init_project, load_config, parse_gpus
 from pom_common.constants import CONFIG_FILENAME
-from pom_common.errors import ConfigError, InputError, PomError
+from pom_common.errors import ConfigError, PomError, UsageError
 from pom_common.layout import ProjectLayout, evaluation_path
 from pom_inference.driver import RunResult, summary
 from pom_inference.gpu import diagnose
@@ -249,14 +249,17 @@ def evaluate(args: argparse.Namespace, config: ProjectConfig) -> int:
 
 
 def preview(args: argparse.Namespace, config: ProjectConfig) -> int:
-    """``pom preview``: one PNG per processed tomogram."""
+    """``pom preview [-o FEATURE]``: one figure per processed tomogram."""
     from .evaluation.preview import preview_project
 
-    pngs = preview_project(config, Path(args.folder) if args.folder else None)
+    folder = Path(args.folder) if args.folder else None
+    pngs = preview_project(config, folder, feature=args.ontology)
     for png in pngs:
         print(png)
     if not pngs:
-        raise InputError(f"{config.output_path}: no processed tomograms to preview")
+        where = folder or (config.test_path if args.ontology else config.output_path)
+        run = f"pom single test -o {shlex.quote(args.ontology)}" if args.ontology else "pom shared process"
+        raise UsageError(f"{where}: no processed tomograms to preview (run {run} first)")
     return 0
 
 

@@ -24,7 +24,7 @@ import numpy as np
 from pom_common.atomic import atomic_write_text
 from pom_common.config import ProjectConfig
 from pom_common.constants import UNKNOWN
-from pom_common.errors import InputError
+from pom_common.errors import InputError, UsageError
 from pom_common.mrcio import read_volume
 from pom_common.naming import source_stem, tomogram_filename, tomogram_stem
 from pom_common.scns import read_scns
@@ -54,14 +54,16 @@ def evaluate_annotations(model: Model, folder: Path, config: ProjectConfig, tta:
 
     Raises
     ------
-    InputError
+    UsageError
         No ``.scns`` file in ``folder``, or none with a box of the model's classes.
+    InputError
+        A tomogram's shape differs from its annotation's.
     """
     classes = _scored_classes(model.info.classes)
     scores = Scores(classes)
     files = sorted(folder.glob("*.scns"))
     if not files:
-        raise InputError(f"{folder}: no .scns annotation files to evaluate against (save them from Ais in "
+        raise UsageError(f"{folder}: no .scns annotation files to evaluate against (save them from Ais in "
                          "test_dir, or give --labels)")
     for scns in files:
         annotation = read_scns(scns)
@@ -76,7 +78,7 @@ def evaluate_annotations(model: Model, folder: Path, config: ProjectConfig, tta:
             scores.tomograms.append(tomogram.name)
         logger.info("%s: %d annotated slices scored", scns.name, n)
     if not scores.tomograms:
-        raise InputError(f"{folder}: no boxes of the model's classes {list(classes)} in any .scns file")
+        raise UsageError(f"{folder}: no boxes of the model's classes {list(classes)} in any .scns file")
     return scores
 
 
@@ -88,7 +90,7 @@ def label_names(labels: Path, classes: Sequence[str], kind: str = "shared") -> d
 
     Raises
     ------
-    InputError
+    UsageError
         ``classes.json`` is not a JSON object of value -> name.
     """
     path = labels.parent / "classes.json"
@@ -99,7 +101,7 @@ def label_names(labels: Path, classes: Sequence[str], kind: str = "shared") -> d
     try:
         return {int(k): str(v) for k, v in json.loads(path.read_text()).items()}
     except (ValueError, AttributeError) as exc:
-        raise InputError(f"{path}: expected a JSON object of label value -> class name ({exc})") from None
+        raise UsageError(f"{path}: expected a JSON object of label value -> class name ({exc})") from None
 
 
 def evaluate_labels(model: Model, labels: Path, tomogram: Path, config: ProjectConfig, tta: int,
@@ -142,20 +144,21 @@ def run_evaluate(config: ProjectConfig, model_path: Path, labels: Sequence[Path]
 
     Raises
     ------
-    InputError
-        A tomogram cannot be found, or as :func:`evaluate_annotations` / :func:`evaluate_labels`.
+    UsageError
+        A tomogram cannot be found, ``--tomogram`` does not pair with ``--labels``, nothing to
+        score against (exit 2); or as :func:`evaluate_annotations` / :func:`evaluate_labels`.
     """
     model = load_model(model_path, device=None, quiet=True)
     tta = tta or config.shared_model_runs_per_volume
     channel_dirs = (config.macromolecule_path,)
     if labels:
         if tomograms and len(tomograms) != len(labels):
-            raise InputError(f"--tomogram given {len(tomograms)} times for {len(labels)} --labels")
+            raise UsageError(f"--tomogram given {len(tomograms)} times for {len(labels)} --labels")
         total: Scores | None = None
         for i, path in enumerate(labels):
             tomogram = tomograms[i] if tomograms else config.test_path / tomogram_filename(source_stem(path))
             if not tomogram.is_file():
-                raise InputError(f"{tomogram}: not found (the tomogram of {path.name}; give it with --tomogram)")
+                raise UsageError(f"{tomogram}: not found (the tomogram of {path.name}; give it with --tomogram)")
             scores = evaluate_labels(model, path, tomogram, config, tta, channel_dirs)
             total = scores if total is None else total.merge(scores)
         assert total is not None

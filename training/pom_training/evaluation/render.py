@@ -1,4 +1,4 @@
-"""Pictures of segmentations: a density slice in grey with one coloured overlay per class (PNG).
+"""The colours of classes in pictures (:mod:`.figure`).
 
 Colours come from the Ais feature library (``~/.Ais/feature_library.txt``) when present,
 else :data:`DEFAULT_COLOURS`, else magenta.
@@ -11,11 +11,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from PIL import Image
-
-from pom_common.atomic import atomic_path
-
 Colour = tuple[float, float, float]
 
 #: Colours (RGB 0..1) of common class names, used when no Ais feature library names them.
@@ -24,8 +19,6 @@ DEFAULT_COLOURS: dict[str, Colour] = {
     "Vesicle": (0.3, 0.5, 1.0), "Unknown": (0.9, 0.9, 0.2)}
 #: Colour of a class no library names.
 FALLBACK_COLOUR: Colour = (1.0, 0.0, 1.0)
-#: Previews smaller than this (pixels, longer side) are enlarged by an integer factor.
-MIN_PREVIEW_SIZE = 384
 
 
 def feature_colours(library: str | os.PathLike | None = None) -> dict[str, Colour]:
@@ -52,21 +45,3 @@ def feature_colours(library: str | os.PathLike | None = None) -> dict[str, Colou
         except (KeyError, TypeError, ValueError, IndexError):
             continue
     return colours
-
-
-def overlay_png(path: Path, density: np.ndarray, masks: dict[str, np.ndarray], colours: dict[str, Colour],
-                alpha: float = 0.45) -> None:
-    """A density slice (ny, nx) in grey with one coloured overlay per class, written atomically."""
-    lo, hi = np.percentile(density, (1, 99))
-    grey = np.clip((density - lo) / max(hi - lo, 1e-6), 0, 1)
-    rgb = np.repeat(grey[..., None], 3, axis=-1)
-    for name, mask in masks.items():
-        colour = np.asarray(colours.get(name, FALLBACK_COLOUR))
-        m = mask.astype(bool)[..., None]
-        rgb = np.where(m, (1 - alpha) * rgb + alpha * colour, rgb)
-    image = Image.fromarray((rgb * 255).astype(np.uint8))
-    scale = -(-MIN_PREVIEW_SIZE // max(image.size))  # binned slices are small: enlarge, pixels kept sharp
-    if scale > 1:
-        image = image.resize((image.size[0] * scale, image.size[1] * scale), Image.Resampling.NEAREST)
-    with atomic_path(path) as tmp:
-        image.save(tmp, format="PNG")
