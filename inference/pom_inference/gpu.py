@@ -246,7 +246,7 @@ def diagnose(gpus: list[int] | None = None, load: Callable[[str], Any] = ctypes.
     cudnn = _versions("nvidia-cudnn-cu12", "nvidia-cudnn-cu13")
     if len(cudnn) > 1:
         report.problems.append(f"both {' and '.join(cudnn)} are installed: they write the same files "
-                               "(nvidia/cudnn/lib); use one environment per CUDA major (see README 'GPU servers')")
+                               "(nvidia/cudnn/lib); use one environment per CUDA major (see docs/gpu.md)")
     return report
 
 
