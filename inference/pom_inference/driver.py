@@ -225,7 +225,7 @@ def tally(opts: ProcessOptions, reference: WorkerResult, workers: list[WorkerRes
     for stem, tomogram in stems.items():
         state = states[stem]
         inputs = current_inputs(tomogram, reference.channels, opts.channel_dirs)
-        decision = judge(state, writer, reference.fingerprint, inputs, conditions)
+        decision = judge(state, writer, reference.fingerprint, inputs, conditions, model=reference.model)
         if decision == DONE:
             result.done.append(stem)
         elif decision == FAILED:
@@ -233,7 +233,7 @@ def tally(opts: ProcessOptions, reference: WorkerResult, workers: list[WorkerRes
         elif decision == FOREIGN:
             names = [p.name for p in writer.paths(stem)]
             name, owner = foreign_owner(state.record, names, reference.fingerprint,
-                                        writer.intact(recorded_outputs(state.record)))
+                                        writer.intact(recorded_outputs(state.record)), *reference.model)
             result.failed.append((stem, f"{name} holds the output of another recipe, "
                                         f"{describe(owner.get('recipe'), owner.get('model_path'))}; left alone "
                                         "(run again with --overwrite to replace it)"))

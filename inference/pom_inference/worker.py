@@ -39,6 +39,7 @@ from .eligibility import (
     fingerprint,
     recorded_outputs,
     recorded_recipes,
+    superseded,
 )
 from .inputs import Identity, NotReady, Prepared, check_unchanged, identity, input_files, prepare
 from .keeper import ROLE, keeper_store
@@ -94,6 +95,7 @@ class WorkerResult:
     classes: tuple[str, ...] = ()
     fingerprint: str = ""
     channels: tuple[str, ...] = ()  # the model's input channels
+    model: tuple[str, str] = ("", "")  # the model's path and the sha256 of the bytes loaded
     done: list[str] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)  # inputs still being written: not tried
@@ -119,11 +121,15 @@ def current_inputs(tomogram: Path, channels: tuple[str, ...], channel_dirs: tupl
 
 def judge(state: TomogramState, writer: OutputWriter, fingerprint_: str, inputs: Identity | None,
           conditions: dict[str, Any], overwrite_since: float | None = None,
-          retry_since: float | None = None) -> Decision:
-    """:func:`pom_inference.eligibility.decide`, after looking at the output files the newest record lists."""
+          retry_since: float | None = None, model: tuple[str, str] | None = None) -> Decision:
+    """:func:`pom_inference.eligibility.decide`, after looking at the output files the newest record lists.
+
+    ``model``: this run's (model path, sha256 of its bytes): outputs of an earlier version
+    of that file are superseded, not protected.
+    """
     names = [p.name for p in writer.paths(state.stem)]
     intact = writer.intact(recorded_outputs(state.record))
-    outputs = classify_outputs(state.record, names, fingerprint_, intact)
+    outputs = classify_outputs(state.record, names, fingerprint_, intact, *(model or (None, None)))
     return decide(state, outputs, fingerprint_, inputs=inputs, conditions=conditions,
                   overwrite_since=overwrite_since, retry_since=retry_since)
 
@@ -159,7 +165,8 @@ class Worker:
         self.waiting: list[Path] = []  # held by other workers: looked at again after a poll
         self.attempted: set[str] = set()  # tried once by this worker: never again in this run
         self.looked: dict[str, tuple[Any, Identity | None]] = {}  # stem -> (newest record, inputs) when claimed
-        self.result = WorkerResult(name, classes, self.fingerprint, tuple(model.info.channels))
+        self.result = WorkerResult(name, classes, self.fingerprint, tuple(model.info.channels),
+                                   (self.model_path, self.recipe["model_sha256"]))
         self.keeper_store: FileClaimStore | None = None  # opened when it first runs out of work
         self.keeper: Claim | None = None  # held while this worker is the folder's keeper
         self.keeper_seen: tuple[int, float] | None = None  # another keeper's (generation, last heartbeat)
@@ -170,8 +177,11 @@ class Worker:
         state = self.store.state(stem)
         inputs = current_inputs(tomogram, self.model.info.channels, self.opts.channel_dirs)
         decision = judge(state, self.writer, self.fingerprint, inputs, self.conditions, self.overwrite_since,
-                         self.retry_since)
+                         self.retry_since, (self.model_path, self.recipe["model_sha256"]))
         self.looked[stem] = (state.record, inputs)
+        if decision == TRY and self._superseded(state.record, stem):
+            logger.info("%s: its outputs were made by an earlier version of %s (trained again since): segmented again",
+                        stem, self.model_path)
         return decision, state.generation, state.done is not None or state.failure is not None
 
     def _next_claim(self) -> tuple[Path, Claim] | None:
@@ -275,6 +285,15 @@ class Worker:
         assert self.keeper_store is not None
         self.keeper_store.progress()
         return True
+
+    def _superseded(self, record: Any, stem: str) -> bool:
+        """Whether an output of ``stem`` this run writes is an intact one of an earlier version of its model."""
+        recorded = recorded_outputs(record)
+        recipes = recorded_recipes(record)
+        names = [p.name for p in self.writer.paths(stem) if p.name in recorded]
+        intact = self.writer.intact({n: recorded[n] for n in names})
+        return any(intact[n] and superseded(recipes.get(str(recorded[n].get("fingerprint")), {}), self.model_path,
+                                            self.recipe["model_sha256"]) for n in names)
 
     def _prefetch(self, pool: ThreadPoolExecutor, tomogram: Path) -> Future[Prepared]:
         return pool.submit(prepare, tomogram, self.model.info, self.opts.channel_dirs, self.opts.fallback_voxel_size,

@@ -343,9 +343,11 @@ def test_a_model_replaced_after_loading_is_recorded_by_what_ran(tmp_path, monkey
     record = FileClaimStore(tmp_path / "o").state("TS_000").done
     assert record["recipe"]["model_sha256"] == hashlib.sha256(a_bytes).hexdigest()
     monkeypatch.setattr(worker_module, "load_model", real)
-    capsys.readouterr()
-    assert _process(a, tmp_path / "t", tmp_path / "o") == 1  # the new network's outputs are not these
-    assert "another recipe" in capsys.readouterr().out
+    assert _process(a, tmp_path / "t", tmp_path / "o") == 0  # the new network's outputs are not these: redone
+    done = [e["stem"] for e in FileClaimStore(tmp_path / "o").journal() if e["event"] == "done"]
+    assert sorted(done) == ["TS_000", "TS_000", "TS_001", "TS_001"]
+    record = FileClaimStore(tmp_path / "o").state("TS_000").done
+    assert record["recipe"]["model_sha256"] == hashlib.sha256(b.read_bytes()).hexdigest()
 
 
 # ---------------------------------------------------------------------------- lists and folders
@@ -475,3 +477,21 @@ def test_outputs_record_the_inputs_they_were_made_from(tmp_path):
     assert record["inputs"]["Membrane"] == {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "inode": st.st_ino}
     assert record["model_path"] == str(model.resolve())
     assert json.dumps(record)  # a plain JSON document
+
+
+def test_retraining_then_processing_is_not_a_failure(tmp_path, capsys):
+    """The same model file trained again (pom shared train): its older outputs are segmented again, exit 0."""
+    a, b = _two_models(tmp_path, b_classes=("Void", "Mito", "Unknown"))
+    assert _process(a, tmp_path / "t", tmp_path / "o") == 0
+    first = _hashes(tmp_path / "o")
+    shutil.copyfile(b, a)  # retrained in place
+    capsys.readouterr()
+    assert _process(a, tmp_path / "t", tmp_path / "o") == 0
+    captured = capsys.readouterr()
+    assert "2 done, 0 failed" in captured.out and "earlier version" in captured.err
+    assert all(_hashes(tmp_path / "o")[k] != first[k] for k in first)
+    # another file with a model of the same classes is another recipe: protected, and the message says how
+    (tmp_path / "c").mkdir()
+    other = make_onnx_model(tmp_path / "c" / "shared.onnx", classes=("Void", "Mito", "Unknown"), kind="shared", seed=3)
+    assert _process(other, tmp_path / "t", tmp_path / "o") == 1
+    assert "--overwrite" in capsys.readouterr().out
