@@ -32,6 +32,31 @@ def _drop_pages(mapping: Any) -> None:
         mapping.madvise(mmap.MADV_DONTNEED)
     except (AttributeError, OSError, ValueError):
         pass
+def _populate(mapping: Any, volume: np.ndarray, row0: int, row1: int) -> None:
+    """Map rows row0..row1 of every slice of a memory-mapped volume in one call per slice.
+
+    Faulting the pages in one by one from the kernel's threads costs more than the reading.
+    """
+    import mmap
+
+    base = volume.ctypes.data - _address(mapping)
+    page = mmap.PAGESIZE
+    for z in range(volume.shape[0]):
+        start = base + z * volume.strides[0] + row0 * volume.strides[1]
+        end = base + z * volume.strides[0] + row1 * volume.strides[1]
+        aligned = start // page * page
+        try:
+            mapping.madvise(_MADV_POPULATE_READ, aligned, end - aligned)
+        except (AttributeError, OSError, ValueError):
+            return  # an older kernel: the pages fault in as they are read
+
+
+def _address(mapping: Any) -> int:
+    return int(np.frombuffer(mapping, dtype=np.uint8, count=1).ctypes.data)
+
+
+#: Linux 5.14's madvise(MADV_POPULATE_READ): map a range's pages now.
+_MADV_POPULATE_READ = 22
 _NUMBA_NATIVE = (np.int8, np.uint8, np.int16, np.uint16, np.int32, np.float32, np.float64)
 
 
@@ -161,7 +186,7 @@ def z_weights(nz: int, z_sum: int, bin_factor: int) -> tuple[np.ndarray, np.ndar
     return weights, first
 
 
-def zfilter_bin(volume: np.ndarray, z_sum: int, bin_factor: int = 2) -> np.ndarray:
+def zfilter_bin(volume: np.ndarray, z_sum: int, bin_factor: int = 2, out: np.ndarray | None = None) -> np.ndarray:
     """Running mean over 2 * z_sum + 1 slices (nearest edges), then bin_factor^3 mean binning.
 
     Parameters
@@ -172,10 +197,12 @@ def zfilter_bin(volume: np.ndarray, z_sum: int, bin_factor: int = 2) -> np.ndarr
         Half window; the window is 2 * z_sum + 1 slices.
     bin_factor : int
         Binning in z, y and x; odd edges are cropped.
+    out : (nz // b, ny // b, nx // b) float32, optional
+        Where to write the result (e.g. one channel of the network's input); may be strided.
 
     Returns
     -------
-    (nz // b, ny // b, nx // b) float32
+    (nz // b, ny // b, nx // b) float32: ``out`` when given.
     """
     if volume.ndim != 3:
         raise ValueError(f"expected a (nz, ny, nx) volume, got shape {volume.shape}")
@@ -188,7 +215,10 @@ def zfilter_bin(volume: np.ndarray, z_sum: int, bin_factor: int = 2) -> np.ndarr
     b = bin_factor
     weights, first = z_weights(nz, z_sum, b)
     nzo = nz // b
-    out = np.empty((nzo, ny // b, nx // b), dtype=np.float32)
+    if out is None:
+        out = np.empty((nzo, ny // b, nx // b), dtype=np.float32)
+    elif out.shape != (nzo, ny // b, nx // b) or out.dtype != np.float32:
+        raise ValueError(f"out: expected float32 {(nzo, ny // b, nx // b)}, got {out.dtype} {out.shape}")
     if nzo == 0 or ny < b or nx < b:
         return out
     scale = 1.0 / (b * b * b * (2 * z_sum + 1))
@@ -203,6 +233,8 @@ def zfilter_bin(volume: np.ndarray, z_sum: int, bin_factor: int = 2) -> np.ndarr
         for y0 in range(0, rows, block):
             y1 = min(rows, y0 + block)
             if volume.dtype.isnative:
+                if mapping is not None:
+                    _populate(mapping, volume, y0 * b, y1 * b)
                 fused(volume, b, weights, first, last_plane, scale, y0, y1, out)
             else:
                 part = volume[:, y0 * b : y1 * b].astype(volume.dtype.newbyteorder("="))

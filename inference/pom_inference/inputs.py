@@ -105,6 +105,7 @@ class Prepared:
     inputs: np.ndarray  # (nz', ny', nx', C) float32
     voxel_size: float  # output voxel size (A) = input x bin factor
     seconds: float
+    input_bytes: int = 0  # of the volumes read
 
 
 def prepare(tomogram: Path, info: ModelInfo, channel_dirs: Sequence[str | os.PathLike] = (),
@@ -120,4 +121,5 @@ def prepare(tomogram: Path, info: ModelInfo, channel_dirs: Sequence[str | os.Pat
         inputs = prepare_inputs(read.volumes, info)
     except InputError as exc:
         raise InputError(f"{tomogram}: {exc}") from None
-    return Prepared(tomogram, inputs, read.voxel_size * b, time.perf_counter() - start)
+    input_bytes = sum(int(v.nbytes) for v in read.volumes.values())
+    return Prepared(tomogram, inputs, read.voxel_size * b, time.perf_counter() - start, input_bytes)

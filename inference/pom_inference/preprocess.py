@@ -45,11 +45,17 @@ def prepare_inputs(channels: Mapping[str, np.ndarray], info: ModelInfo) -> np.nd
     shape = (first.shape[0] // b, first.shape[1] // b, first.shape[2] // b, len(info.channels))
     out = np.empty(shape, dtype=np.float32)
     for j, name in enumerate(info.channels):
-        binned = zfilter_bin(channels[name], info.z_sum, b)
-        if not np.isfinite(binned).all():
+        binned = zfilter_bin(channels[name], info.z_sum, b, out=out[..., j])  # read, z-filtered, binned in one pass
+        if not _finite(binned):
             raise InputError(f"channel {name!r} contains NaN or Inf values")
-        out[..., j] = normalise_volume(binned, info.normalisation_of(name), info.normalisation_window)
+        normalise_volume(binned, info.normalisation_of(name), info.normalisation_window)  # in place
     return out
+
+
+def _finite(volume: np.ndarray) -> bool:
+    """Whether every value is finite (a few slices at a time: no mask of the volume's size)."""
+    step = max(1, (16 * 2**20) // max(1, volume[0].size))
+    return all(bool(np.isfinite(volume[z : z + step]).all()) for z in range(0, volume.shape[0], step))
 
 
 def pad_to_multiple(images: np.ndarray, multiple: int) -> tuple[np.ndarray, tuple[int, int]]:

@@ -25,11 +25,12 @@ from pom_common.errors import PomError, one_line
 from pom_common.naming import tomogram_stem
 from pom_common.workqueue import DEFAULT_STALL_SECONDS, FileClaimStore, check_lease
 
-from .arrays import SLAB, predict_slabs
+from .arrays import SLAB
 from .checks import check_channels, check_output_folder, check_outputs_are_not_inputs, select_classes
 from .eligibility import TRY, Decision, decide, fingerprint
 from .inputs import Prepared, prepare
 from .outputs import OutputWriter, in_background, make_writer
+from .predict import SlicePredictor
 from .session import Model, announce, load_model
 
 logger = logging.getLogger(__name__)
@@ -62,7 +63,7 @@ class ProcessOptions:
     poll_seconds: float | None = None  # wait between looks at claims held by others
     threads: int | None = None
     expect_channels: tuple[str, ...] | None = None  # refuse a model whose inputs differ (project runs)
-    overlap: bool | None = None  # write slab n while slab n + 1 is predicted (None: on a GPU)
+    overlap: bool | None = None  # write slab n while slab n + 1 is predicted (None: yes)
 
 
 @dataclass
@@ -77,6 +78,9 @@ class WorkerResult:
     fatal: PomError | None = None  # the worker could not start, or its state folder failed
     stopped: str = ""  # the signal that stopped it
     unreleased: list[str] = field(default_factory=list)  # claims it could not give up (they expire)
+    seconds: float = 0.0  # from the model loaded to the end of the loop
+    network_seconds: float = 0.0  # of which the network was running
+    input_bytes: int = 0  # of the tomograms (and channels) it completed
 
 
 def open_store(opts: ProcessOptions) -> FileClaimStore:
@@ -110,6 +114,7 @@ class Worker:
         self.waiting: list[Path] = []  # held by other workers: looked at again after a poll
         self.attempted: set[str] = set()  # tried once by this worker: never again in this run
         self.result = WorkerResult(name, classes, self.fingerprint)
+        self.predictor: SlicePredictor | None = None  # kept while the slice size stays (its buffers are reused)
 
     def decision(self, tomogram: Path) -> tuple[Decision, int, bool]:
         """What to do with ``tomogram`` now, the generation decided on, and whether it redoes an outcome."""
@@ -146,6 +151,7 @@ class Worker:
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pom-prefetch")
         pending: tuple[Path, Claim, Future[Prepared]] | None = None
         finished = False
+        started, busy = time.perf_counter(), self.model.busy_seconds
         try:
             while True:
                 if pending is None:
@@ -173,6 +179,8 @@ class Worker:
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
             self.result.unreleased = self.store.close()
+            self.result.seconds = time.perf_counter() - started
+            self.result.network_seconds = self.model.busy_seconds - busy
         if finished:
             for kind, since in ((OVERWRITE, self.overwrite_since), (RETRY, self.retry_since)):
                 if since is not None:
@@ -194,6 +202,7 @@ class Worker:
             record = {"fingerprint": self.fingerprint, "recipe": self.recipe, "outputs": self.writer.describe(stem)}
             self.store.record_done(claim, record)
             self.result.done.append(stem)
+            self.result.input_bytes += prepared.input_bytes
             seconds = time.perf_counter() - started
             logger.info("%s  done in %.1f s (read+preprocess %.1f s, segment %.1f s)  %s  %s", stem,
                         prepared.seconds + seconds, prepared.seconds, seconds, self.model.provider, self.name)
@@ -222,10 +231,11 @@ class Worker:
 
     def _segment(self, prepared: Prepared, claim: Claim) -> None:
         """Segment slab by slab into the writer; the outputs appear only if we still own the claim."""
-        nz, ny, nx = prepared.inputs.shape[:3]
-        batch = self.opts.batch or self.model.batch_for(ny, nx)
-        overlap = self.opts.overlap if self.opts.overlap is not None else self.model.provider == "cuda"
-        slabs = predict_slabs(self.model, prepared.inputs, tta=self.opts.tta, batch=batch, slab=SLAB)
+        nz, ny, nx, c = prepared.inputs.shape
+        predictor = self._predictor((ny, nx, c))
+        step = min(predictor.batch, SLAB)
+        overlap = self.opts.overlap if self.opts.overlap is not None else True
+
         def still_ours() -> None:  # asked before replacing a different file already in place
             if not self.store.still_owner(claim):
                 raise ClaimLost(claim.stem)
@@ -233,13 +243,23 @@ class Worker:
         with self.writer.open(claim.stem, (nz, ny, nx), prepared.voxel_size, before_replace=still_ours,
                               generation=claim.generation) as sink:
             with in_background(sink) if overlap else contextlib.nullcontext(sink) as out:
-                for z0, probabilities in slabs:
+                for z0 in range(0, nz, step):
                     if claim.lost.is_set():
                         raise ClaimLost(claim.stem)
-                    out.write(z0, probabilities)
+                    out.write(z0, predictor(prepared.inputs[z0 : z0 + step]))  # written while the next is computed
                     self.store.progress()
             if not self.store.still_owner(claim):
                 raise ClaimLost(claim.stem)
+
+    def _predictor(self, shape: tuple[int, int, int]) -> SlicePredictor:
+        """The predictor for slices of ``shape`` (reused while tomograms keep that size: no new buffers)."""
+        if self.predictor is None or self.predictor.shape != shape:
+            self.predictor = None  # free the old buffers first
+            info = self.model.info
+            batch = self.opts.batch or self.model.batch_for(shape[0], shape[1])
+            self.predictor = SlicePredictor(self.model, shape, info.size_multiple, len(info.classes), self.opts.tta,
+                                            batch, self.writer.class_index, self.writer.kind)
+        return self.predictor
 
 
 def run_worker(opts: ProcessOptions, device: int | None, name: str) -> WorkerResult:
