@@ -51,9 +51,9 @@ def main() -> int:
         predict_module.SlicePredictor.__call__ = predict
         real_segment = worker.Worker._segment
 
-        def segment(self, prepared, claim):
+        def segment(self, prepared, claim, *args):
             current["stem"] = claim.stem
-            return real_segment(self, prepared, claim)
+            return real_segment(self, prepared, claim, *args)
 
         worker.Worker._segment = segment
     if pause:

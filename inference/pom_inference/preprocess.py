@@ -6,32 +6,26 @@ the z-filter and binning of whole volumes, the channel stacking and the padding.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
 from pom_common.errors import InputError
 from pom_common.modelmeta import ModelInfo
-from pom_common.normalise import normalise_volume
+from pom_common.normalise import VOLUME, canonical, normalise_volume
 from pom_common.zfilter import zfilter_bin
 
+#: Binned slices prepared at a time when inputs are prepared progressively (see :func:`prepare_inputs`).
+PREPARE_SLICES = 16
 
-def prepare_inputs(channels: Mapping[str, np.ndarray], info: ModelInfo) -> np.ndarray:
-    """z-filter, bin and normalise each channel; stack channels last.
 
-    Parameters
-    ----------
-    channels : name -> (nz, ny, nx) volume (memory maps welcome), all the same shape.
-    info : the model's metadata (channel order, z_sum, bin factor, normalisation).
-
-    Returns
-    -------
-    (nz // b, ny // b, nx // b, C) float32
+def input_shape(channels: Mapping[str, np.ndarray], info: ModelInfo) -> tuple[int, int, int, int]:
+    """(nz // b, ny // b, nx // b, C) of the network input of ``channels``, after checking them.
 
     Raises
     ------
     InputError
-        A channel is missing, the shapes differ, or a channel holds NaN or Inf.
+        A channel is missing or the shapes differ.
     """
     missing = [name for name in info.channels if name not in channels]
     if missing:
@@ -42,13 +36,53 @@ def prepare_inputs(channels: Mapping[str, np.ndarray], info: ModelInfo) -> np.nd
             raise InputError(f"channel {name!r} has shape {channels[name].shape}, "
                              f"{info.channels[0]!r} has {first.shape}")
     b = info.bin_factor
-    shape = (first.shape[0] // b, first.shape[1] // b, first.shape[2] // b, len(info.channels))
-    out = np.empty(shape, dtype=np.float32)
-    for j, name in enumerate(info.channels):
-        binned = zfilter_bin(channels[name], info.z_sum, b, out=out[..., j])  # read, z-filtered, binned in one pass
-        if not _finite(binned):
-            raise InputError(f"channel {name!r} contains NaN or Inf values")
-        normalise_volume(binned, info.normalisation_of(name), info.normalisation_window)  # in place
+    return (first.shape[0] // b, first.shape[1] // b, first.shape[2] // b, len(info.channels))
+
+
+def prepare_inputs(channels: Mapping[str, np.ndarray], info: ModelInfo, out: np.ndarray | None = None,
+                   on_ready: Callable[[int], None] | None = None) -> np.ndarray:
+    """z-filter, bin and normalise each channel; stack channels last.
+
+    Parameters
+    ----------
+    channels : name -> (nz, ny, nx) volume (memory maps welcome), all the same shape.
+    info : the model's metadata (channel order, z_sum, bin factor, normalisation).
+    out : where to write (see Returns), e.g. allocated by the caller who waits for it.
+    on_ready : called with z1 each time binned slices 0..z1 are final (a few slices at a
+        time, so the caller can segment them while the rest is prepared). A channel
+        standardised over the whole volume (``volume``) makes every slice final only at the end.
+
+    Returns
+    -------
+    (nz // b, ny // b, nx // b, C) float32: ``out`` when given.
+
+    Raises
+    ------
+    InputError
+        A channel is missing, the shapes differ, or a channel holds NaN or Inf.
+    """
+    shape = input_shape(channels, info)
+    if out is None:
+        out = np.empty(shape, dtype=np.float32)
+    elif out.shape != shape or out.dtype != np.float32:
+        raise ValueError(f"out: expected float32 {shape}, got {out.dtype} {out.shape}")
+    hows = [canonical(info.normalisation_of(name)) for name in info.channels]
+    whole = [j for j, how in enumerate(hows) if how == VOLUME]  # need every slice before the first is final
+    for z0 in range(0, shape[0], PREPARE_SLICES):
+        z1 = min(shape[0], z0 + PREPARE_SLICES)
+        for j, name in enumerate(info.channels):
+            # read, z-filtered and binned in one pass, into the channel of the input
+            binned = zfilter_bin(channels[name], info.z_sum, info.bin_factor, out=out[..., j], z_range=(z0, z1))[z0:z1]
+            if not _finite(binned):
+                raise InputError(f"channel {name!r} contains NaN or Inf values")
+            if j not in whole:
+                normalise_volume(binned, hows[j], info.normalisation_window)  # slice by slice, in place
+        if on_ready is not None and not whole:
+            on_ready(z1)
+    for j in whole:
+        normalise_volume(out[..., j], hows[j], info.normalisation_window)
+    if on_ready is not None and whole:
+        on_ready(shape[0])
     return out
 
 

@@ -16,7 +16,7 @@ import os
 import time
 import traceback
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,9 +28,10 @@ from pom_common.workqueue import DEFAULT_STALL_SECONDS, FileClaimStore, check_le
 from .arrays import SLAB
 from .checks import check_channels, check_output_folder, check_outputs_are_not_inputs, select_classes
 from .eligibility import TRY, Decision, decide, fingerprint
-from .inputs import Prepared, prepare
+from .inputs import Prepared
 from .outputs import OutputWriter, in_background, make_writer
 from .predict import SlicePredictor
+from .prefetch import Preparation
 from .session import Model, announce, load_model
 
 logger = logging.getLogger(__name__)
@@ -149,7 +150,7 @@ class Worker:
     def run(self) -> WorkerResult:
         """Process tomograms until every one is finished (waiting for others' claims); never raises Stop."""
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pom-prefetch")
-        pending: tuple[Path, Claim, Future[Prepared]] | None = None
+        pending: tuple[Path, Claim, Preparation] | None = None
         finished = False
         started, busy = time.perf_counter(), self.model.busy_seconds
         try:
@@ -188,17 +189,19 @@ class Worker:
                         self.store.close_campaign(kind, self.fingerprint)
         return self.result
 
-    def _prefetch(self, pool: ThreadPoolExecutor, tomogram: Path) -> Future[Prepared]:
-        return pool.submit(prepare, tomogram, self.model.info, self.opts.channel_dirs, self.opts.fallback_voxel_size)
+    def _prefetch(self, pool: ThreadPoolExecutor, tomogram: Path) -> Preparation:
+        preparation = Preparation(tomogram, self.model.info, self.opts.channel_dirs, self.opts.fallback_voxel_size)
+        pool.submit(preparation.run)
+        return preparation
 
-    def _process(self, tomogram: Path, claim: Claim, future: Future[Prepared]) -> None:
+    def _process(self, tomogram: Path, claim: Claim, future: Preparation) -> None:
         """One tomogram's error boundary: done, failed (recorded), or abandoned (claim lost)."""
         stem = claim.stem
         try:
             prepared = future.result()
             self.store.progress()
             started = time.perf_counter()
-            self._segment(prepared, claim)
+            self._segment(prepared, claim, future)
             record = {"fingerprint": self.fingerprint, "recipe": self.recipe, "outputs": self.writer.describe(stem)}
             self.store.record_done(claim, record)
             self.result.done.append(stem)
@@ -229,8 +232,11 @@ class Worker:
             with contextlib.suppress(StoreError):
                 self.store.release(claim)
 
-    def _segment(self, prepared: Prepared, claim: Claim) -> None:
-        """Segment slab by slab into the writer; the outputs appear only if we still own the claim."""
+    def _segment(self, prepared: Prepared, claim: Claim, preparation: Preparation | None = None) -> None:
+        """Segment slab by slab into the writer; the outputs appear only if we still own the claim.
+
+        With ``preparation``, each slab is segmented as soon as its inputs are prepared.
+        """
         nz, ny, nx, c = prepared.inputs.shape
         predictor = self._predictor((ny, nx, c))
         step = min(predictor.batch, SLAB)
@@ -246,8 +252,12 @@ class Worker:
                 for z0 in range(0, nz, step):
                     if claim.lost.is_set():
                         raise ClaimLost(claim.stem)
+                    if preparation is not None:
+                        preparation.wait(min(nz, z0 + step))
                     out.write(z0, predictor(prepared.inputs[z0 : z0 + step]))  # written while the next is computed
                     self.store.progress()
+                if preparation is not None:
+                    preparation.wait_finished()
             if not self.store.still_owner(claim):
                 raise ClaimLost(claim.stem)
 

@@ -1,0 +1,104 @@
+"""A tomogram read and preprocessed in a background thread, usable slab by slab as it is prepared.
+
+The worker starts the next tomogram's :class:`Preparation` while it segments the current
+one, and segments the first slabs of a tomogram while its later slabs are still being
+z-filtered. Memory: the preprocessed input of at most two tomograms (this one and the next).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from pom_common.errors import InputError
+from pom_common.modelmeta import ModelInfo
+
+from .inputs import Prepared, read_inputs
+from .preprocess import input_shape, prepare_inputs
+
+
+class Preparation:
+    """One tomogram's inputs, prepared by :meth:`run` in another thread.
+
+    Wait on it with :meth:`result` (opened), :meth:`wait` (slices ready) and
+    :meth:`wait_finished`; each raises the preparation's error.
+    """
+
+    def __init__(self, tomogram: Path, info: ModelInfo, channel_dirs: Sequence[str | os.PathLike] = (),
+                 fallback_voxel_size: float | None = None) -> None:
+        self.tomogram = tomogram
+        self.info = info
+        self.channel_dirs = channel_dirs
+        self.fallback_voxel_size = fallback_voxel_size
+        self.changed = threading.Condition()
+        self.prepared: Prepared | None = None
+        self.ready = 0  # binned slices 0..ready are final
+        self.error: BaseException | None = None
+        self.finished = False
+
+    def run(self) -> None:
+        """Read, z-filter, bin and normalise; never raises (the error is given to the waiters)."""
+        start = time.perf_counter()
+        try:
+            read = read_inputs(self.tomogram, self.info.channels, self.channel_dirs, self.fallback_voxel_size,
+                               self.info.voxel_size)
+            b = self.info.bin_factor
+            first = next(iter(read.volumes.values()))
+            if min(first.shape) < b:
+                raise InputError(f"{self.tomogram}: volume {first.shape} is smaller than the bin factor {b}")
+            try:
+                shape = input_shape(read.volumes, self.info)
+            except InputError as exc:
+                raise InputError(f"{self.tomogram}: {exc}") from None
+            inputs = np.empty(shape, dtype=np.float32)
+            prepared = Prepared(self.tomogram, inputs, read.voxel_size * b, 0.0,
+                                sum(int(v.nbytes) for v in read.volumes.values()))
+            with self.changed:
+                self.prepared = prepared
+                self.changed.notify_all()
+            try:
+                prepare_inputs(read.volumes, self.info, out=inputs, on_ready=self._advance)
+            except InputError as exc:
+                raise InputError(f"{self.tomogram}: {exc}") from None
+            prepared.seconds = time.perf_counter() - start
+        except BaseException as exc:  # given to the waiting worker, which records it as this tomogram's failure
+            with self.changed:
+                self.error = exc
+                self.changed.notify_all()
+        finally:
+            with self.changed:
+                self.finished = True
+                self.changed.notify_all()
+
+    def _advance(self, ready: int) -> None:
+        with self.changed:
+            self.ready = ready
+            self.changed.notify_all()
+
+    def result(self) -> Prepared:
+        """The tomogram opened (its input array allocated, maybe not filled yet); raises its error."""
+        with self.changed:
+            self.changed.wait_for(lambda: self.prepared is not None or self.error is not None or self.finished)
+            if self.error is not None:
+                raise self.error
+            assert self.prepared is not None
+            return self.prepared
+
+    def wait(self, z1: int) -> None:
+        """Block until binned slices 0..z1 are final; raises the preparation's error."""
+        with self.changed:
+            self.changed.wait_for(lambda: self.ready >= z1 or self.error is not None or self.finished)
+            if self.error is not None:
+                raise self.error
+
+    def wait_finished(self) -> None:
+        """Block until :meth:`run` returned; raises the preparation's error."""
+        with self.changed:
+            self.changed.wait_for(lambda: self.finished)
+            if self.error is not None:
+                raise self.error
