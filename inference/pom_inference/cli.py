@@ -13,6 +13,7 @@ import json
 import math
 import sys
 import traceback
+from dataclasses import replace
 
 from pom_common.cli import OneLineParser
 from pom_common.config import parse_gpus
@@ -41,7 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder with <TS>__<Channel>.mrc inputs (default: beside each tomogram)")
     p.add_argument("--output", required=True, help="output folder for <TS>__<Class>.mrc")
     p.add_argument("--gpus", default="0", help="GPU indices, one worker each (e.g. 0,1,3), or 'cpu' (default: 0)")
-    p.add_argument("--workers", type=int, default=1, help="worker processes per GPU (or on the CPU); default 1")
+    p.add_argument("--workers", default="1",
+                   help="worker processes per GPU (or on the CPU), or 'auto' (from the cores and free GPU memory); default 1")
+    p.add_argument("--precision", choices=("fp32", "fp16", "int8", "auto"), default="fp32",
+                   help="network arithmetic, checked against fp32 on the first tomogram before use (default fp32)")
     p.add_argument("--tta", type=int, default=4, choices=(1, 2, 3, 4, 8), help="rotations (1-4) or 8 with flips")
     p.add_argument("--dtype", choices=("float32", "uint8"), default="float32")
     p.add_argument("--classes", default=None, help="comma-separated subset of the model's classes")
@@ -83,14 +87,32 @@ def cmd_process(args: argparse.Namespace) -> int:
         tta=args.tta, dtype=args.dtype, overwrite=args.overwrite, retry_failed=args.retry_failed,
         lease_seconds=_positive("--lease-seconds", args.lease_seconds),
         stall_seconds=_positive("--stall-seconds", args.stall_seconds), fallback_voxel_size=args.voxel_size,
-        batch=args.batch,
+        batch=args.batch, precision=args.precision,
     )
-    if args.workers < 1:
-        raise ConfigError(f"--workers: expected a positive integer, got {args.workers}")
-    devices = [d for d in check_gpus(_gpus(args.gpus)) for _ in range(args.workers)]
+    gpus = check_gpus(_gpus(args.gpus))
+    per_device = _workers(args.workers, gpus)
+    opts = replace(opts, workers_per_device=per_device)
+    devices = [d for d in gpus for _ in range(per_device)]
     result = process(opts, devices, verbose=args.debug)
     print("\n".join(summary(result)))
     return 0 if result.ok else 1
+
+
+def _workers(text: str, devices: list[int | None]) -> int:
+    """``--workers``: a positive integer, or ``auto``."""
+    if text.strip().lower() == "auto":
+        from .workers import workers_per_device
+
+        count = workers_per_device(devices)
+        print(f"pom-infer: --workers auto: {count} per {'GPU' if devices != [None] else 'CPU'}", file=sys.stderr)
+        return count
+    try:
+        count = int(text)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise ConfigError(f"--workers: expected a positive integer or 'auto', got {text!r}")
+    return count
 
 
 def cmd_status(args: argparse.Namespace) -> int:

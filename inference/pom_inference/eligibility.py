@@ -66,10 +66,20 @@ def file_sha256(path: str | os.PathLike) -> str:
 
 
 def fingerprint(model: str | os.PathLike, classes: tuple[str, ...], dtype: str, tta: int,
-                fallback_voxel_size: float | None) -> tuple[str, dict[str, Any]]:
-    """The fingerprint of a run's recipe, and the recipe itself (recorded with ``done``)."""
+                fallback_voxel_size: float | None, precision: str = "fp32",
+                calibration: str | None = None) -> tuple[str, dict[str, Any]]:
+    """The fingerprint of a run's recipe, and the recipe itself (recorded with ``done``).
+
+    ``precision``: of the network that ran (see :mod:`pom_inference.precision`), with the
+    tomogram an int8 network was ``calibration``-ed on; float32 leaves both out, so its
+    fingerprints are those of runs made before precisions existed.
+    """
     recipe = {"model": Path(model).name, "model_sha256": file_sha256(model), "classes": list(classes),
               "dtype": dtype, "tta": tta, "fallback_voxel_size": fallback_voxel_size}
+    if precision != "fp32":
+        recipe["precision"] = precision
+        if calibration is not None:
+            recipe["calibration"] = calibration
     text = json.dumps(recipe, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16], recipe
 
@@ -79,4 +89,5 @@ def describe(recipe: Any) -> str:
     if not isinstance(recipe, dict):
         return "an unknown recipe"
     return (f"{recipe.get('model', '?')} (sha256 {str(recipe.get('model_sha256', '?'))[:12]}), "
-            f"classes {recipe.get('classes')}, {recipe.get('dtype')}, TTA {recipe.get('tta')}")
+            f"classes {recipe.get('classes')}, {recipe.get('dtype')}, TTA {recipe.get('tta')}, "
+            f"{recipe.get('precision', 'fp32')}")

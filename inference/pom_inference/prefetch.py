@@ -102,3 +102,32 @@ class Preparation:
             self.changed.wait_for(lambda: self.finished)
             if self.error is not None:
                 raise self.error
+
+
+def sample_inputs(tomogram: Path, info: ModelInfo, channel_dirs: Sequence[str | os.PathLike] = (),
+                  fallback_voxel_size: float | None = None, count: int = 4) -> np.ndarray:
+    """The middle ``count`` binned slices of ``tomogram``, preprocessed as for segmentation ((n, ny, nx, C) float32).
+
+    Only the input slices those need are read, unless a channel is standardised over the
+    whole volume (``volume``).
+
+    Raises
+    ------
+    InputError
+        The tomogram or a channel cannot be read or is unusable.
+    """
+    read = read_inputs(tomogram, info.channels, channel_dirs, fallback_voxel_size, info.voxel_size)
+    shape = input_shape(read.volumes, info)
+    start = max(0, shape[0] // 2 - count // 2)
+    stop = min(shape[0], start + count)
+    inputs = np.empty(shape, dtype=np.float32) if _needs_whole(info) else None
+    if inputs is not None:
+        prepare_inputs(read.volumes, info, out=inputs)
+        return np.ascontiguousarray(inputs[start:stop])
+    return prepare_inputs(read.volumes, info, z_range=(start, stop))
+
+
+def _needs_whole(info: ModelInfo) -> bool:
+    from pom_common.normalise import VOLUME, canonical
+
+    return any(canonical(info.normalisation_of(name)) == VOLUME for name in info.channels)

@@ -40,7 +40,7 @@ def input_shape(channels: Mapping[str, np.ndarray], info: ModelInfo) -> tuple[in
 
 
 def prepare_inputs(channels: Mapping[str, np.ndarray], info: ModelInfo, out: np.ndarray | None = None,
-                   on_ready: Callable[[int], None] | None = None) -> np.ndarray:
+                   on_ready: Callable[[int], None] | None = None, z_range: tuple[int, int] | None = None) -> np.ndarray:
     """z-filter, bin and normalise each channel; stack channels last.
 
     Parameters
@@ -51,6 +51,8 @@ def prepare_inputs(channels: Mapping[str, np.ndarray], info: ModelInfo, out: np.
     on_ready : called with z1 each time binned slices 0..z1 are final (a few slices at a
         time, so the caller can segment them while the rest is prepared). A channel
         standardised over the whole volume (``volume``) makes every slice final only at the end.
+    z_range : (z0, z1): only binned slices z0..z1, returned as a (z1 - z0, ny, nx, C) array
+        (not with ``volume`` channels, whose statistics need every slice).
 
     Returns
     -------
@@ -62,6 +64,19 @@ def prepare_inputs(channels: Mapping[str, np.ndarray], info: ModelInfo, out: np.
         A channel is missing, the shapes differ, or a channel holds NaN or Inf.
     """
     shape = input_shape(channels, info)
+    if z_range is not None:
+        z0, z1 = max(0, z_range[0]), min(shape[0], z_range[1])
+        part = np.empty((max(0, z1 - z0), *shape[1:]), dtype=np.float32)
+        for j, name in enumerate(info.channels):
+            how = canonical(info.normalisation_of(name))
+            if how == VOLUME:
+                raise ValueError("z_range: a channel standardised over the whole volume needs every slice")
+            channel = np.empty(shape[:3], dtype=np.float32)  # only slices z0..z1 are computed (and touched)
+            binned = zfilter_bin(channels[name], info.z_sum, info.bin_factor, out=channel, z_range=(z0, z1))[z0:z1]
+            if not _finite(binned):
+                raise InputError(f"channel {name!r} contains NaN or Inf values")
+            part[..., j] = normalise_volume(binned, how, info.normalisation_window)
+        return part
     if out is None:
         out = np.empty(shape, dtype=np.float32)
     elif out.shape != shape or out.dtype != np.float32:

@@ -50,6 +50,9 @@ class Model:
     output_name: str
     device: int | None = None
     io_binding: bool = False
+    threads: int | None = None
+    precision: str = "fp32"  # of the network that runs (see pom_inference.precision)
+    backend: Any = None  # another runtime running the network instead of ``session`` (e.g. OpenVINO)
     busy_seconds: float = 0.0  # time spent inside ONNX Runtime's run (the network busy)
     _bound_outputs: bool | None = field(default=None, repr=False)  # outputs written into the caller's buffers
 
@@ -74,7 +77,7 @@ class Model:
         """
         start = time.perf_counter()
         try:
-            if self._bound_outputs and self.provider == "cpu":
+            if self._bound_outputs and self.provider == "cpu" and self.backend is None:
                 binding = self.session.io_binding()
                 batch = np.ascontiguousarray(batch, dtype=np.float32)
                 binding.bind_input(self.input_name, "cpu", 0, np.float32, batch.shape, batch.ctypes.data)
@@ -92,6 +95,8 @@ class Model:
             self.busy_seconds += time.perf_counter() - start
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
+        if self.backend is not None:
+            return self.backend.run(batch)
         if not self.io_binding:
             return self.session.run([self.output_name], {self.input_name: batch})[0]
         binding = self.session.io_binding()
@@ -103,11 +108,16 @@ class Model:
         self.session.run_with_iobinding(binding)
         return binding.copy_outputs_to_cpu()[0]
 
-    def batch_for(self, height: int, width: int) -> int:
-        """Slices per call for (height, width) images: from free GPU memory on a GPU, else the default."""
+    def batch_for(self, height: int, width: int, sharing: int = 1) -> int:
+        """Slices per call for (height, width) images: from free GPU memory on a GPU, else the default.
+
+        ``sharing``: workers on this GPU; each counts on its share of the free memory.
+        """
         if self.provider != "cuda" or self.device is None:
             return DEFAULT_BATCH
         free = nvidia.free_memory_mib(self.device)
+        if free is not None:
+            free //= max(1, sharing)
         filters = int(self.info.training.get("base_filters", 64) or 64)
         return batch_from_memory(free, height, width, filters)
 
@@ -157,7 +167,8 @@ def read_model_info(path: str | os.PathLike) -> ModelInfo:
 
 
 def load_model(path: str | os.PathLike, device: int | None = None, threads: int | None = None,
-               quiet: bool = False, io_binding: bool | None = None) -> Model:
+               quiet: bool = False, io_binding: bool | None = None, data: bytes | None = None,
+               tf32: bool = True) -> Model:
     """Open ``path`` on GPU ``device`` (ONNX Runtime's CUDA provider), or on the CPU when ``device`` is None.
 
     Parameters
@@ -167,6 +178,9 @@ def load_model(path: str | os.PathLike, device: int | None = None, threads: int 
     threads : ONNX Runtime intra-op threads (default: OMP_NUM_THREADS, else all cores).
     quiet : do not say in a log line what runs the model.
     io_binding : feed inputs and outputs through IO binding (default: on a GPU only).
+    data : the model's bytes, to run instead of the file's (a converted network); ``path``
+        then only names it in messages.
+    tf32 : let the CUDA provider use TF32 in float32 convolutions (its default); False for true float32.
 
     Raises
     ------
@@ -176,10 +190,11 @@ def load_model(path: str | os.PathLike, device: int | None = None, threads: int 
         A GPU was asked for and CUDA cannot run on it (the message says why and how to fix it).
     """
     path = Path(path)
-    try:
-        regular_file(path)
-    except OSError as exc:
-        raise ModelError(f"{path}: model: {exc.strerror or exc}") from None
+    if data is None:
+        try:
+            regular_file(path)
+        except OSError as exc:
+            raise ModelError(f"{path}: model: {exc.strerror or exc}") from None
     ort = _ort()
     options = _options(ort, threads)
     providers: list = [CPU]
@@ -187,9 +202,10 @@ def load_model(path: str | os.PathLike, device: int | None = None, threads: int 
         gpu.preload()
         if CUDA not in ort.get_available_providers():
             check_gpus([device])  # raises, naming what is missing
-        providers = [(CUDA, {"device_id": int(device)}), CPU]
+        providers = [(CUDA, cuda_options(device, tf32)), CPU]
     try:
-        session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+        session = ort.InferenceSession(data if data is not None else str(path), sess_options=options,
+                                       providers=providers)
     except Exception as exc:
         if device is not None and "CUDA" in str(exc):
             check_gpus([device])
@@ -212,10 +228,18 @@ def load_model(path: str | os.PathLike, device: int | None = None, threads: int 
     provider = "cuda" if device is not None else "cpu"
     model = Model(session=session, info=info, provider=provider, path=path, input_name=inputs[0].name,
                   output_name=outputs[0].name, device=device,
-                  io_binding=(provider == "cuda") if io_binding is None else io_binding)
+                  io_binding=(provider == "cuda") if io_binding is None else io_binding, threads=threads)
     if not quiet:
         announce(model)
     return model
+
+
+def cuda_options(device: int, tf32: bool = True) -> dict[str, Any]:
+    """ONNX Runtime CUDA provider options for GPU ``device`` (``use_tf32`` 0: true float32 convolutions)."""
+    options: dict[str, Any] = {"device_id": int(device)}
+    if not tf32:
+        options["use_tf32"] = 0
+    return options
 
 
 def announce(model: Model) -> None:

@@ -20,6 +20,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from pom_common.claims import OVERWRITE, RETRY, Claim, ClaimLost, ClaimStore, StoreError
 from pom_common.errors import PomError, one_line
 from pom_common.naming import tomogram_stem
@@ -65,6 +67,8 @@ class ProcessOptions:
     threads: int | None = None
     expect_channels: tuple[str, ...] | None = None  # refuse a model whose inputs differ (project runs)
     overlap: bool | None = None  # write slab n while slab n + 1 is predicted (None: yes)
+    precision: str = "fp32"  # fp32, fp16, int8 or auto (pom_inference.precision), checked against fp32 first
+    workers_per_device: int = 1  # workers sharing each device (they share its free memory)
 
 
 @dataclass
@@ -101,7 +105,9 @@ class Worker:
         self.writer: OutputWriter = make_writer(opts.dtype, opts.output_dir, classes, index)
         check_output_folder(opts.output_dir)
         check_outputs_are_not_inputs(opts.tomograms, model.info.channels, opts.channel_dirs, opts.output_dir, classes)
-        self.fingerprint, self.recipe = fingerprint(opts.model, classes, opts.dtype, opts.tta, opts.fallback_voxel_size)
+        calibration = tomogram_stem(Path(opts.tomograms[0])) if model.precision.startswith("int8") else None
+        self.fingerprint, self.recipe = fingerprint(opts.model, classes, opts.dtype, opts.tta, opts.fallback_voxel_size,
+                                                    model.precision, calibration)
         store = open_store(opts)
         check_lease(opts.lease_seconds, store.timestamp_granularity())
         self.store: ClaimStore = store
@@ -266,7 +272,7 @@ class Worker:
         if self.predictor is None or self.predictor.shape != shape:
             self.predictor = None  # free the old buffers first
             info = self.model.info
-            batch = self.opts.batch or self.model.batch_for(shape[0], shape[1])
+            batch = self.opts.batch or self.model.batch_for(shape[0], shape[1], self.opts.workers_per_device)
             self.predictor = SlicePredictor(self.model, shape, info.size_multiple, len(info.classes), self.opts.tta,
                                             batch, self.writer.class_index, self.writer.kind)
         return self.predictor
@@ -274,7 +280,33 @@ class Worker:
 
 def run_worker(opts: ProcessOptions, device: int | None, name: str) -> WorkerResult:
     """Load the model on ``device`` (None: the CPU) and run one worker until the work is done."""
-    model = load_model(opts.model, device=device, threads=opts.threads, quiet=True)
-    worker = Worker(opts, model, name)  # refuses a model that does not fit the options, before a word
+    model = load_model(opts.model, device=device, threads=opts.threads, quiet=True, tf32=False)
+    check_channels(model.info, opts.expect_channels, opts.model)  # a model that does not fit: refused first
+    select_classes(model.info, opts.classes, opts.model)
+    model = choose_precision(opts, model)
+    worker = Worker(opts, model, name)
     announce(model)
     return worker.run()
+
+
+def choose_precision(opts: ProcessOptions, model: Model) -> Model:
+    """The model in ``opts.precision``, if it agrees with float32 on the first tomogram (else float32), said in one line."""
+    from .precision import SAMPLE_SLICES, choose, resolve
+    from .prefetch import sample_inputs
+
+    if resolve(opts.precision, model.device) == "fp32":
+        return model
+    first = Path(opts.tomograms[0])
+    try:
+        sample = sample_inputs(first, model.info, opts.channel_dirs, opts.fallback_voxel_size, SAMPLE_SLICES)
+        from .preprocess import pad_to_multiple
+
+        sample = np.ascontiguousarray(pad_to_multiple(sample, model.info.size_multiple)[0])
+    except PomError as exc:
+        logger.warning("precision %s: cannot read a slab of %s to check it (%s); using fp32", opts.precision,
+                       first.name, exc)
+        return model
+    chosen, line = choose(model, opts.precision, sample, first.name)
+    if line:
+        (logger.info if chosen is not model else logger.warning)("%s", line)
+    return chosen
