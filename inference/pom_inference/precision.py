@@ -123,7 +123,7 @@ def resolve(requested: str, device: int | None) -> str:
 def _load_proto(model: Model) -> Any:
     import onnx
 
-    return onnx.load(str(model.path))
+    return onnx.load_from_string(model.data) if model.data is not None else onnx.load(str(model.path))
 
 
 def _with_metadata(proto: Any, source: Any) -> Any:

@@ -51,6 +51,7 @@ class Model:
     device: int | None = None
     io_binding: bool = False
     threads: int | None = None
+    data: bytes | None = field(default=None, repr=False)  # the bytes ONNX Runtime runs, when not the file's
     precision: str = "fp32"  # of the network that runs (see pom_inference.precision)
     backend: Any = None  # another runtime running the network instead of ``session`` (e.g. OpenVINO)
     busy_seconds: float = 0.0  # time spent inside ONNX Runtime's run (the network busy)
@@ -195,6 +196,36 @@ def load_model(path: str | os.PathLike, device: int | None = None, threads: int 
             regular_file(path)
         except OSError as exc:
             raise ModelError(f"{path}: model: {exc.strerror or exc}") from None
+    session = open_session(path, data, device, threads, tf32)
+    meta = session.get_modelmeta().custom_metadata_map
+    info = ModelInfo.from_json(meta.get(METADATA_KEY), str(path))
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    if len(inputs) != 1 or (isinstance(inputs[0].shape[-1], int) and inputs[0].shape[-1] != len(info.channels)):
+        raise ModelError(f"{path}: the graph's input {inputs[0].shape} does not match its metadata "
+                         f"channels {list(info.channels)}")
+    if not outputs or (isinstance(outputs[0].shape[-1], int) and outputs[0].shape[-1] != len(info.classes)):
+        shape = outputs[0].shape if outputs else None
+        raise ModelError(f"{path}: the graph's output {shape} does not match its metadata classes "
+                         f"{list(info.classes)}")
+    provider = "cuda" if device is not None else "cpu"
+    model = Model(session=session, info=info, provider=provider, path=path, input_name=inputs[0].name,
+                  output_name=outputs[0].name, device=device,
+                  io_binding=(provider == "cuda") if io_binding is None else io_binding, threads=threads, data=data)
+    if not quiet:
+        announce(model)
+    return model
+
+
+def open_session(path: Path, data: bytes | None, device: int | None, threads: int | None, tf32: bool = True) -> Any:
+    """An ONNX Runtime session of ``data`` (or of the file ``path``) on GPU ``device`` or the CPU.
+
+    Raises
+    ------
+    ModelError
+        ONNX Runtime cannot load the graph.
+    DeviceError
+        A GPU was asked for and CUDA cannot run on it.
+    """
     ort = _ort()
     options = _options(ort, threads)
     providers: list = [CPU]
@@ -215,23 +246,7 @@ def load_model(path: str | os.PathLike, device: int | None = None, threads: int 
     if device is not None and active != CUDA:  # ONNX Runtime fell back to the CPU on its own
         check_gpus([device])
         raise DeviceError(f"GPU {device}: ONNX Runtime could not start its CUDA provider (run 'pom-infer doctor')")
-    meta = session.get_modelmeta().custom_metadata_map
-    info = ModelInfo.from_json(meta.get(METADATA_KEY), str(path))
-    inputs, outputs = session.get_inputs(), session.get_outputs()
-    if len(inputs) != 1 or (isinstance(inputs[0].shape[-1], int) and inputs[0].shape[-1] != len(info.channels)):
-        raise ModelError(f"{path}: the graph's input {inputs[0].shape} does not match its metadata "
-                         f"channels {list(info.channels)}")
-    if not outputs or (isinstance(outputs[0].shape[-1], int) and outputs[0].shape[-1] != len(info.classes)):
-        shape = outputs[0].shape if outputs else None
-        raise ModelError(f"{path}: the graph's output {shape} does not match its metadata classes "
-                         f"{list(info.classes)}")
-    provider = "cuda" if device is not None else "cpu"
-    model = Model(session=session, info=info, provider=provider, path=path, input_name=inputs[0].name,
-                  output_name=outputs[0].name, device=device,
-                  io_binding=(provider == "cuda") if io_binding is None else io_binding, threads=threads)
-    if not quiet:
-        announce(model)
-    return model
+    return session
 
 
 def cuda_options(device: int, tf32: bool = True) -> dict[str, Any]:

@@ -35,6 +35,7 @@ from .outputs import OutputWriter, in_background, make_writer
 from .predict import SlicePredictor
 from .prefetch import Preparation
 from .session import Model, announce, load_model
+from .wrapper import GraphPredictor
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +70,7 @@ class ProcessOptions:
     overlap: bool | None = None  # write slab n while slab n + 1 is predicted (None: yes)
     precision: str = "fp32"  # fp32, fp16, int8 or auto (pom_inference.precision), checked against fp32 first
     workers_per_device: int = 1  # workers sharing each device (they share its free memory)
+    tta_graph: bool | None = None  # TTA and post-processing in an ONNX graph around the network (None: on a GPU)
 
 
 @dataclass
@@ -121,7 +123,7 @@ class Worker:
         self.waiting: list[Path] = []  # held by other workers: looked at again after a poll
         self.attempted: set[str] = set()  # tried once by this worker: never again in this run
         self.result = WorkerResult(name, classes, self.fingerprint)
-        self.predictor: SlicePredictor | None = None  # kept while the slice size stays (its buffers are reused)
+        self.predictor: SlicePredictor | GraphPredictor | None = None  # kept while the slice size stays
 
     def decision(self, tomogram: Path) -> tuple[Decision, int, bool]:
         """What to do with ``tomogram`` now, the generation decided on, and whether it redoes an outcome."""
@@ -267,14 +269,23 @@ class Worker:
             if not self.store.still_owner(claim):
                 raise ClaimLost(claim.stem)
 
-    def _predictor(self, shape: tuple[int, int, int]) -> SlicePredictor:
-        """The predictor for slices of ``shape`` (reused while tomograms keep that size: no new buffers)."""
+    def _predictor(self, shape: tuple[int, int, int]) -> SlicePredictor | GraphPredictor:
+        """The predictor for slices of ``shape`` (reused while tomograms keep that size: no new buffers).
+
+        On a GPU the TTA runs in the wrapper graph beside the network (only the final planes
+        come back); on the CPU the kernels of :mod:`pom_inference.tta` are faster.
+        """
         if self.predictor is None or self.predictor.shape != shape:
             self.predictor = None  # free the old buffers first
             info = self.model.info
             batch = self.opts.batch or self.model.batch_for(shape[0], shape[1], self.opts.workers_per_device)
-            self.predictor = SlicePredictor(self.model, shape, info.size_multiple, len(info.classes), self.opts.tta,
-                                            batch, self.writer.class_index, self.writer.kind)
+            graph = self.opts.tta_graph if self.opts.tta_graph is not None else self.model.provider == "cuda"
+            if graph and self.model.backend is None:
+                self.predictor = GraphPredictor(self.model, shape, self.opts.tta, batch, self.writer.class_index,
+                                                self.writer.kind)
+            else:
+                self.predictor = SlicePredictor(self.model, shape, info.size_multiple, len(info.classes),
+                                                self.opts.tta, batch, self.writer.class_index, self.writer.kind)
         return self.predictor
 
 
