@@ -27,6 +27,9 @@ logger = logging.getLogger(__name__)
 
 CUDA = gpu.CUDA
 CPU = "CPUExecutionProvider"
+#: Most pixels per call on the CPU (8 slices of 512 x 512; 2 of 1024 x 1024): ONNX Runtime's
+#: working memory grows with them, its speed does not.
+CPU_BATCH_PIXELS = 8 * 512 * 512
 #: Most slices per call on a GPU, whatever its memory.
 MAX_GPU_BATCH = 64
 #: Bytes of activations per input pixel per base filter of the U-Net, with room to spare
@@ -114,8 +117,8 @@ class Model:
 
         ``sharing``: workers on this GPU; each counts on its share of the free memory.
         """
-        if self.provider != "cuda" or self.device is None:
-            return DEFAULT_BATCH
+        if self.provider != "cuda" or self.device is None:  # the network's working memory grows with the pixels
+            return int(max(1, min(DEFAULT_BATCH, CPU_BATCH_PIXELS // max(1, height * width))))
         free = nvidia.free_memory_mib(self.device)
         if free is not None:
             free //= max(1, sharing)
