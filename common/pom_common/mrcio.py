@@ -199,8 +199,10 @@ class SlabFile:
     statistics are the bits mrcfile would compute from the whole array.
     """
 
-    def __init__(self, fd: int, offset: int, shape: tuple[int, int, int], dtype: np.dtype) -> None:
+    def __init__(self, fd: int, offset: int, shape: tuple[int, int, int], dtype: np.dtype,
+                 reserve_path: str | os.PathLike | None = None) -> None:
         self.fd = fd
+        self.reserve_path = reserve_path  # space to reserve before the first write (in the writing thread)
         self.offset = offset
         self.shape = shape
         self.dtype = np.dtype(dtype)
@@ -215,6 +217,9 @@ class SlabFile:
 
     def write(self, z0: int, block: np.ndarray) -> None:
         """Store ``block`` (n, ny, nx) at slices z0..z0 + n (cast to the file's dtype if needed)."""
+        if self.reserve_path is not None:
+            reserve(self.reserve_path)  # a full disk fails here, before any data is written
+            self.reserve_path = None
         block = np.ascontiguousarray(block, dtype=self.dtype)
         if block.ndim != 3 or block.shape[1:] != self.shape[1:] or not 0 <= z0 <= self.shape[0] - len(block):
             raise ValueError(f"slab {block.shape} at z {z0} does not fit a volume of {self.shape}")
@@ -311,12 +316,12 @@ def new_volume(path: str | os.PathLike, shape: tuple[int, int, int], dtype: npt.
         # mrcfile writes the header (the same bytes as for a whole array); the data go through pwrite.
         mrc = mrcfile.new_mmap(tmp, shape=shape, mrc_mode=mode, overwrite=True)
         try:
-            reserve(tmp)  # a full disk fails here, not half-way through the data
             mrc.voxel_size = float(voxel_size)
             _label(mrc)
             fd = os.open(tmp, os.O_RDWR)
             try:
-                volume = SlabFile(fd, 1024 + int(mrc.header.nsymbt), shape, stored)
+                # the space is reserved by the first write: on the writer's thread, not the caller's
+                volume = SlabFile(fd, 1024 + int(mrc.header.nsymbt), shape, stored, reserve_path=tmp)
                 yield volume
                 header = mrc.header
                 header.dmin, header.dmax, header.dmean, header.rms = volume.header_stats()

@@ -16,7 +16,7 @@ from pom_common.normalise import VOLUME, canonical, normalise_volume
 from pom_common.zfilter import zfilter_bin
 
 #: Binned slices prepared at a time when inputs are prepared progressively (see :func:`prepare_inputs`).
-PREPARE_SLICES = 16
+PREPARE_SLICES = 32
 
 
 def input_shape(channels: Mapping[str, np.ndarray], info: ModelInfo) -> tuple[int, int, int, int]:
