@@ -293,17 +293,17 @@ def test_disk_full_is_a_recorded_failure(case, monkeypatch, capsys):
     out = tmp / "full"
     mounted = _tmpfs(out, "1600k")
     try:
-        if not mounted:  # no tmpfs here: the allocation fails as it would on a full disk
+        if not mounted:  # no tmpfs here: the writes fail as they would on a full disk
             calls = Counter()
-            real = os.posix_fallocate
+            real = os.pwrite
 
-            def fallocate(fd, offset, length):
+            def pwrite(fd, data, offset):
                 calls["n"] += 1
                 if calls["n"] > 4:
                     raise OSError(errno.ENOSPC, "No space left on device")
-                return real(fd, offset, length)
+                return real(fd, data, offset)
 
-            monkeypatch.setattr(os, "posix_fallocate", fallocate)
+            monkeypatch.setattr(os, "pwrite", pwrite)
         code = infer_main(_args(tmp, model, "full"))
         captured = capsys.readouterr()
         assert code == 1 and "Traceback" not in captured.err

@@ -7,7 +7,6 @@ atomic (temporary file in the same folder, then os.replace).
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import os
 import warnings
@@ -199,10 +198,8 @@ class SlabFile:
     statistics are the bits mrcfile would compute from the whole array.
     """
 
-    def __init__(self, fd: int, offset: int, shape: tuple[int, int, int], dtype: np.dtype,
-                 reserve_path: str | os.PathLike | None = None) -> None:
+    def __init__(self, fd: int, offset: int, shape: tuple[int, int, int], dtype: np.dtype) -> None:
         self.fd = fd
-        self.reserve_path = reserve_path  # space to reserve before the first write (in the writing thread)
         self.offset = offset
         self.shape = shape
         self.dtype = np.dtype(dtype)
@@ -217,9 +214,6 @@ class SlabFile:
 
     def write(self, z0: int, block: np.ndarray) -> None:
         """Store ``block`` (n, ny, nx) at slices z0..z0 + n (cast to the file's dtype if needed)."""
-        if self.reserve_path is not None:
-            reserve(self.reserve_path)  # a full disk fails here, before any data is written
-            self.reserve_path = None
         block = np.ascontiguousarray(block, dtype=self.dtype)
         if block.ndim != 3 or block.shape[1:] != self.shape[1:] or not 0 <= z0 <= self.shape[0] - len(block):
             raise ValueError(f"slab {block.shape} at z {z0} does not fit a volume of {self.shape}")
@@ -320,8 +314,9 @@ def new_volume(path: str | os.PathLike, shape: tuple[int, int, int], dtype: npt.
             _label(mrc)
             fd = os.open(tmp, os.O_RDWR)
             try:
-                # the space is reserved by the first write: on the writer's thread, not the caller's
-                volume = SlabFile(fd, 1024 + int(mrc.header.nsymbt), shape, stored, reserve_path=tmp)
+                # pwrite, not the memory map: a full disk is an error (ENOSPC) here, not a SIGBUS;
+                # no fallocate either (on tmpfs it zeroes every page, on NFSv3 glibc writes every block)
+                volume = SlabFile(fd, 1024 + int(mrc.header.nsymbt), shape, stored)
                 yield volume
                 header = mrc.header
                 header.dmin, header.dmax, header.dmean, header.rms = volume.header_stats()
@@ -330,26 +325,6 @@ def new_volume(path: str | os.PathLike, shape: tuple[int, int, int], dtype: npt.
         finally:
             mrc.close()
         _fsync(tmp)
-
-
-def reserve(path: str | os.PathLike) -> None:
-    """Allocate every block of ``path`` now (posix_fallocate), so writes through a memory map cannot fail.
-
-    Raises
-    ------
-    OSError
-        ENOSPC when the filesystem cannot hold the file.
-    """
-    fd = os.open(path, os.O_RDWR)
-    try:
-        size = os.fstat(fd).st_size
-        try:
-            os.posix_fallocate(fd, 0, size)
-        except OSError as exc:
-            if exc.errno not in (errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL):
-                raise
-    finally:
-        os.close(fd)
 
 
 def expected_size(path: str | os.PathLike) -> int:
