@@ -27,7 +27,6 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -254,23 +253,3 @@ def describe(gate: Gate) -> str:
     if gate.mean_abs is not None:
         parts.append(f"mean |dp| <= {gate.mean_abs:g}")
     return ", ".join(parts)
-
-
-def sample_slices(inputs: np.ndarray, count: int = SAMPLE_SLICES) -> np.ndarray:
-    """The middle ``count`` slices of a prepared (nz, ny, nx, C) input, padded to nothing (as they are)."""
-    mid = len(inputs) // 2
-    start = max(0, mid - count // 2)
-    return np.ascontiguousarray(inputs[start : start + count])
-
-
-def pad_for(model: Model, slices: np.ndarray) -> np.ndarray:
-    """``slices`` padded to the network's size multiple (as the predictor pads them)."""
-    from .preprocess import pad_to_multiple
-
-    return np.ascontiguousarray(pad_to_multiple(slices, model.info.size_multiple)[0])
-
-
-def check_names(requested: Sequence[str]) -> None:
-    """Refuse unknown precision names (ConfigError)."""
-    for name in requested:
-        resolve(name, None)
