@@ -250,13 +250,13 @@ def test_an_input_changed_while_it_is_segmented_publishes_nothing(tmp_path, monk
     model = make_onnx_model(tmp_path / "m.onnx")
     paths = make_tomograms(tmp_path / "t", 1, shape=SHAPE)
     _backdate(*paths)
-    real = worker_module.predict_slabs
+    real = worker_module.Worker._predictor
 
-    def touched(*args, **kwargs):  # the reconstruction program writes again mid-way
+    def touched(self, shape):  # the reconstruction program writes again mid-way
         os.utime(paths[0], (time.time(), time.time()))
-        yield from real(*args, **kwargs)
+        return real(self, shape)
 
-    monkeypatch.setattr(worker_module, "predict_slabs", touched)
+    monkeypatch.setattr(worker_module.Worker, "_predictor", touched)
     assert _process(model, tmp_path / "t", tmp_path / "o") == 1
     assert "changed while it was being segmented" in capsys.readouterr().out
     assert list((tmp_path / "o").glob("*.mrc")) == [] and list((tmp_path / "o").glob(".*.tmp-*")) == []
@@ -390,10 +390,10 @@ def test_a_full_disk_names_the_output_file(tmp_path, monkeypatch, capsys):
     model = make_onnx_model(tmp_path / "m.onnx")
     _backdate(*make_tomograms(tmp_path / "t", 1, shape=SHAPE))
 
-    def full(fd, offset, length):
+    def full(fd, data, offset):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(os, "posix_fallocate", full)
+    monkeypatch.setattr(os, "pwrite", full)
     assert _process(model, tmp_path / "t", tmp_path / "o") == 1
     line = next(x for x in capsys.readouterr().out.splitlines() if "FAILED" in x)
     assert "No space left on device" in line and str(tmp_path / "o") in line and "TS_000__Void.mrc" in line
