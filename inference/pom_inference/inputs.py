@@ -239,6 +239,7 @@ class Prepared:
     seconds: float
     files: dict[str, Path] = field(default_factory=dict)  # channel -> file read
     identity: Identity = field(default_factory=dict)  # of those files, before they were read
+    input_bytes: int = 0  # of the volumes read
 
 
 def prepare(tomogram: Path, info: ModelInfo, channel_dirs: Sequence[str | os.PathLike] = (),
@@ -268,7 +269,8 @@ def prepare(tomogram: Path, info: ModelInfo, channel_dirs: Sequence[str | os.Pat
         raise InputError(f"{tomogram}: volume {shape} is smaller than the bin factor {b}")
     scales = channel_scales(read.volumes, info, {c: str(p) for c, p in read.files.items()})
     try:
-        inputs = prepare_inputs(read.volumes, info, scales)
+        inputs = prepare_inputs(read.volumes, info, scales=scales)
     except InputError as exc:
         raise InputError(f"{tomogram}: {exc}") from None
-    return Prepared(tomogram, inputs, read.voxel_size * b, time.perf_counter() - start, read.files, before)
+    input_bytes = sum(int(v.nbytes) for v in read.volumes.values())
+    return Prepared(tomogram, inputs, read.voxel_size * b, time.perf_counter() - start, read.files, before, input_bytes)
