@@ -78,18 +78,31 @@ def test_many_exports_in_one_process(tmp_path):
     assert again.read_bytes() == first[1]
 
 
-def test_layers_it_cannot_export_are_named(tmp_path):
-    """A layer type the converter does not know fails the export in one line naming it; nothing is written."""
+def test_a_layer_the_writer_does_not_know_goes_to_tf2onnx(tmp_path, caplog):
+    """Dropout and LeakyReLU are not our U-Net's: tf2onnx converts that network, said in one line, and checked."""
+    import logging
+
     import keras
 
-    inputs = keras.Input((None, None, 1), name="input")
-    outputs = keras.layers.Conv2D(1, 3, padding="same", activation="sigmoid")(keras.layers.Dropout(0.1)(inputs))
-    model = keras.Model(inputs, outputs)
-    with pytest.raises(errors.ExportError, match="Dropout layers cannot be exported"):
-        exporter.export_onnx(model, tmp_path / "m.onnx", _info(1, 1, 2))
-    assert list(tmp_path.iterdir()) == []
+    keras.utils.set_random_seed(3)
+    inputs = keras.Input((None, None, 2), name="input")
+    x = keras.layers.LeakyReLU(negative_slope=0.2)(keras.layers.Conv2D(4, 3, padding="same")(keras.layers.Dropout(0.1)(inputs)))
+    model = keras.Model(inputs, keras.layers.Conv2D(1, 1, activation="sigmoid")(x))
+    with pytest.raises(errors.UnknownLayer, match="the writer does not know Dropout layers"):
+        convert.convert(model)
+    with caplog.at_level(logging.INFO, logger="pom_training.export.exporter"):
+        path = exporter.export_onnx(model, tmp_path / "m.onnx", _info(2, 1, 2))  # checks parity
+    said = [r.getMessage() for r in caplog.records if "tf2onnx" in r.getMessage()]
+    assert len(said) == 1 and "m.onnx" in said[0] and "Dropout" in said[0], said
+    x = np.random.default_rng(1).standard_normal((2, 12, 20, 2)).astype(np.float32)
+    got, expected = _run_onnx(path, x), np.asarray(model(x, training=False))
+    assert got.shape == expected.shape == (2, 12, 20, 1) and np.max(np.abs(got - expected)) < parity.PARITY_TOLERANCE
+    assert [t.name for t in tmp_path.iterdir()] == ["m.onnx"]  # no temporary left
+    from pom_inference.session import load_model
+
+    assert load_model(path, quiet=True).info.channels == ("Density", "ch1")
     strided = keras.Model(inputs, keras.layers.Conv2D(1, 3, strides=2, padding="same")(inputs))
-    with pytest.raises(errors.ExportError, match="'same' padding with strides"):
+    with pytest.raises(errors.UnknownLayer, match="'same' padding with strides"):
         convert.convert(strided)
 
 
@@ -132,7 +145,11 @@ def _copy(project, tmp_path):
 def test_pom_export_recreates_the_same_onnx(initialised, tmp_path, capsys):
     project = _copy(initialised, tmp_path)
     models = project / "models" / "phase1"
+    capsys.readouterr()
     assert pom_main(["--project", str(project), "single", "train", "-o", "Vesicle"]) == 0
+    said = capsys.readouterr().err.splitlines()  # what the export does, said as it starts and as it ends
+    assert len([line for line in said if "exporting" in line and "Vesicle.onnx" in line and "weights" in line]) == 1
+    assert len([line for line in said if "wrote" in line and "Vesicle.onnx" in line and "agree" in line]) == 1
     trained = (models / "Vesicle.onnx").read_bytes()
     meta = json.loads((models / "Vesicle.metadata.json").read_text())
     assert meta["classes"] == ["Vesicle"] and len(meta["training"]["losses"]) == 2

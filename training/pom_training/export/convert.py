@@ -10,8 +10,9 @@ and a few seconds (docs/benchmarks.md), and the same network gives the same byte
 construction: names are positions, nodes come in the network's own order.
 
 A layer of any other type, or an option of these layers the U-Net does not use (strides
-with "same" padding, a channels-first layer), is refused naming the layer; the export
-check (:mod:`.parity`) compares every export with Keras anyway.
+with "same" padding, a channels-first layer), raises :class:`.errors.UnknownLayer` naming the
+layer, and the exporter converts that network with tf2onnx instead (:mod:`.fallback`); the
+export check (:mod:`.parity`) compares every export with Keras anyway.
 
 :func:`write_onnx` writes the file one weight at a time (the graph's protobuf encoding with
 its weights appended to it, :func:`_stream`), so the export holds no second copy of the
@@ -32,7 +33,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from pom_common.constants import ONNX_OPSET
 
-from .errors import ExportError
+from .errors import ExportError, UnknownLayer
 
 #: Names of the exported graph's input and output.
 INPUT_NAME, OUTPUT_NAME = "input", "output"
@@ -120,11 +121,11 @@ def _skeleton(model: keras.Model, opset: int) -> tuple[onnx.ModelProto, _Graph]:
     names: dict[int, str] = {id(model.inputs[0]): graph.node("Transpose", [INPUT_NAME], perm=[0, 3, 1, 2])}
     for layer, inputs, outputs in _calls(model):
         if len(outputs) != 1:
-            raise ExportError(f"layer {layer.name!r} ({type(layer).__name__}): {len(outputs)} outputs; expected 1")
+            raise UnknownLayer(f"layer {layer.name!r} ({type(layer).__name__}): {len(outputs)} outputs; expected 1")
         try:
             sources = [names[id(t)] for t in inputs]
         except KeyError:
-            raise ExportError(f"layer {layer.name!r}: an input that no earlier layer produces") from None
+            raise UnknownLayer(f"layer {layer.name!r}: an input that no earlier layer produces") from None
         names[id(outputs[0])] = _layer(graph, layer, sources)
     graph.node("Transpose", [names[id(model.outputs[0])]], OUTPUT_NAME, perm=[0, 2, 3, 1])
     n_in, n_out = int(model.input_shape[-1]), int(model.output_shape[-1])
@@ -196,7 +197,7 @@ def _layer(graph: _Graph, layer: Any, inputs: list[str]) -> str:
     if kind == "InputLayer":
         return inputs[0]
     if getattr(layer, "data_format", "channels_last") != "channels_last":
-        raise ExportError(f"layer {layer.name!r} ({kind}): data_format {layer.data_format}; expected channels_last")
+        raise UnknownLayer(f"layer {layer.name!r} ({kind}): data_format {layer.data_format}; expected channels_last")
     if kind == "Conv2D":
         return _activation(graph, layer, _conv(graph, layer, inputs[0]))
     if kind == "Conv2DTranspose":
@@ -205,19 +206,19 @@ def _layer(graph: _Graph, layer: Any, inputs: list[str]) -> str:
         return _batch_norm(graph, layer, inputs[0])
     if kind == "MaxPooling2D":
         if layer.padding != "valid":
-            raise ExportError(f"layer {layer.name!r} (MaxPooling2D): padding {layer.padding!r}; expected 'valid'")
+            raise UnknownLayer(f"layer {layer.name!r} (MaxPooling2D): padding {layer.padding!r}; expected 'valid'")
         return graph.node("MaxPool", inputs, kernel_shape=list(layer.pool_size), strides=list(layer.strides))
     if kind == "Concatenate":
         return graph.node("Concat", inputs, axis=_axis(layer, layer.axis))
     if kind == "Activation":
         return _activation(graph, layer, inputs[0])
-    raise ExportError(f"layer {layer.name!r}: {kind} layers cannot be exported (known: Conv2D, Conv2DTranspose, "
+    raise UnknownLayer(f"layer {layer.name!r}: the writer does not know {kind} layers (it knows Conv2D, Conv2DTranspose, "
                       "BatchNormalization, MaxPooling2D, Concatenate, Activation)")
 
 
 def _axis(layer: Any, axis: int) -> int:
     if axis not in NHWC_TO_NCHW:
-        raise ExportError(f"layer {layer.name!r}: axis {axis} of a 4-D tensor")
+        raise UnknownLayer(f"layer {layer.name!r}: axis {axis} of a 4-D tensor")
     return NHWC_TO_NCHW[axis]
 
 
@@ -227,13 +228,13 @@ def _conv(graph: _Graph, layer: Any, x: str) -> str:
     strides, dilations = list(layer.strides), list(layer.dilation_rate)
     if layer.padding == "same":
         if strides != [1, 1]:
-            raise ExportError(f"layer {layer.name!r} (Conv2D): 'same' padding with strides {strides}; expected 1")
+            raise UnknownLayer(f"layer {layer.name!r} (Conv2D): 'same' padding with strides {strides}; expected 1")
         total = [(kh - 1) * dilations[0], (kw - 1) * dilations[1]]
         pads = [total[0] // 2, total[1] // 2, total[0] - total[0] // 2, total[1] - total[1] // 2]  # TF: extra at the end
     elif layer.padding == "valid":
         pads = [0, 0, 0, 0]
     else:
-        raise ExportError(f"layer {layer.name!r} (Conv2D): padding {layer.padding!r}")
+        raise UnknownLayer(f"layer {layer.name!r} (Conv2D): padding {layer.padding!r}")
     inputs = [x, graph.weight(lambda: layer.kernel.numpy().transpose(3, 2, 0, 1))]
     if layer.use_bias:
         inputs.append(graph.weight(lambda: layer.bias.numpy()))
@@ -246,12 +247,12 @@ def _conv_transpose(graph: _Graph, layer: Any, x: str) -> str:
     kh, kw = layer.kernel.shape[:2]  # kernel (kh, kw, out, in)
     strides = list(layer.strides)
     if list(layer.dilation_rate) != [1, 1] or getattr(layer, "output_padding", None) is not None:
-        raise ExportError(f"layer {layer.name!r} (Conv2DTranspose): dilation or output_padding set")
+        raise UnknownLayer(f"layer {layer.name!r} (Conv2DTranspose): dilation or output_padding set")
     if layer.padding == "same" and [kh, kw] != strides:
-        raise ExportError(f"layer {layer.name!r} (Conv2DTranspose): 'same' padding with kernel {[kh, kw]} and "
+        raise UnknownLayer(f"layer {layer.name!r} (Conv2DTranspose): 'same' padding with kernel {[kh, kw]} and "
                           f"strides {strides}; expected kernel == strides")
     if layer.padding not in ("same", "valid"):
-        raise ExportError(f"layer {layer.name!r} (Conv2DTranspose): padding {layer.padding!r}")
+        raise UnknownLayer(f"layer {layer.name!r} (Conv2DTranspose): padding {layer.padding!r}")
     inputs = [x, graph.weight(lambda: layer.kernel.numpy().transpose(3, 2, 0, 1))]
     if layer.use_bias:
         inputs.append(graph.weight(lambda: layer.bias.numpy()))
@@ -261,7 +262,7 @@ def _conv_transpose(graph: _Graph, layer: Any, x: str) -> str:
 def _batch_norm(graph: _Graph, layer: Any, x: str) -> str:
     """BatchNormalization at inference: x * scale + shift per channel, folded in float64."""
     if _axis(layer, layer.axis if isinstance(layer.axis, int) else -99) != 1:
-        raise ExportError(f"layer {layer.name!r} (BatchNormalization): axis {layer.axis}; expected the channels")
+        raise UnknownLayer(f"layer {layer.name!r} (BatchNormalization): axis {layer.axis}; expected the channels")
     scaled = graph.node("Mul", [x, graph.weight(lambda: _folded(layer)[0])])
     return graph.node("Add", [scaled, graph.weight(lambda: _folded(layer)[1])])
 
@@ -279,7 +280,7 @@ def _folded(layer: Any) -> tuple[np.ndarray, np.ndarray]:
 def _activation(graph: _Graph, layer: Any, x: str) -> str:
     name = getattr(layer.activation, "__name__", str(layer.activation))
     if name not in ACTIVATIONS:
-        raise ExportError(f"layer {layer.name!r}: activation {name!r} cannot be exported (known: {sorted(ACTIVATIONS)})")
+        raise UnknownLayer(f"layer {layer.name!r}: the writer does not know activation {name!r} (it knows {sorted(ACTIVATIONS)})")
     op = ACTIVATIONS[name]
     if op is None:
         return x

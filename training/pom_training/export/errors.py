@@ -12,3 +12,10 @@ class ExportError(ModelError):
     """
 
     exit_code = 1
+
+
+class UnknownLayer(ExportError):
+    """A layer, or an option of one, that the layer-by-layer writer (:mod:`.convert`) does not know.
+
+    The exporter then converts the network with tf2onnx (:mod:`.fallback`) instead.
+    """

@@ -4,7 +4,8 @@ The export is deterministic: the same weights and metadata give the same ONNX by
 fresh process or after other exports (so ``pom export`` reproduces the file training wrote):
 :mod:`.convert` names everything by position. It holds about twice the network's weights at
 once (the graph, then its bytes; then the file as ONNX Runtime loads it for the check), and
-says in one line what it exports.
+says in one line what it exports. A network with a layer that :mod:`.convert` does not know
+is converted by tf2onnx (:mod:`.fallback`), said in one line.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from pom_common.netunit import UNIT_KEY, new_unit
 
 from ..fitting.checkpoints import save_keras
 from .convert import parameter_count, write_onnx
-from .errors import ExportError
+from .errors import ExportError, UnknownLayer
+from .fallback import convert_tf2onnx
 from .metadata import read_metadata, write_metadata
 from .parity import check_parity
 
@@ -67,7 +69,11 @@ def export_onnx(model: keras.Model, path: str | Path, info: ModelInfo | str, ops
     count = parameter_count(model)
     logger.info("exporting %s: %s weights (%.1f MB), then checking it against Keras", path, f"{count:,}", count * 4 / 1e6)
     with atomic_path(path) as tmp:  # checked where it is written, then renamed; removed when the check fails
-        write_onnx(model, tmp, {METADATA_KEY: text}, opset)
+        try:
+            write_onnx(model, tmp, {METADATA_KEY: text}, opset)
+        except UnknownLayer as exc:
+            logger.info("%s: %s; exporting it with tf2onnx instead (several times the memory)", path, exc)
+            _write_tf2onnx(model, Path(tmp), path, text, opset)
         try:
             onnx.checker.check_model(str(tmp))
         except onnx.checker.ValidationError as exc:
@@ -76,6 +82,17 @@ def export_onnx(model: keras.Model, path: str | Path, info: ModelInfo | str, ops
     logger.info("wrote %s (%.1f MB) in %.1f s; ONNX Runtime and Keras agree to %.1g", path, path.stat().st_size / 1e6,
                 time.perf_counter() - start, diff)
     return path
+
+
+def _write_tf2onnx(model: keras.Model, tmp: Path, path: Path, text: str, opset: int) -> None:
+    """Convert ``model`` with tf2onnx (:mod:`.fallback`); write it to ``tmp`` (for ``path``) with the metadata ``text``."""
+    try:
+        proto = convert_tf2onnx(model, opset)
+    except Exception as exc:  # tf2onnx raises anything from ValueError to KeyError
+        raise ExportError(f"{path}: tf2onnx could not convert the network ({type(exc).__name__}: {one_line(exc)})") from None
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, text
+    tmp.write_bytes(proto.SerializeToString(deterministic=True))
 
 
 def export_saved(keras_path: str | Path, onnx_path: str | Path, opset: int = ONNX_OPSET) -> Path:
