@@ -25,7 +25,8 @@ BROKEN_PIPE = 141
 
 
 #: ``--dtype`` of both programs.
-DTYPE_HELP = "output values: float32 probabilities 0..1 (default), or uint8 0..255 (smaller files)"
+DTYPE_HELP = ("output values: float32 probabilities 0..1 (default), or uint8: one byte per voxel, 0..127 "
+              "(MRC mode 0, signed bytes as IMOD marks them; as Pom 1.2 and easymode write them)")
 
 
 class Extra(NamedTuple):

@@ -36,6 +36,8 @@ READABLE_DTYPES = (np.int8, np.int16, np.float32, np.uint16, np.float16, np.uint
 #: ``imodFlags`` word after it says the bytes of a mode 0 file are signed. IMOD (newstack
 #: -mode 0, trimvol, tilt) writes unsigned bytes with that bit clear.
 IMOD_STAMP = 1146047817
+#: Where ``imodStamp`` is (``imodFlags`` follows it), and where mrcfile's ``extra2`` field that holds them begins.
+IMOD_STAMP_OFFSET, EXTRA2_OFFSET = 152, 112
 IMOD_SIGNED_BYTES = 1
 
 
@@ -385,6 +387,11 @@ LABEL = b"Created by pom-onnx"
 def _label(mrc: Any) -> None:
     mrc.header.label[0] = LABEL
     mrc.header.nlabl = 1
+    if int(mrc.header.mode) == 0:  # signed bytes, said as IMOD says it (IMOD would read them as unsigned otherwise)
+        extra = bytearray(bytes(mrc.header.extra2))
+        start = IMOD_STAMP_OFFSET - EXTRA2_OFFSET
+        extra[start:start + 8] = np.array([IMOD_STAMP, IMOD_SIGNED_BYTES], dtype=mrc.header.dtype["nx"]).tobytes()
+        mrc.header.extra2 = bytes(extra)
 
 
 def _fsync(path: Path) -> None:

@@ -167,6 +167,11 @@ def file_sha256(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+#: What ``--dtype uint8`` outputs hold, in their recipe: uint8 outputs written before (0..255 as
+#: MRC mode 6) have no such entry, so they are never taken for these. float32 recipes have none.
+UINT8_FORMAT = "MRC mode 0, signed bytes 0..127 (IMOD flag)"
+
+
 def fingerprint(model: str | os.PathLike, classes: tuple[str, ...], dtype: str, tta: int,
                 fallback_voxel_size: float | None, precision: str = "fp32",
                 calibration: str | None = None, model_sha256: str | None = None) -> tuple[str, dict[str, Any]]:
@@ -180,6 +185,8 @@ def fingerprint(model: str | os.PathLike, classes: tuple[str, ...], dtype: str, 
     """
     recipe = {"model": Path(model).name, "model_sha256": model_sha256 or file_sha256(model), "classes": list(classes),
               "dtype": dtype, "tta": tta, "fallback_voxel_size": fallback_voxel_size}
+    if dtype == "uint8":
+        recipe["format"] = UINT8_FORMAT
     if precision != "fp32":
         recipe["precision"] = precision
         if calibration is not None:

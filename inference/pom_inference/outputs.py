@@ -2,7 +2,7 @@
 
 A writer owns its file names, temporary names and renames. :class:`OutputWriter` is the
 interface the worker uses; :class:`MrcFloat32Writer` (probabilities 0..1) and
-:class:`MrcUint8Writer` (0..255, as Ais writes segmentations) are its implementations.
+:class:`MrcUint8Writer` (0..127 in one signed byte, as Pom 1.2 and easymode write them) are its implementations.
 Each class goes to ``<output>/<stem>__<Class>.mrc`` at the network's voxel size.
 """
 
@@ -23,6 +23,7 @@ import numpy as np
 from pom_common.atomic import TMP_MARK, no_replace
 from pom_common.mrcio import SlabFile, expected_size, new_volume
 from pom_common.naming import feature_filename
+from pom_common.normalise import SIGNED_BYTE_SCALE as BYTE_FULL_SCALE
 
 
 class SlabSink(Protocol):
@@ -106,8 +107,7 @@ class _MrcWriter:
 
     def planes(self, probabilities: np.ndarray) -> np.ndarray:
         """(n, ny, nx, K) probabilities -> (Kc, n, ny, nx) planes of the chosen classes, converted."""
-        stored = np.uint16 if self.dtype == np.uint8 else self.dtype
-        return np.stack([self.convert(probabilities[..., k]).astype(stored) for k in self.class_index])
+        return np.stack([self.convert(probabilities[..., k]).astype(self.dtype) for k in self.class_index])
 
     def paths(self, stem: str) -> list[Path]:
         """``<folder>/<stem>__<Class>.mrc`` per class."""
@@ -187,15 +187,20 @@ class MrcFloat32Writer(_MrcWriter):
 
 
 class MrcUint8Writer(_MrcWriter):
-    """Probabilities as 0..255 integers (mode 6, as Ais writes segmentations)."""
+    """Probabilities as 0..127 in one byte per voxel: MRC mode 0 with IMOD's stamp and its signed-bytes flag.
 
-    dtype = np.uint8
+    Pom 1.2 (int8, full scale 127) and easymode read these files as they are, IMOD reads them
+    as signed bytes, and this toolkit reads them back as a channel at full scale 127
+    (:func:`pom_common.normalise.channel_scale`). A probability p is stored as round(127 p).
+    """
+
+    dtype = np.int8
     kind = "uint8"
 
     @staticmethod
     def convert(p: np.ndarray) -> np.ndarray:
-        """0..1 -> 0..255, rounded."""
-        return np.rint(np.clip(p, 0, 1) * 255)
+        """0..1 -> 0..127, rounded."""
+        return np.rint(np.clip(p, 0, 1) * BYTE_FULL_SCALE)
 
 
 class _Background:

@@ -25,7 +25,7 @@ DEFAULT_BATCH = 8
 #: batch); a larger batch is cut down to fit. Part of the memory bound (README).
 OUTPUT_BYTES = 256 * 2**20
 #: Output conversions by writer type.
-KINDS = {"float32": (d4.FLOAT32, np.float32), "uint8": (d4.UINT8, np.uint16)}
+KINDS = {"float32": (d4.FLOAT32, np.float32), "uint8": (d4.UINT8, np.int8)}
 
 
 
@@ -81,7 +81,7 @@ class SlicePredictor:
     tta : 1..4 rotations, or 8 (rotations x flip).
     batch : slices per network call (cut down so the outputs of a batch fit :data:`OUTPUT_BYTES`).
     classes : indices of the classes to write, in output order.
-    kind : ``float32`` (probabilities) or ``uint8`` (0..255 stored as uint16, as the uint8 writer stores them).
+    kind : ``float32`` (probabilities) or ``uint8`` (0..127 in signed bytes, as the uint8 writer stores them).
 
     Two output buffers alternate: the planes returned by one call stay valid until the call after next.
     """

@@ -28,7 +28,7 @@ from pom_common.d4 import rotations_for
 logger = logging.getLogger(__name__)
 
 Transform = tuple[int, bool]  # (quarter turns in (H, W), flip H afterwards)
-#: Output conversions of :func:`combine`: probabilities as float32, or 0..255 integers (uint8 writer).
+#: Output conversions of :func:`combine`: probabilities as float32, or 0..127 signed bytes (uint8 writer).
 FLOAT32, UINT8 = 0, 1
 #: Rows of a class plane that :func:`combine` assembles at once (its working set stays in the cache).
 _ROWS = 16
@@ -127,7 +127,7 @@ def _kernels() -> Any:
                         if kind == FLOAT32:
                             for x in range(w):
                                 dst[x] = row[x, c] / runs
-                        else:  # np.rint(np.clip(p, 0, 1) * 255), NaN as 0
+                        else:  # np.rint(np.clip(p, 0, 1) * 127), NaN as 0
                             for x in range(w):
                                 v = row[x, c] / runs
                                 if v < 0:
@@ -136,7 +136,7 @@ def _kernels() -> Any:
                                     v = np.float32(1.0)
                                 elif v != v:
                                     v = np.float32(0.0)
-                                dst[x] = np.rint(v * np.float32(255.0))
+                                dst[x] = np.rint(v * np.float32(127.0))
 
         return combine_kernel
 

@@ -7,7 +7,7 @@ writer stores, so on a GPU only the final outputs cross to the host:
       -> for each TTA transform: transform, the network, the inverse transform
       -> their sum in NumPy's order, divided by the number of transforms
       -> cropped to (h, w), the chosen classes, class-major
-      -> planes (Kc, N, h, w): float32, or 0..255 as uint16 (the uint8 writer's storage)
+      -> planes (Kc, N, h, w): float32, or 0..127 as int8 (the uint8 writer's storage)
 
 The network's nodes are copied once per transform, sharing its weights. Each transform is
 a transpose and reversals (``Slice`` with step -1), derived from :func:`pom_inference.tta.forward`
@@ -118,12 +118,12 @@ def wrap(proto: Any, tta: int, classes: Sequence[int], kind: str = "float32") ->
     chosen = b.node("Gather", [cropped, b.const(np.asarray(classes, np.int64), np.int64, "classes")], "classes", axis=3)
     planes = b.node("Transpose", [chosen], "planes", perm=[3, 0, 1, 2])
     out_type = TensorProto.FLOAT
-    if kind == "uint8":  # np.rint(np.clip(p, 0, 1) * 255), stored as uint16
+    if kind == "uint8":  # np.rint(np.clip(p, 0, 1) * 127), stored as int8
         clipped = b.node("Clip", [planes, b.const(np.float32(0), np.float32, "lo"), b.const(np.float32(1), np.float32, "hi")],
                          "clip")
-        scaled = b.node("Mul", [clipped, b.const(np.float32(255), np.float32, "scale")], "scale")
-        planes = b.node("Cast", [b.node("Round", [scaled], "round")], "cast", to=TensorProto.UINT16)
-        out_type = TensorProto.UINT16
+        scaled = b.node("Mul", [clipped, b.const(np.float32(127), np.float32, "scale")], "scale")
+        planes = b.node("Cast", [b.node("Round", [scaled], "round")], "cast", to=TensorProto.INT8)
+        out_type = TensorProto.INT8
     b.nodes.append(helper.make_node("Identity", [planes], [PLANES], name="pom_tta/out"))
     channels = graph.input[0].type.tensor_type.shape.dim[-1]
     inputs = [helper.make_tensor_value_info(SLICES, TensorProto.FLOAT,

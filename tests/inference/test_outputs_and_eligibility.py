@@ -1,10 +1,14 @@
 """Output writers and the pure rule that says which tomograms a worker tries."""
 
+import struct
+
+import mrcfile
 import numpy as np
 import pytest
 
 from pom_common.claims import ClaimInfo, TomogramState
-from pom_common.mrcio import read_volume
+from pom_common.mrcio import IMOD_STAMP, check_header, read_volume
+from pom_common.normalise import channel_scale
 from pom_inference.eligibility import classify_outputs, decide
 from pom_inference.outputs import MrcFloat32Writer, MrcUint8Writer, make_writer
 
@@ -84,8 +88,16 @@ def test_writer_writes_all_classes_at_once(tmp_path, kind, cls):
     assert all(p.is_file() for p in writer.paths("TS")) and [p.name for p in writer.paths("TS")] == ["TS__B.mrc", "TS__A.mrc"]
     b = read_volume(tmp_path / "TS__B.mrc")
     assert b.voxel_size == pytest.approx(20.0)
-    expected = probs[..., 1] if kind == "float32" else np.rint(probs[..., 1] * 255)
-    assert np.array_equal(np.asarray(b.data), expected)
+    expected = probs[..., 1] if kind == "float32" else np.rint(probs[..., 1] * 127)
+    assert np.array_equal(np.asarray(b.data), expected) and b.data.dtype == writer.dtype
+    if kind == "uint8":  # MRC mode 0, one byte per voxel, signed as IMOD marks them; read back as a channel at 127
+        raw = (tmp_path / "TS__B.mrc").read_bytes()
+        assert len(raw) == 1024 + 5 * 6 * 7 and struct.unpack("<i", raw[12:16])[0] == 0
+        assert struct.unpack("<ii", raw[152:160]) == (IMOD_STAMP, 1) and not check_header(tmp_path / "TS__B.mrc")
+        assert channel_scale(np.asarray(b.data), "TS__B.mrc")[0] == 127.0
+        with mrcfile.open(tmp_path / "TS__B.mrc", permissive=False) as mrc:  # valid, with mrcfile's own statistics
+            data = np.asarray(mrc.data)
+            assert mrc.header.dmax == data.max() and mrc.header.dmean == data.mean(dtype=np.float32)
 
 
 def test_writer_error_leaves_nothing(tmp_path):
@@ -158,3 +170,23 @@ def test_no_replace_publication(tmp_path, monkeypatch):
         calls.clear()
         no_replace(lambda: None)(tmp, target)  # allowed: replaced
         assert target.read_bytes() == b"other" and not tmp.exists()
+
+
+def test_uint8_recipes_name_their_format(tmp_path):
+    """float32 fingerprints are those of before; uint8 ones changed with the format, so 0..255 files are never done."""
+    import hashlib
+    import json
+
+    from pom_inference.eligibility import UINT8_FORMAT, fingerprint
+
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"model")
+
+    def before(recipe: dict) -> str:  # how fingerprints were made before the format entry
+        old = {k: v for k, v in recipe.items() if k != "format"}
+        return hashlib.sha256(json.dumps(old, sort_keys=True).encode()).hexdigest()[:16]
+
+    f32, recipe = fingerprint(model, ("A",), "float32", 4, None)
+    assert "format" not in recipe and f32 == before(recipe)
+    u8, recipe = fingerprint(model, ("A",), "uint8", 4, None)
+    assert recipe["format"] == UINT8_FORMAT and u8 != before(recipe)

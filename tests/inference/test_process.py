@@ -150,8 +150,10 @@ def test_uint8_output_and_class_subset(setup):
     assert code == 0
     files = sorted(p.name for p in (tmp / "u8").glob("*.mrc"))
     assert len(files) == 20 and all(f.endswith("__Void.mrc") for f in files)
-    vol = read_volume(tmp / "u8" / "TS_000__Void.mrc")
-    assert vol.data.max() <= 255 and vol.data.dtype == np.uint16
+    path = tmp / "u8" / "TS_000__Void.mrc"
+    vol = read_volume(path)
+    assert vol.data.dtype == np.int8 and 0 <= vol.data.min() and vol.data.max() <= 127
+    assert path.stat().st_size == 1024 + vol.data.size  # one byte per voxel
 
 
 def test_list_file_and_status(setup, capsys):

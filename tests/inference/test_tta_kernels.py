@@ -26,8 +26,8 @@ def test_predictor_equals_numpy_tta(model, tta, shape):
     planes = np.concatenate([predictor(x[i : i + 3]).copy() for i in range(0, len(x), 3)], axis=1)
     assert np.array_equal(planes, np.moveaxis(reference[..., chosen], -1, 0))
     as_uint8 = SlicePredictor(model, x.shape[1:], 8, 3, tta, batch=8, classes=[1], kind="uint8")(x)
-    assert as_uint8.dtype == np.uint16
-    assert np.array_equal(as_uint8[0], np.rint(np.clip(reference[..., 1], 0, 1) * 255))
+    assert as_uint8.dtype == np.int8
+    assert np.array_equal(as_uint8[0], np.rint(np.clip(reference[..., 1], 0, 1) * 127))
 
 
 def test_predictor_buffers_alternate(model):
