@@ -68,6 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"rotations (1-4) or 8 with flips (default: {TTA})")
     p.add_argument("--dtype", choices=("float32", "uint8"), default="float32",
                    help=DTYPE_HELP)
+    p.add_argument("--grid", choices=("binned", "tomogram"), default="binned",
+                   help="binned (default): outputs on the network's grid (the tomogram binned 2x: half the size, twice the "
+                        "voxel size); "
+                        "tomogram: upsampled (nearest) to the tomogram's own size and voxel size, to overlay on it "
+                        "in napari or IMOD (8x the disk)")
     p.add_argument("--classes", default=None, help="comma-separated subset of the model's classes")
     p.add_argument("--overwrite", action="store_true", help="redo tomograms already done")
     p.add_argument("--lease-seconds", type=float, default=LEASE_SECONDS,
@@ -114,7 +119,7 @@ def cmd_process(args: argparse.Namespace) -> int:
         model=args.model, tomograms=tuple(str(t) for t in tomograms), output_dir=args.output,
         channel_dirs=tuple(args.macromolecules),
         classes=tuple(c.strip() for c in args.classes.split(",")) if args.classes else None,
-        tta=args.tta, dtype=args.dtype, overwrite=args.overwrite, retry_failed=args.retry_failed,
+        tta=args.tta, dtype=args.dtype, grid=args.grid, overwrite=args.overwrite, retry_failed=args.retry_failed,
         lease_seconds=args.lease_seconds, stall_seconds=args.stall_seconds, fallback_voxel_size=args.voxel_size,
         batch=args.batch, allow_voxel_size_mismatch=args.allow_voxel_size_mismatch, precision=args.precision,
     )

@@ -174,7 +174,8 @@ UINT8_FORMAT = "MRC mode 0, signed bytes 0..127 (IMOD flag)"
 
 def fingerprint(model: str | os.PathLike, classes: tuple[str, ...], dtype: str, tta: int,
                 fallback_voxel_size: float | None, precision: str = "fp32",
-                calibration: str | None = None, model_sha256: str | None = None) -> tuple[str, dict[str, Any]]:
+                calibration: str | None = None, model_sha256: str | None = None,
+                grid: str = "binned") -> tuple[str, dict[str, Any]]:
     """The fingerprint of a run's recipe, and the recipe itself (recorded with ``done``).
 
     ``precision``: of the network that ran (see :mod:`pom_inference.precision`), with the
@@ -182,11 +183,15 @@ def fingerprint(model: str | os.PathLike, classes: tuple[str, ...], dtype: str, 
     fingerprints are those of runs made before precisions existed. ``model_sha256``: of the
     bytes the model was loaded from (default: the file's now). Pass the loaded bytes' hash:
     a file replaced after loading must not lend its name to the old network's outputs.
+    ``grid``: ``tomogram`` for outputs upsampled to the tomogram's grid (the binned grid, the
+    default, leaves it out).
     """
     recipe = {"model": Path(model).name, "model_sha256": model_sha256 or file_sha256(model), "classes": list(classes),
               "dtype": dtype, "tta": tta, "fallback_voxel_size": fallback_voxel_size}
     if dtype == "uint8":
         recipe["format"] = UINT8_FORMAT
+    if grid != "binned":
+        recipe["grid"] = grid
     if precision != "fp32":
         recipe["precision"] = precision
         if calibration is not None:

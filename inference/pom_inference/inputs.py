@@ -240,6 +240,7 @@ class Prepared:
     files: dict[str, Path] = field(default_factory=dict)  # channel -> file read
     identity: Identity = field(default_factory=dict)  # of those files, before they were read
     input_bytes: int = 0  # of the volumes read
+    tomogram_shape: tuple[int, int, int] = (0, 0, 0)  # (nz, ny, nx) of the tomogram itself, before binning
 
 
 def prepare(tomogram: Path, info: ModelInfo, channel_dirs: Sequence[str | os.PathLike] = (),
@@ -273,4 +274,5 @@ def prepare(tomogram: Path, info: ModelInfo, channel_dirs: Sequence[str | os.Pat
     except InputError as exc:
         raise InputError(f"{tomogram}: {exc}") from None
     input_bytes = sum(int(v.nbytes) for v in read.volumes.values())
-    return Prepared(tomogram, inputs, read.voxel_size * b, time.perf_counter() - start, read.files, before, input_bytes)
+    return Prepared(tomogram, inputs, read.voxel_size * b, time.perf_counter() - start, read.files, before, input_bytes,
+                    (int(shape[0]), int(shape[1]), int(shape[2])))

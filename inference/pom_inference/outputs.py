@@ -203,6 +203,32 @@ class MrcUint8Writer(_MrcWriter):
         return np.rint(np.clip(p, 0, 1) * BYTE_FULL_SCALE)
 
 
+class OnTomogramGrid:
+    """A sink that stores binned planes on the tomogram's own grid (``--grid tomogram``), for overlays.
+
+    Nearest neighbour: each binned voxel fills its b x b x b block of the tomogram; where a size
+    is not a multiple of b, the last n mod b slices, rows or columns repeat the last ones. The
+    values are those of the binned outputs (no new ones); one upsampled slice is in memory at a time.
+    """
+
+    def __init__(self, sink: SlabSink, factor: int, shape: tuple[int, int, int]) -> None:
+        self.sink = sink
+        self.factor = int(factor)
+        self.shape = shape  # the tomogram's (nz, ny, nx)
+
+    def write(self, z0: int, planes: np.ndarray) -> None:
+        """Store binned planes (Kc, n, ny // b, nx // b) of binned slices z0..z0+n."""
+        b, (nz, ny, nx) = self.factor, self.shape
+        _, n, h, w = planes.shape
+        for i in range(n):
+            up = np.repeat(np.repeat(planes[:, i], b, axis=1), b, axis=2)
+            if up.shape[1:] != (ny, nx):
+                up = np.pad(up, ((0, 0), (0, ny - h * b), (0, nx - w * b)), mode="edge")
+            start = (z0 + i) * b
+            end = nz if z0 + i + 1 == nz // b else start + b
+            self.sink.write(start, np.broadcast_to(up[:, None], (up.shape[0], end - start, ny, nx)))
+
+
 class _Background:
     """A sink whose writes run in a background thread, one at a time, in order."""
 

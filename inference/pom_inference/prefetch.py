@@ -69,7 +69,8 @@ class Preparation:
             scales = channel_scales(read.volumes, self.info, {c: str(p) for c, p in read.files.items()})
             inputs = np.empty(shape, dtype=np.float32)
             prepared = Prepared(self.tomogram, inputs, read.voxel_size * b, 0.0, read.files, before,
-                                sum(int(v.nbytes) for v in read.volumes.values()))
+                                sum(int(v.nbytes) for v in read.volumes.values()),
+                                (int(first.shape[0]), int(first.shape[1]), int(first.shape[2])))
             with self.changed:
                 self.prepared = prepared
                 self.changed.notify_all()

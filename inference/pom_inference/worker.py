@@ -45,7 +45,7 @@ from .eligibility import (
 )
 from .inputs import Identity, NotReady, Prepared, check_unchanged, identity, input_files
 from .keeper import ROLE, keeper_store
-from .outputs import OutputWriter, in_background, make_writer
+from .outputs import OnTomogramGrid, OutputWriter, in_background, make_writer
 from .predict import SlicePredictor
 from .prefetch import Preparation
 from .session import Model, announce, load_model
@@ -74,7 +74,8 @@ class ProcessOptions:
     channel_dirs: tuple[str, ...] = ()  # where <stem>__<channel>.mrc are looked for (before the tomogram's folder)
     classes: tuple[str, ...] | None = None  # subset of the model's classes to write
     tta: int = TTA
-    dtype: str = "float32"  # output writer: "float32" or "uint8" (0..255, as Ais writes)
+    dtype: str = "float32"  # output writer: "float32" or "uint8" (0..127 in one signed byte, as Pom 1.2 writes)
+    grid: str = "binned"  # outputs on the network's binned grid, or "tomogram": upsampled to the tomogram's
     overwrite: bool = False  # redo every tomogram once for this run (also those of other runs' outputs)
     retry_failed: bool = False  # try recorded failures once more
     lease_seconds: float = LEASE_SECONDS
@@ -159,7 +160,7 @@ class Worker:
         check_outputs_are_not_inputs(opts.tomograms, model.info.channels, opts.channel_dirs, opts.output_dir, classes)
         calibration = tomogram_stem(Path(opts.tomograms[0])) if model.precision.startswith("int8") else None
         self.fingerprint, self.recipe = fingerprint(opts.model, classes, opts.dtype, opts.tta, opts.fallback_voxel_size,
-                                                    model.precision, calibration, model.sha256 or None)
+                                                    model.precision, calibration, model.sha256 or None, opts.grid)
         self.model_path = os.path.abspath(opts.model)
         self.conditions = opts.conditions()
         store = open_store(opts)
@@ -395,8 +396,14 @@ class Worker:
             if not self.store.still_owner(claim):
                 raise ClaimLost(claim.stem)
 
-        with self.writer.open(claim.stem, (nz, ny, nx), prepared.voxel_size, before_replace=still_ours,
+        b = self.model.info.bin_factor
+        on_tomogram = self.opts.grid == "tomogram"
+        shape, voxel_size = (prepared.tomogram_shape, prepared.voxel_size / b) if on_tomogram else ((nz, ny, nx),
+                                                                                                   prepared.voxel_size)
+        with self.writer.open(claim.stem, shape, voxel_size, before_replace=still_ours,
                               generation=claim.generation) as sink:
+            if on_tomogram:
+                sink = OnTomogramGrid(sink, b, shape)
             with in_background(sink) if overlap else contextlib.nullcontext(sink) as out:
                 for z0 in range(0, nz, step):
                     if claim.lost.is_set():
