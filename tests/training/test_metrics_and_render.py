@@ -103,3 +103,19 @@ def test_pom_preview_shared_and_single(ais_project, capsys):
     assert capsys.readouterr().out.split() == [str(project / "test" / "previews" / "TS_003__Vesicle.png")]
     assert main(["--project", str(project), "preview", "-o", "Void"]) == 2  # nothing to draw: a usage error
     assert "run pom single test -o Void first" in capsys.readouterr().err
+
+
+def test_previews_read_uint8_outputs_as_probabilities(tmp_path):
+    """--dtype uint8 outputs (0..127, signed bytes) and older 0..255 ones are read as 0..1 (a single network's p > 0.5)."""
+    from pom_common.mrcio import write_volume
+    from pom_inference.outputs import make_writer
+    from pom_training.evaluation.preview import class_volumes
+
+    p = np.array([0.0, 0.3, 0.6, 1.0], np.float32).reshape(1, 1, 4, 1)
+    writer = make_writer("uint8", tmp_path, ("A",), (0,))
+    with writer.open("TS", (1, 1, 4), 10.0) as sink:
+        sink.write(0, writer.planes(p))
+    write_volume(tmp_path / "TS__B.mrc", np.rint(p[..., 0] * 255).astype(np.uint8), 10.0)  # before: mode 6, 0..255
+    got = class_volumes(tmp_path, "TS", ("A", "B"))
+    for name in ("A", "B"):
+        assert np.abs(got[name] - p[..., 0]).max() <= 0.5 / 127 and list(got[name].ravel() > 0.5) == [0, 0, 1, 1]

@@ -37,12 +37,14 @@ Truth = tuple[np.ndarray, tuple[str, ...]]
 
 
 def class_volumes(folder: Path, stem: str, classes: tuple[str, ...]) -> dict[str, np.ndarray]:
-    """The class probability volumes of ``stem`` found in ``folder`` (missing classes left out)."""
+    """The class probability volumes (0..1) of ``stem`` found in ``folder`` (missing classes left out)."""
     found = {}
     for c in classes:
         path = folder / feature_filename(stem, c)
         if path.is_file():
-            found[c] = np.asarray(read_volume(path).data, dtype=np.float32)
+            data = read_volume(path).data  # --dtype uint8: 0..127 in signed bytes; older uint8 outputs 0..255
+            scale = 127.0 if data.dtype == np.int8 else 255.0 if np.issubdtype(data.dtype, np.integer) else 1.0
+            found[c] = np.asarray(data, dtype=np.float32) / np.float32(scale)
     return found
 
 
