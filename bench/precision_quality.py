@@ -18,10 +18,11 @@ def dice_by_precision(folder: Path, method: str = "direct", seed: int = 0) -> di
     from pom_inference.prefetch import sample_inputs
     from pom_inference.preprocess import pad_to_multiple
     from pom_inference.session import load_model
-    from pom_training import quality
-    from pom_training.evaluate import _merge, evaluate_labels
+    from pom_tools import quality
+    from pom_training.evaluation.evaluate import evaluate_labels
 
     logging.getLogger("pom_training").setLevel(logging.WARNING)
+    logging.getLogger("pom_tools").setLevel(logging.WARNING)
     quality.run(folder, [seed], [method], report=None)
     project = folder / "project"
     config = load_config(folder / "runs" / f"{method}_seed{seed}" / CONFIG_FILENAME)
@@ -48,7 +49,7 @@ def dice_by_precision(folder: Path, method: str = "direct", seed: int = 0) -> di
             labels = project / "ground_truth" / f"{stem}__labels.mrc"
             scores = evaluate_labels(model, labels, project / "test" / f"{stem}.mrc", config,
                                      config.shared_model_runs_per_volume, channel_dirs)
-            total = scores if total is None else _merge(total, scores)
+            total = scores if total is None else total.merge(scores)
         agreement = precision.compare(reference, model.run(sample))
         gate = precision.GATES.get(name.split("-")[0])
         rows[name] = {"dice": total.mean("dice"), "agreement": agreement,

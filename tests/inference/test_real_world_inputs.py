@@ -386,17 +386,19 @@ def test_rec_tomograms_are_found_in_folders(tmp_path):
 # ---------------------------------------------------------------------------- filesystem errors
 
 
-def test_a_full_disk_names_the_output_file(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EIO])
+def test_a_filesystem_error_names_the_output_file(tmp_path, monkeypatch, capsys, code):
     model = make_onnx_model(tmp_path / "m.onnx")
     _backdate(*make_tomograms(tmp_path / "t", 1, shape=SHAPE))
 
-    def full(fd, data, offset):
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    def failing(fd, data, offset):
+        raise OSError(code, os.strerror(code))
 
-    monkeypatch.setattr(os, "pwrite", full)
+    monkeypatch.setattr(os, "pwrite", failing)
     assert _process(model, tmp_path / "t", tmp_path / "o") == 1
     line = next(x for x in capsys.readouterr().out.splitlines() if "FAILED" in x)
-    assert "No space left on device" in line and str(tmp_path / "o") in line and "TS_000__Void.mrc" in line
+    assert os.strerror(code) in line and str(tmp_path / "o") in line and "TS_000__Void.mrc" in line
+    assert not list((tmp_path / "o").glob("*.mrc"))  # nothing published
 
 
 def _as_nobody(args: list[str], cwd: Path) -> subprocess.CompletedProcess:

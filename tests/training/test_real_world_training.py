@@ -8,18 +8,28 @@ import os
 import pytest
 
 
-def test_a_full_disk_in_single_initialize_is_one_line(ais_project, monkeypatch, capsys):
+@pytest.mark.parametrize("code, words", [(errno.ENOSPC, "the disk is full"), (errno.EROFS, "read-only filesystem"),
+                                         (errno.EACCES, "this command runs as"), (errno.EDQUOT, "quota")])
+@pytest.mark.parametrize("command", ["single", "shared"])
+def test_a_filesystem_error_in_initialize_is_one_line(ais_project, monkeypatch, capsys, command, code, words):
     tifffile = pytest.importorskip("tifffile")
     from pom_training.cli import main as pom_main
 
-    def full(path, *args, **kwargs):
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    p = ["--project", str(ais_project)]
+    if command == "shared":  # phase 1 first, written for real; the default method needs no single network
+        assert pom_main([*p, "single", "initialize"]) == 0
+    before = _tifs(ais_project / "training_datasets")
 
-    monkeypatch.setattr(tifffile, "imwrite", full)
-    assert pom_main(["--project", str(ais_project), "single", "initialize"]) == 1
+    def failing(path, *args, **kwargs):
+        raise OSError(code, os.strerror(code), str(path))
+
+    monkeypatch.setattr(tifffile, "imwrite", failing)
+    capsys.readouterr()
+    assert pom_main([*p, command, "initialize"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "No space left on device" in err[0] and ".tif" in err[0] and "Traceback" not in err[0]
-    assert not list((ais_project / "training_datasets").rglob("*.tif*"))  # nothing half-written
+    assert len(err) == 1 and os.strerror(code) in err[0] and words in err[0], err
+    assert ".tif" in err[0] and "Traceback" not in err[0]
+    assert _tifs(ais_project / "training_datasets") == before  # nothing half-written, the earlier phase kept
 
 
 # ---------------------------------------------------------------------------- phase 1 and phase 2 as wholes
