@@ -48,6 +48,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tta", type=int, default=TTA, choices=TTA_RUNS,
                    help=f"rotations (1-4) or 8 with flips (default: {TTA})")
     p.add_argument("--dtype", choices=("float32", "uint8"), default="float32")
+    p.add_argument("--format", choices=("mrc", "ome-zarr"), default="mrc",
+                   help="mrc (default), or ome-zarr: one multiscale store per output (needs pom-onnx[zarr])")
+    p.add_argument("--labels", action="store_true",
+                   help="one label map <TS>__labels per tomogram instead of a volume per class: the most probable "
+                        "class's value (0 Unknown, 1.. the classes; classes.json beside it names them)")
+    p.add_argument("--min-probability", type=float, default=None,
+                   help="with --labels: voxels whose most probable class is below this are Unknown "
+                        "(default 0, or 0.5 when one class is written)")
     p.add_argument("--classes", default=None, help="comma-separated subset of the model's classes")
     p.add_argument("--overwrite", action="store_true", help="redo tomograms already done")
     p.add_argument("--lease-seconds", type=float, default=LEASE_SECONDS,
@@ -82,12 +90,15 @@ def cmd_process(args: argparse.Namespace) -> int:
 
     from .checks import check_options
     from .driver import process, summary
+    from .forms import OutputForm, check_form
     from .inputs import tomograms_from
     from .session import check_gpus
     from .worker import ProcessOptions
 
     check_options(args.batch, args.tta, args.dtype, args.voxel_size, args.stall_seconds, names=OPTIONS)
     check_lease(args.lease_seconds, key="--lease-seconds")
+    form = OutputForm(format=args.format, labels=args.labels, min_probability=args.min_probability)
+    check_form(form)
     tomograms = tomograms_from(args.tomograms)
     opts = ProcessOptions(
         model=args.model, tomograms=tuple(str(t) for t in tomograms), output_dir=args.output,
@@ -96,6 +107,7 @@ def cmd_process(args: argparse.Namespace) -> int:
         tta=args.tta, dtype=args.dtype, overwrite=args.overwrite, retry_failed=args.retry_failed,
         lease_seconds=args.lease_seconds, stall_seconds=args.stall_seconds, fallback_voxel_size=args.voxel_size,
         batch=args.batch, allow_voxel_size_mismatch=args.allow_voxel_size_mismatch, precision=args.precision,
+        form=form,
     )
     gpus = check_gpus(_gpus(args.gpus))
     per_device = _workers(args.workers, gpus)
