@@ -1,4 +1,4 @@
-"""OME-Zarr output stores (OME-NGFF 0.4, zarr format 2, what copick and napari's readers use).
+"""OME-Zarr output stores (OME-NGFF 0.4, zarr format 2 with "/" chunk keys, what copick and napari's readers use).
 
 A store is written slab by slab into a hidden folder beside its final name
 (``.<name>.tmp-...``): level 0 as the slabs come, then the lower levels of the pyramid
@@ -78,10 +78,9 @@ def image_label(names: Mapping[str, str]) -> dict[str, Any]:
 
 
 def _open_group(path: Path) -> Any:
+    """A new zarr (format 2) group; zarr 3 is refused by the extra's pin (``zarr<3``, as copick pins it)."""
     import zarr
 
-    if int(zarr.__version__.split(".")[0]) >= 3:
-        return zarr.open_group(str(path), mode="w", zarr_format=2)
     return zarr.open_group(str(path), mode="w")
 
 
@@ -138,12 +137,14 @@ def new_store(path: str | os.PathLike, shape: tuple[int, int, int], dtype: npt.D
     target = Path(path)
     dtype = np.dtype(dtype)
     shape = (int(shape[0]), int(shape[1]), int(shape[2]))
+    voxel_size = float(str(np.float32(voxel_size)))  # as the MRC header holds it, without float32's tail digits
     tmp = temporary_path(target, tag)
     try:
         group = _open_group(tmp)
         shapes = level_shapes(shape)
         arrays = [group.zeros(name=str(level), shape=s, chunks=tuple(min(c, n) for c, n in zip(CHUNKS, s)),
-                              dtype=dtype) for level, s in enumerate(shapes)]
+                              dtype=dtype, dimension_separator="/")  # "/": required by OME-NGFF 0.4
+                  for level, s in enumerate(shapes)]
         yield _Level0(arrays[0], dtype)
         labels = label_names is not None
         for level in range(1, len(shapes)):

@@ -86,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("-m", "--model", default=None, help="ONNX model (default: the shared network)")
     ev.add_argument("-o", "--ontology", default=None, help="evaluate this feature's single network instead")
     ev.add_argument("--labels", action="append", default=[], type=Path,
-                    help="dense label volume (.mrc; values named by classes.json beside it); repeatable")
+                    help="dense label volume (.mrc or an OME-Zarr store; values named by classes.json beside it); repeatable")
     ev.add_argument("--tomogram", action="append", default=[], type=Path,
                     help="the tomogram of each --labels (default: test_dir/<stem>.mrc)")
     ev.add_argument("--tta", type=int, default=None, choices=TTA_RUNS,

@@ -113,7 +113,12 @@ def evaluate_labels(model: Model, labels: Path, tomogram: Path, config: ProjectC
     """
     classes = _scored_classes(model.info.classes)
     names = label_names(labels, model.info.classes, model.info.kind)
-    truth = np.asarray(read_volume(labels).data)
+    if labels.name.endswith(".zarr") and labels.is_dir():  # an OME-Zarr label map (pom-infer --format ome-zarr)
+        from pom_inference.omezarr import read_level
+
+        truth = read_level(labels)[0]
+    else:
+        truth = np.asarray(read_volume(labels).data)
     check_label_values(labels, truth, names)
     probabilities, shape = _segment(model, tomogram, (tomogram.parent, *channel_dirs), config.apix, tta)
     out_shape = probabilities.shape[:3]
