@@ -11,7 +11,7 @@ $(BIN)/python:
 
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[train,dev,zarr]"
+	$(BIN)/python -m pip install --quiet -e ".[train,dev,zarr,copick]"
 	touch $(STAMP)
 
 test: $(STAMP)

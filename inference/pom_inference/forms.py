@@ -35,6 +35,7 @@ from pom_common.errors import ConfigError
 from pom_common.mrcio import new_volume
 from pom_common.naming import feature_filename
 
+from .copickio import CopickExport, CopickTarget, exporting
 from .outputs import SlabSink, _MrcSink, _MrcWriter
 
 #: ``--format`` values.
@@ -56,6 +57,7 @@ class OutputForm:
     format: str = "mrc"  # "mrc" or "ome-zarr"
     labels: bool = False  # one label map instead of one volume per class
     min_probability: float | None = None  # labels: below this the voxel is Unknown (None: see resolved())
+    copick: CopickTarget | None = None  # labels also written into a copick project (pom_inference.copickio)
 
     @property
     def default(self) -> bool:
@@ -75,6 +77,8 @@ class OutputForm:
             out["format"] = self.format
         if self.labels:
             out["labels"] = {"min_probability": self.resolved(classes), "values": label_names(classes)}
+        if self.copick is not None:
+            out["copick"] = self.copick.recipe()
         return out
 
 
@@ -95,6 +99,8 @@ def check_form(form: OutputForm, names: Mapping[str, str] | None = None) -> None
             raise ConfigError(f"{names['min_probability']}: only with --labels")
         if not (np.isfinite(p) and 0 <= p <= 1):
             raise ConfigError(f"{names['min_probability']}: expected a probability 0..1, got {p}")
+    if form.copick is not None and not form.labels:
+        raise ConfigError("--copick writes label maps (copick segmentations hold integers): add --labels")
     if form.format == "ome-zarr":
         try:
             import zarr  # noqa: F401
@@ -210,6 +216,7 @@ class FormWriter(_MrcWriter):
             self.values = label_values(self.classes)
             self.names = label_names(self.classes)
             self.min_probability = form.resolved(self.classes)
+        self.export: CopickExport | None = None  # set by make_form_writer for a copick target
 
     def paths(self, stem: str) -> list[Path]:
         """``<stem>__<Class>`` per class, or ``<stem>__labels``; ``.mrc`` or ``.ome.zarr``."""
@@ -221,7 +228,20 @@ class FormWriter(_MrcWriter):
     @contextlib.contextmanager
     def open(self, stem: str, shape: tuple[int, int, int], voxel_size: float,
              before_replace: Callable[[], None] | None = None, generation: int | None = None) -> Iterator[SlabSink]:
-        """Create every output under a temporary name; move all of them into place when the block succeeds."""
+        """Create every output under a temporary name; move all of them into place when the block succeeds.
+
+        With a copick target, the label map is then written into the run's segmentation
+        (after ``before_replace()`` confirmed the claim is still ours).
+        """
+        opened = self._open(stem, shape, voxel_size, before_replace, generation)
+        if self.export is not None:
+            opened = exporting(opened, self.export, stem, self.paths(stem)[0], voxel_size, before_replace)
+        with opened as sink:
+            yield sink
+
+    @contextlib.contextmanager
+    def _open(self, stem: str, shape: tuple[int, int, int], voxel_size: float,
+              before_replace: Callable[[], None] | None, generation: int | None) -> Iterator[SlabSink]:
         tag = f"g{generation}" if generation is not None else ""
         dtype: Any = np.int8 if self.form.labels else self.dtype
         with contextlib.ExitStack() as stack:
@@ -302,6 +322,8 @@ def make_form_writer(kind: str, folder: str | os.PathLike, classes: Sequence[str
     writer = FormWriter(folder, classes, class_index, kind, form)
     if form.labels:
         check_classes_file(folder, writer.names)
+        if form.copick is not None:
+            writer.export = CopickExport(form.copick, writer.classes, writer.names)
     return writer
 
 
