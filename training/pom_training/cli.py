@@ -43,6 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("init", help=f"write a default {CONFIG_FILENAME} here")
     pv = sub.add_parser("preview", help="PNG previews of processed tomograms (output_dir/previews/)")
     pv.add_argument("-folder", "--folder", default=None, help="segmentation folder (default: output_dir)")
+    vw = sub.add_parser("view", help="open a tomogram with its outputs in napari (pip install 'pom-onnx[napari]')")
+    vw.add_argument("tomogram", nargs="?", default=None,
+                    help="a tomogram's name (TS_001) or path (default: the project's first tomogram)")
+    vw.add_argument("--screenshot", default=None, type=Path, help="save a screenshot to this PNG and exit")
 
     single = sub.add_parser("single", help="one network per feature").add_subparsers(dest="command")
     single.add_parser("initialize", help="sample training images from the .scns annotations")

@@ -78,6 +78,10 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         return 0
     if args.phase == "doctor":
         return doctor(args)
+    if args.phase == "view":
+        from pom_tools.napari_view import view
+
+        return view(project, args.tomogram, args.screenshot)
     if args.phase in ("preview", "export", "evaluate"):
         return {"preview": preview, "export": export, "evaluate": evaluate}[args.phase](args, _load(args.project))
     if getattr(args, "command", None) is None:
