@@ -79,7 +79,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.phase == "doctor":
         return doctor(args)
     if args.phase == "view":
-        from pom_tools.napari_view import view
+        from .view import view
 
         return view(project, args.tomogram, args.screenshot)
     if args.phase in ("preview", "export", "evaluate"):

@@ -1,4 +1,4 @@
-"""``pom view [TS_001]``: a tomogram with its outputs in napari (the reader of :mod:`pom_tools.napari_reader`)."""
+"""``pom view [TS_001]``: a tomogram with its outputs in napari (the reader plugin of :mod:`pom_tools.napari_reader`, by its manifest)."""
 
 from __future__ import annotations
 
