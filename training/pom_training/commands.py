@@ -79,8 +79,10 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.phase == "doctor":
         return doctor(args)
     if args.phase == "view":
-        from .view import view
-
+        try:
+            from .view import view
+        except ImportError as exc:
+            raise ConfigError(f"pom view needs napari ({exc.name} is missing): pip install 'pom-onnx[napari]'") from None
         return view(project, args.tomogram, args.screenshot)
     if args.phase in ("preview", "export", "evaluate"):
         return {"preview": preview, "export": export, "evaluate": evaluate}[args.phase](args, _load(args.project))

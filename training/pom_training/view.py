@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
+
+import napari
+from PIL import Image
 
 from pom_common.atomic import atomic_path
 from pom_common.config import load_config
 from pom_common.constants import CONFIG_FILENAME
-from pom_common.errors import ConfigError, InputError
+from pom_common.errors import InputError
 from pom_common.naming import find_tomogram
 
 
@@ -40,18 +42,10 @@ def find(project: Path, name: str | None) -> Path:
 def view(project: Path, name: str | None, screenshot: Path | None = None) -> int:
     """Open the tomogram (or the project's first) with its outputs; with ``screenshot``, save one and close.
 
-    Raises
-    ------
-    ConfigError
-        napari is not installed.
+    Needs a display with OpenGL (on a server: ``xvfb-run -a pom view ...``; Qt's offscreen
+    platform has no OpenGL).
     """
     target = find(project, name)
-    if screenshot is not None:
-        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-    try:
-        import napari
-    except ImportError:
-        raise ConfigError("pom view needs napari: pip install 'pom-onnx[napari]'") from None
     viewer = napari.Viewer()  # shown: a hidden canvas renders black
     viewer.open(str(target), plugin="pom-onnx")
     if screenshot is None:
@@ -60,8 +54,6 @@ def view(project: Path, name: str | None, screenshot: Path | None = None) -> int
     viewer.reset_view()
     image = viewer.screenshot(canvas_only=True, flash=False)
     viewer.close()
-    from PIL import Image
-
     with atomic_path(screenshot) as tmp:
         Image.fromarray(image).save(tmp, format="PNG")
     print(screenshot)
