@@ -4,14 +4,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test test-fast bench demo quality lint check-imports clean chaos slurm-test
+.PHONY: test test-fast bench demo quality lint check-imports clean chaos slurm-test view-test
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[train,dev]"
+	$(BIN)/python -m pip install --quiet -e ".[train,dev,zarr,copick]"
 	touch $(STAMP)
 
 test: $(STAMP)
@@ -23,6 +23,19 @@ test-fast: $(STAMP)
 
 chaos: $(STAMP)
 	$(BIN)/python -m pytest -q -m chaos tests/inference/test_chaos.py
+
+# The napari view (extra [napari]: Qt, installed here, not by `make test`) with a screenshot on a virtual X
+# server: napari's canvas needs OpenGL, which Qt's offscreen platform lacks. Installs xvfb and Qt's xcb
+# libraries with apt-get where root (else the screenshot test says why it skips). About 45 s.
+XCB_PACKAGES := xvfb xauth libxcb-icccm4 libxcb-keysyms1 libxcb-xinerama0 libxcb-image0 libxcb-render-util0 \
+	libxcb-randr0 libxcb-xkb1 libxkbcommon-x11-0 libxcb-shape0
+view-test: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[train,dev,zarr,copick,napari]"
+	@command -v xvfb-run >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		{ apt-get install -y -q --no-install-recommends $(XCB_PACKAGES) >/dev/null 2>&1 || \
+		  { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends $(XCB_PACKAGES) >/dev/null; }; }; } || \
+		echo "view-test: no xvfb-run (not root, or no apt-get): the screenshot test skips"
+	$(BIN)/python -m pytest -q tests/tools/test_napari.py
 
 # A private one-node SLURM cluster (installs Debian's slurm packages if missing; needs root, else skips).
 slurm-test: $(STAMP)

@@ -10,7 +10,7 @@ import contextlib
 import logging
 import os
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -313,15 +313,17 @@ class SlabFile:
 
 @contextlib.contextmanager
 def new_volume(path: str | os.PathLike, shape: tuple[int, int, int], dtype: npt.DTypeLike,
-               voxel_size: float, publish: Publish | None = None, tag: str = "") -> Iterator[SlabFile]:
+               voxel_size: float, publish: Publish | None = None, tag: str = "",
+               labels: Sequence[str] = ()) -> Iterator[SlabFile]:
     """Create an MRC file to fill slab by slab, atomically.
 
     Yields a :class:`SlabFile` (``write(z0, block)``, or ``volume[z] = ...``). When the
     block ends without error the header statistics are set (computed slab by slab), the
     file is flushed to disk and renamed to ``path`` (by ``publish``, see
     :func:`pom_common.atomic.atomic_path`); on error the temporary file is removed and
-    nothing appears at ``path``. ``tag`` goes into the temporary name. Memory use does not
-    depend on the volume's size.
+    nothing appears at ``path``. ``tag`` goes into the temporary name; ``labels``: header
+    labels after ours (at most 9, 80 characters each). Memory use does not depend on the
+    volume's size.
     """
     stored = _mrc_mode_for(dtype)
     mode = {np.dtype(np.float32): 2, np.dtype(np.uint16): 6, np.dtype(np.int16): 1, np.dtype(np.int8): 0}[stored]
@@ -331,7 +333,7 @@ def new_volume(path: str | os.PathLike, shape: tuple[int, int, int], dtype: npt.
         mrc = mrcfile.new_mmap(tmp, shape=shape, mrc_mode=mode, overwrite=True)
         try:
             mrc.voxel_size = float(voxel_size)
-            _label(mrc)
+            _label(mrc, labels)
             fd = os.open(tmp, os.O_RDWR)
             try:
                 # pwrite, not the memory map: a full disk is an error (ENOSPC) here, not a SIGBUS;
@@ -384,9 +386,11 @@ def release_pages(array: np.ndarray) -> None:
 LABEL = b"Created by pom-onnx"
 
 
-def _label(mrc: Any) -> None:
+def _label(mrc: Any, more: Sequence[str] = ()) -> None:
     mrc.header.label[0] = LABEL
-    mrc.header.nlabl = 1
+    for i, text in enumerate(more[:9], start=1):
+        mrc.header.label[i] = text.encode("ascii", "replace")[:80]
+    mrc.header.nlabl = 1 + len(more[:9])
     if int(mrc.header.mode) == 0:  # signed bytes, said as IMOD says it (IMOD would read them as unsigned otherwise)
         extra = bytearray(bytes(mrc.header.extra2))
         start = IMOD_STAMP_OFFSET - EXTRA2_OFFSET

@@ -15,6 +15,8 @@ import logging
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
+from pathlib import Path
+from typing import Any
 
 from pom_common.cli import DTYPE_HELP, OneLineParser, add_gpus_option, run_cli
 from pom_common.config import parse_gpus
@@ -53,10 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("process", help="segment every tomogram (run it on many servers at once)")
     p.add_argument("model", help="the .onnx model (its metadata names channels, z_sum and classes)")
-    p.add_argument("--tomograms", required=True, help="folder of .mrc tomograms, or a .txt list of paths")
+    p.add_argument("--tomograms", default=None, help="folder of .mrc tomograms, or a .txt list of paths")
     p.add_argument("--macromolecules", action="append", default=[],
                    help="folder with <TS>__<Channel>.mrc inputs (default: beside each tomogram)")
-    p.add_argument("--output", required=True, help="output folder for <TS>__<Class>.mrc")
+    p.add_argument("--output", default=None,
+                   help="output folder for <TS>__<Class>.mrc (with --copick: the work folder, default pom-work beside "
+                        "the config)")
     add_gpus_option(p, ("--gpus",), None, "GPU 0 on a machine with an NVIDIA driver, else the CPU, said in one line",
                     "GPU indices, one worker each")
     p.add_argument("--workers", default="1",
@@ -73,6 +77,24 @@ def build_parser() -> argparse.ArgumentParser:
                         "voxel size); "
                         "tomogram: upsampled (nearest) to the tomogram's own size and voxel size, to overlay on it "
                         "in napari or IMOD (8x the disk)")
+    p.add_argument("--format", choices=("mrc", "ome-zarr"), default="mrc",
+                   help="mrc (default), or ome-zarr: one multiscale store per output (needs pom-onnx[zarr])")
+    p.add_argument("--labels", action="store_true",
+                   help="one label map <TS>__labels per tomogram instead of a volume per class: the most probable "
+                        "class's value (0 Unknown, 1.. the classes; classes.json beside it names them)")
+    c = p.add_argument_group("copick projects (pip install 'pom-onnx[copick]'; implies --labels)")
+    c.add_argument("--copick", metavar="CONFIG.json", default=None,
+                   help="segment the runs of this copick project (instead of --tomograms) into multilabel segmentations")
+    c.add_argument("--runs", default=None, help="comma-separated run names (default: every run)")
+    c.add_argument("--voxel-spacing", type=float, default=None,
+                   help="the tomograms' voxel spacing (default: the one closest to the model's training voxel size)")
+    c.add_argument("--tomo-type", default=None, help="the tomograms' type, e.g. wbp (default: the only one)")
+    c.add_argument("--copick-name", default=None, help="the segmentations' name (default: the model's file name)")
+    c.add_argument("--copick-user", default=None, help="the segmentations' user_id (default: pom-onnx)")
+    c.add_argument("--copick-session", default=None, help="the segmentations' session_id (default: 0, a tool's)")
+    p.add_argument("--min-probability", type=float, default=None,
+                   help="with --labels: voxels whose most probable class is below this are Unknown "
+                        "(default 0, or 0.5 when one class is written)")
     p.add_argument("--classes", default=None, help="comma-separated subset of the model's classes")
     p.add_argument("--overwrite", action="store_true", help="redo tomograms already done")
     p.add_argument("--lease-seconds", type=float, default=LEASE_SECONDS,
@@ -108,13 +130,23 @@ def cmd_process(args: argparse.Namespace) -> int:
 
     from .checks import check_options
     from .driver import process, summary
+    from .forms import OutputForm, check_form
     from .inputs import tomograms_from
     from .session import check_gpus
     from .worker import ProcessOptions
 
     check_options(args.batch, args.tta, args.dtype, args.voxel_size, args.stall_seconds, names=OPTIONS)
     check_lease(args.lease_seconds, key="--lease-seconds")
-    tomograms = tomograms_from(args.tomograms)
+    form = OutputForm(format=args.format, labels=args.labels or bool(args.copick), min_probability=args.min_probability)
+    if args.copick:
+        if args.tomograms:
+            raise ConfigError("--copick and --tomograms: give one of them (the copick project's runs are the tomograms)")
+        form, args.output, tomograms = _copick_runs(args, form)
+    else:
+        if not args.tomograms or not args.output:
+            raise ConfigError("--tomograms and --output are required (or --copick CONFIG.json)")
+        tomograms = tomograms_from(args.tomograms)
+    check_form(form)
     opts = ProcessOptions(
         model=args.model, tomograms=tuple(str(t) for t in tomograms), output_dir=args.output,
         channel_dirs=tuple(args.macromolecules),
@@ -122,6 +154,7 @@ def cmd_process(args: argparse.Namespace) -> int:
         tta=args.tta, dtype=args.dtype, grid=args.grid, overwrite=args.overwrite, retry_failed=args.retry_failed,
         lease_seconds=args.lease_seconds, stall_seconds=args.stall_seconds, fallback_voxel_size=args.voxel_size,
         batch=args.batch, allow_voxel_size_mismatch=args.allow_voxel_size_mismatch, precision=args.precision,
+        form=form,
     )
     gpus = check_gpus(_process_gpus(args.gpus))
     per_device = _workers(args.workers, gpus)
@@ -130,6 +163,26 @@ def cmd_process(args: argparse.Namespace) -> int:
     result = process(opts, devices, verbose=args.debug)
     print("\n".join(summary(result)))
     return 0 if result.ok else 1
+
+
+def _copick_runs(args: argparse.Namespace, form: Any) -> tuple[Any, str, list[Path]]:
+    """``--copick``: the form with its target, the output folder (the work folder's), the staged runs."""
+    import os
+
+    from .copickio import SESSION_ID, USER_ID, CopickTarget, stage_runs
+    from .session import read_model_info
+
+    config = os.path.abspath(args.copick)
+    work = Path(args.output) if args.output else Path(config).parent / "pom-work"
+    info = read_model_info(args.model)
+    name = args.copick_name or Path(args.model).stem
+    target = CopickTarget(config, name, args.copick_user or USER_ID, args.copick_session or SESSION_ID)
+    runs = [r.strip() for r in args.runs.split(",") if r.strip()] if args.runs else None
+    tomograms = stage_runs(config, runs, args.voxel_spacing, args.tomo_type, info.channels, info.voxel_size,
+                           work / "tomograms")
+    if not tomograms:
+        raise ConfigError(f"{config}: no run has a tomogram (and the model's input channels) to segment")
+    return replace(form, copick=target), str(work / "outputs"), tomograms
 
 
 def _workers(text: str, devices: list[int | None]) -> int:

@@ -233,7 +233,7 @@ def process(opts: ProcessOptions, devices: list[int | None], verbose: bool = Fal
 def tally(opts: ProcessOptions, reference: WorkerResult, workers: list[WorkerResult]) -> RunResult:
     """Done (this recipe, outputs intact, inputs unchanged) or not, for every tomogram of ``opts``."""
     store = open_store(opts)
-    writer = make_writer(opts.dtype, opts.output_dir, reference.classes, range(len(reference.classes)))
+    writer = make_writer(opts.dtype, opts.output_dir, reference.classes, range(len(reference.classes)), opts.form)
     stems = {tomogram_stem(Path(t)): Path(t) for t in opts.tomograms}
     states = store.states(list(stems), sweep=True)  # and remove what killed workers left half-written
     skipped = {stem: reason for w in workers for stem, reason in w.skipped}

@@ -175,7 +175,7 @@ UINT8_FORMAT = "MRC mode 0, signed bytes 0..127 (IMOD flag)"
 def fingerprint(model: str | os.PathLike, classes: tuple[str, ...], dtype: str, tta: int,
                 fallback_voxel_size: float | None, precision: str = "fp32",
                 calibration: str | None = None, model_sha256: str | None = None,
-                grid: str = "binned") -> tuple[str, dict[str, Any]]:
+                grid: str = "binned", form: Mapping[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
     """The fingerprint of a run's recipe, and the recipe itself (recorded with ``done``).
 
     ``precision``: of the network that ran (see :mod:`pom_inference.precision`), with the
@@ -185,6 +185,9 @@ def fingerprint(model: str | os.PathLike, classes: tuple[str, ...], dtype: str, 
     a file replaced after loading must not lend its name to the old network's outputs.
     ``grid``: ``tomogram`` for outputs upsampled to the tomogram's grid (the binned grid, the
     default, leaves it out).
+    ``form``: what an output form other than MRC per class adds (see
+    :meth:`pom_inference.forms.OutputForm.recipe`); empty for that default, so its
+    fingerprints stay those of runs made before forms existed.
     """
     recipe = {"model": Path(model).name, "model_sha256": model_sha256 or file_sha256(model), "classes": list(classes),
               "dtype": dtype, "tta": tta, "fallback_voxel_size": fallback_voxel_size}
@@ -196,6 +199,7 @@ def fingerprint(model: str | os.PathLike, classes: tuple[str, ...], dtype: str, 
         recipe["precision"] = precision
         if calibration is not None:
             recipe["calibration"] = calibration
+    recipe.update(form or {})
     text = json.dumps(recipe, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16], recipe
 
@@ -207,4 +211,5 @@ def describe(recipe: Any, model_path: Any = None) -> str:
     model = model_path if isinstance(model_path, str) and model_path else recipe.get("model", "?")
     return (f"{model} (sha256 {str(recipe.get('model_sha256', '?'))[:12]}), "
             f"classes {recipe.get('classes')}, {recipe.get('dtype')}, TTA {recipe.get('tta')}, "
-            f"{recipe.get('precision', 'fp32')}")
+            f"{recipe.get('precision', 'fp32')}{', ' + str(recipe['format']) if 'format' in recipe else ''}"
+            f"{', label map' if 'labels' in recipe else ''}")

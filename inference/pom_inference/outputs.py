@@ -269,14 +269,23 @@ WRITERS: dict[str, type[_MrcWriter]] = {"float32": MrcFloat32Writer, "uint8": Mr
 
 
 def make_writer(kind: str, folder: str | os.PathLike, classes: Sequence[str],
-                class_index: Sequence[int]) -> OutputWriter:
+                class_index: Sequence[int], form: Any = None) -> OutputWriter:
     """The writer for output type ``kind`` (``float32`` or ``uint8``).
+
+    ``form``: an :class:`pom_inference.forms.OutputForm` other than the default (a label
+    map, OME-Zarr) is written by :mod:`pom_inference.forms`.
 
     Raises
     ------
     ValueError
         For an unknown kind.
     """
+    if kind not in WRITERS:
+        raise ValueError(f"unknown output type {kind!r}; expected one of {sorted(WRITERS)}")
+    if form is not None and not form.default:
+        from .forms import make_form_writer
+
+        return make_form_writer(kind, folder, classes, class_index, form)
     try:
         return WRITERS[kind](folder, classes, class_index)
     except KeyError:

@@ -70,7 +70,7 @@ def dataset_status(output_dir: str | os.PathLike, stems: Iterable[str] | None = 
     try:
         with os.scandir(Path(output_dir)) as entries:
             for entry in entries:
-                if entry.name.endswith(".mrc") and entry.is_file():
+                if (entry.name.endswith(".mrc") and entry.is_file()) or (entry.name.endswith(".zarr") and entry.is_dir()):
                     st = entry.stat()
                     listing[entry.name] = (st.st_size, st.st_ino)
     except FileNotFoundError:

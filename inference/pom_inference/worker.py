@@ -43,6 +43,7 @@ from .eligibility import (
     recorded_recipes,
     superseded,
 )
+from .forms import OutputForm
 from .inputs import Identity, NotReady, Prepared, check_unchanged, identity, input_files
 from .keeper import ROLE, keeper_store
 from .outputs import OnTomogramGrid, OutputWriter, in_background, make_writer
@@ -90,6 +91,7 @@ class ProcessOptions:
     precision: str = "fp32"  # fp32, fp16, int8 or auto (pom_inference.precision), checked against fp32 first
     workers_per_device: int = 1  # workers sharing each device (they share its free memory)
     tta_graph: bool | None = None  # TTA and post-processing in an ONNX graph around the network (None: on a GPU)
+    form: OutputForm = OutputForm()  # label map and/or OME-Zarr (pom_inference.forms); default: MRC per class
 
     def conditions(self) -> dict[str, Any]:
         """The settings that decide whether a tomogram is refused (recorded with failures)."""
@@ -155,12 +157,13 @@ class Worker:
         self.name = name
         check_channels(model.info, opts.expect_channels, opts.model)
         classes, index = select_classes(model.info, opts.classes, opts.model)
-        self.writer: OutputWriter = make_writer(opts.dtype, opts.output_dir, classes, index)
+        self.writer: OutputWriter = make_writer(opts.dtype, opts.output_dir, classes, index, opts.form)
         check_output_folder(opts.output_dir)
         check_outputs_are_not_inputs(opts.tomograms, model.info.channels, opts.channel_dirs, opts.output_dir, classes)
         calibration = tomogram_stem(Path(opts.tomograms[0])) if model.precision.startswith("int8") else None
         self.fingerprint, self.recipe = fingerprint(opts.model, classes, opts.dtype, opts.tta, opts.fallback_voxel_size,
-                                                    model.precision, calibration, model.sha256 or None, opts.grid)
+                                                    model.precision, calibration, model.sha256 or None, opts.grid,
+                                                    opts.form.recipe(classes))
         self.model_path = os.path.abspath(opts.model)
         self.conditions = opts.conditions()
         store = open_store(opts)

@@ -17,7 +17,7 @@ from ..sources import PACKAGES, imports, modules, string_constants
 PACKAGE = "pom_training"
 #: Lowest first; a unit (sub-package or top-level module) imports its own unit and lower layers only.
 LAYERS = [{"data", "models", "evaluation", "processing", "doctor"}, {"fitting"}, {"export", "labels"},
-          {"prepare", "train"}, {"commands"}, {"cli"}]
+          {"prepare", "train", "view"}, {"commands"}, {"cli"}]
 #: The one module that imports inside functions (the optional heavy dependencies, at command entry).
 COMMAND_ENTRY = f"{PACKAGE}.commands"
 MAX_LINES = 300

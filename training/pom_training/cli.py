@@ -47,6 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="segmentation folder (default: output_dir; with -o, test_dir)")
     pv.add_argument("-o", "--ontology", default=None,
                     help="the single network of this feature (the outputs of pom single test, in test_dir)")
+    vw = sub.add_parser("view", help="open a tomogram with its outputs in napari (pip install 'pom-onnx[napari]')")
+    vw.add_argument("tomogram", nargs="?", default=None,
+                    help="a tomogram's name (TS_001) or path (default: the project's first tomogram)")
+    vw.add_argument("--screenshot", default=None, type=Path, help="save a screenshot to this PNG and exit")
 
     single = sub.add_parser("single", help="one network per feature").add_subparsers(dest="command")
     single.add_parser("initialize", help="sample training images from the .scns annotations")
@@ -91,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("-m", "--model", default=None, help="ONNX model (default: the shared network)")
     ev.add_argument("-o", "--ontology", default=None, help="evaluate this feature's single network instead")
     ev.add_argument("--labels", action="append", default=[], type=Path,
-                    help="dense label volume (.mrc; values named by classes.json beside it); repeatable")
+                    help="dense label volume (.mrc or an OME-Zarr store; values named by classes.json beside it); repeatable")
     ev.add_argument("--tomogram", action="append", default=[], type=Path,
                     help="the tomogram of each --labels (default: test_dir/<stem>.mrc)")
     ev.add_argument("--tta", type=int, default=None, choices=TTA_RUNS,

@@ -88,6 +88,12 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         return 0
     if args.phase == "doctor":
         return doctor(args)
+    if args.phase == "view":
+        try:
+            from .view import view
+        except ImportError as exc:
+            raise ConfigError(f"pom view needs napari ({exc.name} is missing): pip install 'pom-onnx[napari]'") from None
+        return view(project, args.tomogram, args.screenshot)
     if args.phase in ("preview", "export", "evaluate"):
         return {"preview": preview, "export": export, "evaluate": evaluate}[args.phase](args, _load(args.project))
     if getattr(args, "command", None) is None:

@@ -30,6 +30,7 @@ from pom_common.naming import source_stem, tomogram_filename, tomogram_stem
 from pom_common.scns import read_scns
 from pom_inference import Model, load_model, segment
 from pom_inference.inputs import read_inputs
+from pom_inference.omezarr import read_level
 
 from .metrics import Scores
 from .truth import binned_truth, check_label_values, decide, score_annotation, score_dense, upsample_calls
@@ -115,7 +116,10 @@ def evaluate_labels(model: Model, labels: Path, tomogram: Path, config: ProjectC
     """
     classes = _scored_classes(model.info.classes)
     names = label_names(labels, model.info.classes, model.info.kind)
-    truth = np.asarray(read_volume(labels).data)
+    if labels.name.endswith(".zarr") and labels.is_dir():  # an OME-Zarr label map (pom-infer --format ome-zarr)
+        truth = read_level(labels)[0]
+    else:
+        truth = np.asarray(read_volume(labels).data)
     check_label_values(labels, truth, names)
     probabilities, shape = _segment(model, tomogram, (tomogram.parent, *channel_dirs), config.apix, tta)
     out_shape = probabilities.shape[:3]
