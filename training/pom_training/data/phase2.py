@@ -76,7 +76,7 @@ def write_phase2(config: ProjectConfig, labels: Phase2Labels, label_method: str)
     classes = (*config.ontologies, UNKNOWN)  # a new tuple: the configuration is not touched
     for k, name in enumerate(classes):
         write_stack(layout.phase2_output(name), list(one_hot[..., k]))
-    counts = {name: int(one_hot[..., k].sum()) for k, name in enumerate(classes)}
+    counts = {name: int((one_hot[..., k] > 0).sum()) for k, name in enumerate(classes)}  # -1: "not this"
     write_info(layout.phase2_info, {"label_method": label_method, "images": int(len(x)),
                                     "base_images": int(base_images)})
     logger.info("phase 2 (%s): %d images of %dx%d (%d extra crops); pixels per class %s; written to %s",
