@@ -24,7 +24,7 @@ import time
 
 
 def main() -> int:
-    import pom_inference.arrays as arrays
+    import pom_inference.predict as predict_module
     import pom_inference.worker as worker
     from pom_common.workqueue import FileClaimStore
     from pom_inference.cli import main as infer_main
@@ -39,7 +39,7 @@ def main() -> int:
     current = {"stem": None}
     if slow or hang:
         worker.SLAB = 1
-        real_predict = arrays.predict_slices
+        real_predict = predict_module.SlicePredictor.__call__
 
         def predict(*args, **kwargs):
             if hang and current["stem"] == hang:
@@ -48,12 +48,12 @@ def main() -> int:
             time.sleep(slow)
             return real_predict(*args, **kwargs)
 
-        arrays.predict_slices = predict
+        predict_module.SlicePredictor.__call__ = predict
         real_segment = worker.Worker._segment
 
-        def segment(self, prepared, claim):
+        def segment(self, prepared, claim, *args):
             current["stem"] = claim.stem
-            return real_segment(self, prepared, claim)
+            return real_segment(self, prepared, claim, *args)
 
         worker.Worker._segment = segment
     if pause:

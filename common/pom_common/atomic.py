@@ -9,6 +9,8 @@ import contextlib
 import errno
 import os
 import secrets
+import shutil
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -106,3 +108,47 @@ def atomic_write_bytes(target: str | os.PathLike, data: bytes) -> None:
 def atomic_write_text(target: str | os.PathLike, text: str) -> None:
     """Write ``text`` (UTF-8) to ``target`` atomically."""
     atomic_write_bytes(target, text.encode("utf-8"))
+
+
+#: Leftovers of a killed folder replacement (:func:`atomic_folder`) older than this are removed.
+STALE_FOLDER_SECONDS = 3600.0
+
+
+def _remove_stale_siblings(target: Path, marks: tuple[str, ...], older_than: float) -> None:
+    """Remove ``.<target>.tmp-*`` / ``.<target>.old-*`` folders left by killed replacements."""
+    now = time.time()
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(target.parent):
+            if entry.name.startswith(tuple(f".{target.name}{m}" for m in marks)) and entry.is_dir(follow_symlinks=False):
+                with contextlib.suppress(OSError):
+                    if now - entry.stat(follow_symlinks=False).st_mtime > older_than:
+                        shutil.rmtree(entry.path, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def atomic_folder(target: str | os.PathLike, stale_seconds: float = STALE_FOLDER_SECONDS) -> Iterator[Path]:
+    """Yield an empty folder beside ``target`` to fill; on success it replaces ``target`` as a whole.
+
+    Readers see the previous complete folder or the new one, never a mixture: the old folder
+    is renamed aside, the new one renamed into place, and the old one removed. A process
+    killed between those two renames leaves no ``target`` (and a hidden ``.old-`` folder,
+    removed with other leftovers older than ``stale_seconds`` by the next replacement); on an
+    error the new folder is removed and ``target`` is untouched.
+    """
+    target = Path(target)
+    _remove_stale_siblings(target, (TMP_MARK, ".old-"), stale_seconds)
+    build = temporary_path(target)
+    os.makedirs(build)
+    try:
+        yield build
+    except BaseException:
+        shutil.rmtree(build, ignore_errors=True)
+        raise
+    old = target.with_name(f".{target.name}.old-{os.getpid()}-{secrets.token_hex(4)}")
+    try:
+        os.rename(target, old)
+    except FileNotFoundError:
+        old = None  # type: ignore[assignment]
+    os.rename(build, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

@@ -7,7 +7,6 @@ atomic (temporary file in the same folder, then os.replace).
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import os
 import warnings
@@ -26,6 +25,7 @@ from .atomic import Publish, atomic_path
 from .constants import UNSET_VOXEL_SIZES
 from .errors import InputError
 from .files import regular_file
+from .sums import StreamSum
 
 logger = logging.getLogger(__name__)
 HEADER_DTYPE = mrcfile.dtypes.HEADER_DTYPE
@@ -202,51 +202,147 @@ def write_volume(path: str | os.PathLike, data: np.ndarray, voxel_size: float) -
         _fsync(tmp)
 
 
+#: Bytes read back at a time for the header statistics' second pass.
+STATS_READ_BYTES = 16 * 2**20
+
+
+class SlabFile:
+    """The data block of an MRC file being filled slab by slab with ``os.pwrite``.
+
+    NumPy's ``min``, ``max`` and ``mean(dtype=float32)`` (what mrcfile's
+    ``update_header_stats`` computes) are accumulated from the slabs as they are written
+    in order; :meth:`header_stats` adds ``std`` with one pass over the file, read back a
+    few MiB at a time. Memory stays that of one slab whatever the volume's size, and the
+    statistics are the bits mrcfile would compute from the whole array.
+    """
+
+    def __init__(self, fd: int, offset: int, shape: tuple[int, int, int], dtype: np.dtype) -> None:
+        self.fd = fd
+        self.offset = offset
+        self.shape = shape
+        self.dtype = np.dtype(dtype)
+        self.slice_bytes = shape[1] * shape[2] * self.dtype.itemsize
+        self.size = shape[0] * shape[1] * shape[2]
+        self.next_z = 0  # slabs written in order up to here (the streamed statistics cover them)
+        self.in_order = True
+        self.dmin: Any = None
+        self.dmax: Any = None
+        self.total = StreamSum(self.size, np.float32, buffered=self.dtype != np.float32)
+        self._stats: tuple[Any, Any, Any, Any] | None = None
+
+    def write(self, z0: int, block: np.ndarray) -> None:
+        """Store ``block`` (n, ny, nx) at slices z0..z0 + n (cast to the file's dtype if needed)."""
+        block = np.ascontiguousarray(block, dtype=self.dtype)
+        if block.ndim != 3 or block.shape[1:] != self.shape[1:] or not 0 <= z0 <= self.shape[0] - len(block):
+            raise ValueError(f"slab {block.shape} at z {z0} does not fit a volume of {self.shape}")
+        view = memoryview(block.data).cast("B")
+        position = self.offset + z0 * self.slice_bytes
+        while view:  # pwrite may write less than asked
+            written = os.pwrite(self.fd, view, position)
+            view, position = view[written:], position + written
+        self._stats = None
+        if z0 == self.next_z and self.in_order:
+            self._accumulate(block)
+            self.next_z += len(block)
+        else:
+            self.in_order = False
+
+    def __setitem__(self, z: int | slice, value: Any) -> None:
+        """``volume[z] = value`` or ``volume[z0:z1] = value`` (slices along z only)."""
+        z0, z1, step = (z.indices(self.shape[0]) if isinstance(z, slice) else (z, z + 1, 1))
+        if step != 1:
+            raise ValueError("slabs must be contiguous in z")
+        self.write(z0, np.broadcast_to(np.asarray(value, dtype=self.dtype), (z1 - z0, *self.shape[1:])))
+
+    def _accumulate(self, block: np.ndarray) -> None:
+        if block.size == 0:
+            return
+        low, high = block.min(), block.max()
+        self.dmin = low if self.dmin is None else np.minimum(self.dmin, low)  # NaN wins, as in NumPy's min
+        self.dmax = high if self.dmax is None else np.maximum(self.dmax, high)
+        self.total.feed(block)
+
+    def _read_back(self) -> Iterator[np.ndarray]:
+        """The data block, a few MiB at a time (memory-mapped; each part's pages released after use)."""
+        import mmap
+
+        mapping = mmap.mmap(self.fd, 0, access=mmap.ACCESS_READ)
+        try:
+            per = max(1, STATS_READ_BYTES // self.dtype.itemsize)
+            page = mmap.PAGESIZE
+            for start in range(0, self.size, per):
+                count = min(per, self.size - start)
+                offset = self.offset + start * self.dtype.itemsize
+                part: np.ndarray = np.frombuffer(mapping, dtype=self.dtype, count=count, offset=offset)
+                yield part
+                del part
+                low = offset // page * page
+                with contextlib.suppress(OSError, ValueError):
+                    mapping.madvise(mmap.MADV_DONTNEED, low, offset + count * self.dtype.itemsize - low)
+        finally:
+            try:
+                mapping.close()
+            except BufferError:  # a view is still alive (an error inside the caller): the GC closes it
+                pass
+
+    def header_stats(self) -> tuple[Any, Any, Any, Any]:
+        """(dmin, dmax, dmean, rms) as mrcfile's ``update_header_stats`` computes them (once; then remembered)."""
+        if self._stats is None:
+            self._stats = self._header_stats()
+        return self._stats
+
+    def _header_stats(self) -> tuple[Any, Any, Any, Any]:
+        if self.size == 0:
+            return 0, -1, -2, -1
+        if not (self.in_order and self.next_z == self.shape[0]):  # written out of order: one more pass
+            self.dmin = self.dmax = None
+            self.total = StreamSum(self.size, np.float32, buffered=self.dtype != np.float32)
+            for part in self._read_back():
+                self._accumulate(part)
+        mean = np.float32(np.float64(self.total.result()) / np.float64(self.size))
+        squares = StreamSum(self.size, np.float32, center=mean, square=True)
+        for part in self._read_back():
+            squares.feed(part)
+        rms = np.float32(np.sqrt(np.float32(np.float64(squares.result()) / np.float64(self.size))))
+        if np.isnan(self.dmin) or np.isinf(self.dmin) or np.isinf(self.dmax):
+            logger.warning("an output holds NaN or infinite values")
+        return np.float32(self.dmin), np.float32(self.dmax), mean, rms
+
+
 @contextlib.contextmanager
 def new_volume(path: str | os.PathLike, shape: tuple[int, int, int], dtype: npt.DTypeLike,
-               voxel_size: float, publish: Publish | None = None, tag: str = "") -> Iterator[np.ndarray]:
-    """Create an MRC file to fill slice by slice through a memory map, atomically.
+               voxel_size: float, publish: Publish | None = None, tag: str = "") -> Iterator[SlabFile]:
+    """Create an MRC file to fill slab by slab, atomically.
 
-    Yields a writable (nz, ny, nx) array. When the block ends without error the file is
-    flushed and renamed to ``path`` (by ``publish``, see :func:`pom_common.atomic.atomic_path`);
-    on error the temporary file is removed and nothing appears at ``path``. ``tag`` goes
-    into the temporary name.
+    Yields a :class:`SlabFile` (``write(z0, block)``, or ``volume[z] = ...``). When the
+    block ends without error the header statistics are set (computed slab by slab), the
+    file is flushed to disk and renamed to ``path`` (by ``publish``, see
+    :func:`pom_common.atomic.atomic_path`); on error the temporary file is removed and
+    nothing appears at ``path``. ``tag`` goes into the temporary name. Memory use does not
+    depend on the volume's size.
     """
-    mode = {np.dtype(np.float32): 2, np.dtype(np.uint16): 6, np.dtype(np.int16): 1, np.dtype(np.int8): 0}[
-        _mrc_mode_for(dtype)
-    ]
+    stored = _mrc_mode_for(dtype)
+    mode = {np.dtype(np.float32): 2, np.dtype(np.uint16): 6, np.dtype(np.int16): 1, np.dtype(np.int8): 0}[stored]
+    shape = (int(shape[0]), int(shape[1]), int(shape[2]))
     with atomic_path(path, publish, tag) as tmp:
-        mrc = mrcfile.new_mmap(tmp, shape=tuple(int(s) for s in shape), mrc_mode=mode, overwrite=True)
+        # mrcfile writes the header (the same bytes as for a whole array); the data go through pwrite.
+        mrc = mrcfile.new_mmap(tmp, shape=shape, mrc_mode=mode, overwrite=True)
         try:
-            reserve(tmp)  # a full disk fails here, not as SIGBUS while writing through the map
             mrc.voxel_size = float(voxel_size)
             _label(mrc)
-            yield mrc.data
-            mrc.update_header_stats()
+            fd = os.open(tmp, os.O_RDWR)
+            try:
+                # pwrite, not the memory map: a full disk is an error (ENOSPC) here, not a SIGBUS;
+                # no fallocate either (on tmpfs it zeroes every page, on NFSv3 glibc writes every block)
+                volume = SlabFile(fd, 1024 + int(mrc.header.nsymbt), shape, stored)
+                yield volume
+                header = mrc.header
+                header.dmin, header.dmax, header.dmean, header.rms = volume.header_stats()
+            finally:
+                os.close(fd)
         finally:
             mrc.close()
         _fsync(tmp)
-
-
-def reserve(path: str | os.PathLike) -> None:
-    """Allocate every block of ``path`` now (posix_fallocate), so writes through a memory map cannot fail.
-
-    Raises
-    ------
-    OSError
-        ENOSPC when the filesystem cannot hold the file.
-    """
-    fd = os.open(path, os.O_RDWR)
-    try:
-        size = os.fstat(fd).st_size
-        try:
-            os.posix_fallocate(fd, 0, size)
-        except OSError as exc:
-            if exc.errno not in (errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL):
-                exc.filename = exc.filename or str(path)
-                raise
-    finally:
-        os.close(fd)
 
 
 def expected_size(path: str | os.PathLike) -> int:

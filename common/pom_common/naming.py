@@ -51,6 +51,19 @@ def tomogram_filename(stem: str) -> str:
     return f"{stem}{MRC_SUFFIX}"
 
 
+def find_tomogram(folder: str | os.PathLike, stem: str) -> Path:
+    """The tomogram named ``stem`` in ``folder``: ``<stem>.mrc``, else ``<stem>.rec`` (any case of either).
+
+    When none exists, ``<stem>.mrc`` (reading it then fails naming it).
+    """
+    folder = Path(folder)
+    for suffix in TOMOGRAM_SUFFIXES:
+        for candidate in (folder / f"{stem}{suffix}", folder / f"{stem}{suffix.upper()}"):
+            if os.path.lexists(candidate):
+                return candidate
+    return folder / tomogram_filename(stem)
+
+
 def source_stem(path: str | os.PathLike) -> str:
     """The tomogram a file belongs to: ``TS_001__labels.mrc`` -> ``TS_001``; ``TS_001.mrc`` -> ``TS_001``."""
     return tomogram_stem(path).split(SEPARATOR)[0]

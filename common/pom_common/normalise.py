@@ -23,10 +23,17 @@ Functions take and return arrays; none reads or writes files.
 
 from __future__ import annotations
 
+import functools
+import logging
+from typing import Any
+
 import numpy as np
 
 from .constants import CHANNEL_SCALE, DENSITY
 from .errors import InputError
+from .sums import numpy_mean_std
+
+logger = logging.getLogger(__name__)
 
 LOCAL = "local"
 VOLUME = "volume"
@@ -49,6 +56,8 @@ def processing_normalisation(channel: str, density: str = LOCAL) -> str:
     return density if channel == DENSITY else UINT8
 
 
+#: Voxel sizes of a channel and its tomogram (the same grid) may differ by this fraction (header rounding).
+CHANNEL_VOXEL_TOLERANCE = 0.01
 #: Full scale of signed-byte segmentations (easymode, Pom 1.2: probability 1 is 127).
 SIGNED_BYTE_SCALE = 127.0
 #: Full scale of probabilities and 0/1 masks.
@@ -148,21 +157,9 @@ def _box_mean(image: np.ndarray, window: int) -> np.ndarray:
     return total / (window * window)
 
 
-def standardise_local(binned: np.ndarray, window: int) -> np.ndarray:
-    """In place, slice by slice: (v - local mean) / local std over a window x window box.
-
-    Parameters
-    ----------
-    binned : (nz, ny, nx) float32, modified in place.
-    window : box size in (binned) pixels; the training crop size. A window with no
-        variance is only centred. A window more than 3 times the slice is clamped to that,
-        so memory stays proportional to the slice whatever the model's metadata says.
-
-    Returns
-    -------
-    ``binned``.
-    """
-    window = max(1, min(int(window), 3 * max(binned.shape[1:], default=1)))
+def standardise_local_reference(binned: np.ndarray, window: int) -> np.ndarray:
+    """:func:`standardise_local` in NumPy, slice by slice (the definition; for tests)."""
+    window = _clamp_window(binned, window)
     for z in range(binned.shape[0]):
         image = binned[z]
         mean = _box_mean(image, window)
@@ -173,11 +170,103 @@ def standardise_local(binned: np.ndarray, window: int) -> np.ndarray:
     return binned
 
 
+def _clamp_window(binned: np.ndarray, window: int) -> int:
+    return max(1, min(int(window), 3 * max(binned.shape[1:], default=1)))
+
+
+@functools.cache
+def _local_kernel() -> Any:
+    """Compile lazily (never at import); cache on disk, or in memory when no cache folder is writable."""
+    import numba
+
+    def build(cache: bool) -> Any:
+        @numba.njit(parallel=True, nogil=True, cache=cache, boundscheck=False)
+        def kernel(binned: Any, window: Any, ry: Any, rx: Any) -> None:
+            # The reference's arithmetic in its order: integral images of v and v**2 over the
+            # symmetric padding (cumsum along y, then x), box sums ((A - B) - C) + D, float64.
+            nz, h, w = binned.shape
+            area = float(window * window)
+            for z in numba.prange(nz):
+                image = binned[z]
+                ph, pw = h + window, w + window
+                s1 = np.zeros((ph + 1, pw + 1), dtype=np.float64)
+                s2 = np.zeros((ph + 1, pw + 1), dtype=np.float64)
+                col1 = np.zeros(pw, dtype=np.float64)
+                col2 = np.zeros(pw, dtype=np.float64)
+                for i in range(ph):
+                    src = image[ry[i]]
+                    row1 = 0.0
+                    row2 = 0.0
+                    for j in range(pw):
+                        v = np.float64(src[rx[j]])
+                        col1[j] += v
+                        col2[j] += v * v
+                        row1 += col1[j]
+                        row2 += col2[j]
+                        s1[i + 1, j + 1] = row1
+                        s2[i + 1, j + 1] = row2
+                for y in range(h):
+                    a1, b1, a2, b2 = s1[y + window], s1[y], s2[y + window], s2[y]
+                    dst = image[y]
+                    for x in range(w):  # branch-free, so that it vectorises
+                        mean = (((a1[x + window] - b1[x + window]) - a1[x]) + b1[x]) / area
+                        sq = (((a2[x + window] - b2[x + window]) - a2[x]) + b2[x]) / area
+                        var = sq - mean * mean
+                        std = np.sqrt(var if var > 0.0 else 0.0)
+                        std = std if std >= 1e-6 else 1.0
+                        dst[x] = (np.float64(dst[x]) - mean) / std
+
+        return kernel
+
+    try:
+        return build(cache=True)
+    except Exception as exc:  # numba raises RuntimeError when no cache locator is writable
+        logger.debug("numba on-disk cache unavailable (%s); compiling in memory", exc)
+        return build(cache=False)
+
+
+def standardise_local(binned: np.ndarray, window: int) -> np.ndarray:
+    """In place, slice by slice: (v - local mean) / local std over a window x window box.
+
+    Parameters
+    ----------
+    binned : (nz, ny, nx) float32, modified in place (a strided view is fine).
+    window : box size in (binned) pixels; the training crop size. A window with no
+        variance is only centred. A window more than 3 times the slice is clamped to that,
+        so memory stays proportional to the slice whatever the model's metadata says.
+
+    Returns
+    -------
+    ``binned``: the bits of :func:`standardise_local_reference`, computed in parallel over
+    slices (numba) with no temporary larger than two padded slices per thread.
+    """
+    if binned.size == 0:
+        return binned
+    window = _clamp_window(binned, window)
+    before, after = window // 2, window - window // 2
+    ry = np.pad(np.arange(binned.shape[1], dtype=np.int64), (before, after), mode="symmetric")
+    rx = np.pad(np.arange(binned.shape[2], dtype=np.int64), (before, after), mode="symmetric")
+    _local_kernel()(binned, window, ry, rx)
+    return binned
+
+
 def standardise_volume(binned: np.ndarray) -> np.ndarray:
-    """In place: (v - mean) / std over the whole volume (only centred when std is 0)."""
+    """In place: (v - mean) / std over the whole volume (only centred when std is 0).
+
+    The mean and std are NumPy's ``mean(dtype=float64)`` and ``std(dtype=float64)`` to the
+    bit (:mod:`pom_common.sums`), without the float64 temporary of the volume's size that
+    ``std`` makes; the volume is read a few slices at a time.
+    """
+    if binned.size == 0:
+        return binned
+    step = max(1, (16 * 2**20) // max(1, binned[0].size * 4))
+
+    def pieces() -> Any:
+        return (binned[z : z + step] for z in range(0, binned.shape[0], step))
+
     with np.errstate(invalid="ignore", over="ignore"):  # NaN/Inf inputs are refused by the caller
-        mean = float(binned.mean(dtype=np.float64))
-        std = float(binned.std(dtype=np.float64))
+        mean, std = numpy_mean_std(binned.size, pieces, np.float64, cast=True)
+        mean, std = float(mean), float(std)
         binned -= mean
         if std != 0.0:
             binned /= std

@@ -32,6 +32,31 @@ def _drop_pages(mapping: Any) -> None:
         mapping.madvise(mmap.MADV_DONTNEED)
     except (AttributeError, OSError, ValueError):
         pass
+def _populate(mapping: Any, volume: np.ndarray, row0: int, row1: int) -> None:
+    """Map rows row0..row1 of every slice of a memory-mapped volume in one call per slice.
+
+    Faulting the pages in one by one from the kernel's threads costs more than the reading.
+    """
+    import mmap
+
+    base = volume.ctypes.data - _address(mapping)
+    page = mmap.PAGESIZE
+    for z in range(volume.shape[0]):
+        start = base + z * volume.strides[0] + row0 * volume.strides[1]
+        end = base + z * volume.strides[0] + row1 * volume.strides[1]
+        aligned = start // page * page
+        try:
+            mapping.madvise(_MADV_POPULATE_READ, aligned, end - aligned)
+        except (AttributeError, OSError, ValueError):
+            return  # an older kernel: the pages fault in as they are read
+
+
+def _address(mapping: Any) -> int:
+    return int(np.frombuffer(mapping, dtype=np.uint8, count=1).ctypes.data)
+
+
+#: Linux 5.14's madvise(MADV_POPULATE_READ): map a range's pages now.
+_MADV_POPULATE_READ = 22
 _NUMBA_NATIVE = (np.int8, np.uint8, np.int16, np.uint16, np.int32, np.float32, np.float64)
 
 
@@ -161,7 +186,8 @@ def z_weights(nz: int, z_sum: int, bin_factor: int) -> tuple[np.ndarray, np.ndar
     return weights, first
 
 
-def zfilter_bin(volume: np.ndarray, z_sum: int, bin_factor: int = 2) -> np.ndarray:
+def zfilter_bin(volume: np.ndarray, z_sum: int, bin_factor: int = 2, out: np.ndarray | None = None,
+                z_range: tuple[int, int] | None = None) -> np.ndarray:
     """Running mean over 2 * z_sum + 1 slices (nearest edges), then bin_factor^3 mean binning.
 
     Parameters
@@ -172,25 +198,50 @@ def zfilter_bin(volume: np.ndarray, z_sum: int, bin_factor: int = 2) -> np.ndarr
         Half window; the window is 2 * z_sum + 1 slices.
     bin_factor : int
         Binning in z, y and x; odd edges are cropped.
+    out : (nz // b, ny // b, nx // b) float32, optional
+        Where to write the result (e.g. one channel of the network's input); may be strided.
+    z_range : (o0, o1), optional
+        Compute only output slices o0..o1 (into ``out[o0:o1]``; the rest of ``out`` is left
+        as it is): a volume can be filtered a slab at a time, reading only the input slices
+        those need. Each output slice gets the same bits either way.
 
     Returns
     -------
-    (nz // b, ny // b, nx // b) float32
+    (nz // b, ny // b, nx // b) float32: ``out`` when given.
     """
     if volume.ndim != 3:
         raise ValueError(f"expected a (nz, ny, nx) volume, got shape {volume.shape}")
     if z_sum < 0 or bin_factor < 1:
         raise ValueError(f"z_sum must be >= 0 and bin_factor >= 1, got {z_sum}, {bin_factor}")
-    bin_xy, combine_z, fused = _kernels()
     mapping = getattr(volume, "_mmap", None)  # np.memmap: its pages can be dropped after use
     volume = np.asarray(volume)  # a memmap stays a view on the file
     nz, ny, nx = volume.shape
     b = bin_factor
     weights, first = z_weights(nz, z_sum, b)
     nzo = nz // b
-    out = np.empty((nzo, ny // b, nx // b), dtype=np.float32)
+    if out is None:
+        out = np.empty((nzo, ny // b, nx // b), dtype=np.float32)
+    elif out.shape != (nzo, ny // b, nx // b) or out.dtype != np.float32:
+        raise ValueError(f"out: expected float32 {(nzo, ny // b, nx // b)}, got {out.dtype} {out.shape}")
     if nzo == 0 or ny < b or nx < b:
         return out
+    o0, o1 = (0, nzo) if z_range is None else (max(0, int(z_range[0])), min(nzo, int(z_range[1])))
+    if o0 >= o1:
+        return out
+    if (o0, o1) != (0, nzo):  # the input slices these outputs need, and the windows relative to them
+        p0, p1 = int(first[o0]), int(first[o1 - 1]) + weights.shape[1]
+        volume, weights, first, out_all = volume[p0:p1], weights[o0:o1], first[o0:o1] - p0, out
+        _zfilter_into(volume, mapping, weights, first, b, z_sum, o1 - o0, out[o0:o1])
+        return out_all
+    _zfilter_into(volume, mapping, weights, first, b, z_sum, nzo, out)
+    return out
+
+
+def _zfilter_into(volume: np.ndarray, mapping: Any, weights: np.ndarray, first: np.ndarray, b: int, z_sum: int,
+                  nzo: int, out: np.ndarray) -> None:
+    """Output slices 0..nzo of (volume, weights, first) into ``out``."""
+    bin_xy, combine_z, fused = _kernels()
+    nz, ny, nx = volume.shape
     scale = 1.0 / (b * b * b * (2 * z_sum + 1))
     if volume.dtype.type in _NUMBA_NATIVE:
         # Last input slice each output slice needs (its window is complete after it).
@@ -203,13 +254,15 @@ def zfilter_bin(volume: np.ndarray, z_sum: int, bin_factor: int = 2) -> np.ndarr
         for y0 in range(0, rows, block):
             y1 = min(rows, y0 + block)
             if volume.dtype.isnative:
+                if mapping is not None:
+                    _populate(mapping, volume, y0 * b, y1 * b)
                 fused(volume, b, weights, first, last_plane, scale, y0, y1, out)
             else:
                 part = volume[:, y0 * b : y1 * b].astype(volume.dtype.newbyteorder("="))
                 fused(part, b, weights, first, last_plane, scale, 0, y1 - y0, out[:, y0:y1])
             if mapping is not None:
                 _drop_pages(mapping)
-        return out
+        return
     # Only slices that some output slice uses are binned (odd z edges excluded).
     last_needed = int(first[-1]) + weights.shape[1]
     binned = np.empty((last_needed, ny // b, nx // b), dtype=np.float32)
@@ -219,7 +272,6 @@ def zfilter_bin(volume: np.ndarray, z_sum: int, bin_factor: int = 2) -> np.ndarr
         chunk = chunk.astype(np.float32)  # float16: no numba kernel reads it directly
         bin_xy(chunk, b, binned[start : start + chunk.shape[0]])
     combine_z(binned, weights, first, scale, out)
-    return out
 
 
 def zfilter_bin_reference(volume: np.ndarray, z_sum: int, bin_factor: int = 2) -> np.ndarray:

@@ -18,7 +18,7 @@ import numpy as np
 from pom_common.defaults import TTA
 from pom_common.modelmeta import ModelInfo
 
-from .predict import DEFAULT_BATCH, predict_slices
+from .predict import DEFAULT_BATCH, SlicePredictor
 from .preprocess import prepare_inputs
 from .session import Model
 
@@ -54,10 +54,19 @@ def predict_slabs(model: Model, inputs: np.ndarray, *, tta: int = TTA, batch: in
 
     Yields
     ------
-    (z0, probabilities) with probabilities (n, ny', nx', K) float32 for slices z0..z0+n.
+    (z0, probabilities) with probabilities (n, ny', nx', K) float32 for slices z0..z0+n
+    (the bits of :func:`pom_inference.predict.predict_slices`).
     """
-    for z0 in range(0, inputs.shape[0], slab):
-        yield z0, predict_slices(model.run, inputs[z0 : z0 + slab], model.info.size_multiple, tta, batch)
+    nz, ny, nx, c = inputs.shape
+    k = len(model.info.classes)
+    predictor = SlicePredictor(model, (ny, nx, c), model.info.size_multiple, k, tta, batch)
+    for z0 in range(0, nz, slab):
+        n = min(slab, nz - z0)
+        out = np.empty((n, ny, nx, k), dtype=np.float32)
+        for i in range(0, n, predictor.batch):
+            planes = predictor(inputs[z0 + i : z0 + min(n, i + predictor.batch)])  # (K, m, ny, nx)
+            out[i : i + planes.shape[1]] = np.moveaxis(planes, 0, -1)
+        yield z0, out
 
 
 def iter_slabs(model: Model, volumes: Volumes, *, tta: int = TTA, batch: int = DEFAULT_BATCH,

@@ -13,10 +13,12 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 
 from pom_common.cli import OneLineParser, add_gpus_option, run_cli
 from pom_common.config import parse_gpus
 from pom_common.defaults import LEASE_SECONDS, STALL_SECONDS, TTA, TTA_RUNS
+from pom_common.errors import ConfigError
 
 #: How errors name the options (the checks module's words, spelt as on this command line).
 OPTIONS = {"batch": "--batch", "tta": "--tta", "dtype": "--dtype", "voxel_size": "--voxel-size",
@@ -38,7 +40,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder with <TS>__<Channel>.mrc inputs (default: beside each tomogram)")
     p.add_argument("--output", required=True, help="output folder for <TS>__<Class>.mrc")
     add_gpus_option(p, ("--gpus",), "0", "0", "GPU indices, one worker each")
-    p.add_argument("--workers", type=int, default=1, help="worker processes per GPU (or on the CPU); default 1")
+    p.add_argument("--workers", default="1",
+                   help="worker processes per GPU (or on the CPU), or 'auto' (from the cores and free GPU memory); "
+                        "default 1")
+    p.add_argument("--precision", choices=("fp32", "fp16", "int8", "auto"), default="fp32",
+                   help="network arithmetic, checked against fp32 on the first tomogram before use (default fp32)")
     p.add_argument("--tta", type=int, default=TTA, choices=TTA_RUNS,
                    help=f"rotations (1-4) or 8 with flips (default: {TTA})")
     p.add_argument("--dtype", choices=("float32", "uint8"), default="float32")
@@ -74,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_process(args: argparse.Namespace) -> int:
     from pom_common.workqueue import check_lease
 
-    from .checks import check_options, check_workers
+    from .checks import check_options
     from .driver import process, summary
     from .inputs import tomograms_from
     from .session import check_gpus
@@ -82,7 +88,6 @@ def cmd_process(args: argparse.Namespace) -> int:
 
     check_options(args.batch, args.tta, args.dtype, args.voxel_size, args.stall_seconds, names=OPTIONS)
     check_lease(args.lease_seconds, key="--lease-seconds")
-    check_workers(args.workers, OPTIONS["workers"])
     tomograms = tomograms_from(args.tomograms)
     opts = ProcessOptions(
         model=args.model, tomograms=tuple(str(t) for t in tomograms), output_dir=args.output,
@@ -90,12 +95,32 @@ def cmd_process(args: argparse.Namespace) -> int:
         classes=tuple(c.strip() for c in args.classes.split(",")) if args.classes else None,
         tta=args.tta, dtype=args.dtype, overwrite=args.overwrite, retry_failed=args.retry_failed,
         lease_seconds=args.lease_seconds, stall_seconds=args.stall_seconds, fallback_voxel_size=args.voxel_size,
-        batch=args.batch, allow_voxel_size_mismatch=args.allow_voxel_size_mismatch,
+        batch=args.batch, allow_voxel_size_mismatch=args.allow_voxel_size_mismatch, precision=args.precision,
     )
-    devices = [d for d in check_gpus(_gpus(args.gpus)) for _ in range(args.workers)]
+    gpus = check_gpus(_gpus(args.gpus))
+    per_device = _workers(args.workers, gpus)
+    opts = replace(opts, workers_per_device=per_device)
+    devices = [d for d in gpus for _ in range(per_device)]
     result = process(opts, devices, verbose=args.debug)
     print("\n".join(summary(result)))
     return 0 if result.ok else 1
+
+
+def _workers(text: str, devices: list[int | None]) -> int:
+    """``--workers``: a positive integer, or ``auto`` (said in a line)."""
+    from .checks import check_workers
+
+    if text.strip().lower() == "auto":
+        from .workers import workers_per_device
+
+        count = workers_per_device(devices)
+        print(f"pom-infer: --workers auto: {count} per {'GPU' if devices != [None] else 'CPU'}", file=sys.stderr)
+        return count
+    try:
+        count = int(text)
+    except ValueError:
+        raise ConfigError(f"{OPTIONS['workers']}: expected a positive integer or 'auto', got {text!r}") from None
+    return check_workers(count, OPTIONS["workers"])
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -15,6 +15,7 @@ import queue
 import signal
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -48,6 +49,7 @@ class RunResult:
     skipped: list[tuple[str, str]] = field(default_factory=list)  # inputs still being written: tried by a later run
     workers: list[WorkerResult] = field(default_factory=list)
     left: list[str] = field(default_factory=list)  # held by workers of other commands, left to them and the keeper
+    seconds: float = 0.0  # the command's run, from start to the final tally
 
     @property
     def done_here(self) -> int:
@@ -78,7 +80,20 @@ def summary(result: RunResult) -> list[str]:
     lines += [f"  FAILED {stem}: {error}" for stem, error in result.failed]
     lines += [f"  SKIPPED {stem}: {reason}" for stem, reason in result.skipped]
     lines += [f"  STOPPED {error}" for error in result.errors]
-    return lines
+    throughput = throughput_line(result)
+    return lines + ([throughput] if throughput else [])
+
+
+def throughput_line(result: RunResult) -> str:
+    """Tomograms per hour, GiB of input per second and the network's busy share of this command's run ('' if none done)."""
+    done = result.done_here
+    if not done or result.seconds <= 0:
+        return ""
+    gib = sum(w.input_bytes for w in result.workers) / 2**30
+    worker_seconds = sum(w.seconds for w in result.workers)
+    busy = sum(w.network_seconds for w in result.workers) / worker_seconds if worker_seconds > 0 else 0.0
+    return (f"{done} tomograms in {result.seconds:.1f} s: {done * 3600 / result.seconds:.1f} tomograms/hour, "
+            f"{gib / result.seconds:.3f} GiB/s of input, network busy {100 * busy:.0f} % of the workers' time")
 
 
 @contextmanager
@@ -183,6 +198,7 @@ def process(opts: ProcessOptions, devices: list[int | None], verbose: bool = Fal
     check_lease(opts.lease_seconds)
     check_tomograms(opts.tomograms)
     check_output_folder(opts.output_dir, create=False)
+    started = time.perf_counter()
     bar = DatasetProgress(opts) if progress else None
     try:
         if bar is not None:
@@ -205,11 +221,13 @@ def process(opts: ProcessOptions, devices: list[int | None], verbose: bool = Fal
         what = (f"{len(unreleased)} claims could not be released ({', '.join(unreleased[:5])}); they expire after "
                 f"{opts.lease_seconds:g} s" if unreleased else "claims released")
         raise Interrupted(f"stopped by {stopped[0].stopped}; {what}")
-    started = [w for w in workers if w.fingerprint]
-    if not started:
+    running = [w for w in workers if w.fingerprint]
+    if not running:
         fatal = next((w.fatal for w in workers if w.fatal is not None), None)
         raise fatal if fatal is not None else PomError("no worker finished (killed?)")
-    return tally(opts, started[0], workers)
+    result = tally(opts, running[0], workers)
+    result.seconds = time.perf_counter() - started
+    return result
 
 
 def tally(opts: ProcessOptions, reference: WorkerResult, workers: list[WorkerResult]) -> RunResult:
@@ -225,7 +243,7 @@ def tally(opts: ProcessOptions, reference: WorkerResult, workers: list[WorkerRes
     for stem, tomogram in stems.items():
         state = states[stem]
         inputs = current_inputs(tomogram, reference.channels, opts.channel_dirs)
-        decision = judge(state, writer, reference.fingerprint, inputs, conditions)
+        decision = judge(state, writer, reference.fingerprint, inputs, conditions, model=reference.model)
         if decision == DONE:
             result.done.append(stem)
         elif decision == FAILED:
@@ -233,7 +251,7 @@ def tally(opts: ProcessOptions, reference: WorkerResult, workers: list[WorkerRes
         elif decision == FOREIGN:
             names = [p.name for p in writer.paths(stem)]
             name, owner = foreign_owner(state.record, names, reference.fingerprint,
-                                        writer.intact(recorded_outputs(state.record)))
+                                        writer.intact(recorded_outputs(state.record)), *reference.model)
             result.failed.append((stem, f"{name} holds the output of another recipe, "
                                         f"{describe(owner.get('recipe'), owner.get('model_path'))}; left alone "
                                         "(run again with --overwrite to replace it)"))

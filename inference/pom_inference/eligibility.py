@@ -11,7 +11,9 @@ hold several recipes' outputs and each name belongs to one of them:
   now -> done;
 * one of this recipe's output names holding another recipe's intact output -> ``foreign``:
   left alone and reported (naming that model's file), unless the run overwrites
-  (``--overwrite``), which redoes it once;
+  (``--overwrite``), which redoes it once; except outputs of an earlier version of this
+  run's model file (the same path, other bytes: the network was trained again), which are
+  *superseded*: segmented again without being asked, as retraining is routine;
 * a failure recorded for this recipe, these inputs and these conditions -> failed, unless
   the run retries failures (``--retry-failed``); a failure of another recipe, of inputs that
   changed since (a file rewritten, or completed after it was found truncated), or under
@@ -72,33 +74,49 @@ def recorded_recipes(record: Mapping[str, Any] | None) -> dict[str, dict[str, An
     return out
 
 
+def superseded(recipe: Mapping[str, Any], model_path: str | None, model_sha256: str | None) -> bool:
+    """Whether a recorded recipe's model is an earlier version of this run's: the same file, other bytes."""
+    return (model_path is not None and model_sha256 is not None and recipe.get("model_path") == model_path
+            and isinstance(recipe.get("recipe"), Mapping) and recipe["recipe"].get("model_sha256") != model_sha256)
+
+
 def classify_outputs(record: Mapping[str, Any] | None, names: list[str], fingerprint: str,
-                     intact: Mapping[str, bool]) -> Outputs:
+                     intact: Mapping[str, bool], model_path: str | None = None,
+                     model_sha256: str | None = None) -> Outputs:
     """How this run's output ``names`` stand, given the newest record and which recorded files are intact.
 
     ``intact``: recorded name -> whether the file is still the one recorded (present, same
-    size and inode). A file present but never recorded (or replaced since) is nobody's.
+    size and inode). A file present but never recorded (or replaced since) is nobody's, and
+    so is the output of an earlier version of this run's model file (``model_path``, whose
+    bytes now hash to ``model_sha256``): see :func:`superseded`.
     """
     recorded = recorded_outputs(record)
-    ours = True
+    recipes = recorded_recipes(record)
+    ours, theirs = True, False
     for name in names:
         entry = recorded.get(name)
         if entry is None or not intact.get(name, False):
             ours = False
         elif entry.get("fingerprint") != fingerprint:
-            return THEIRS
+            ours = False
+            theirs = theirs or not superseded(recipes.get(str(entry.get("fingerprint")), {}), model_path, model_sha256)
+    if theirs:
+        return THEIRS
     return OURS if ours and names else MISSING
 
 
 def foreign_owner(record: Mapping[str, Any] | None, names: list[str], fingerprint: str,
-                  intact: Mapping[str, bool]) -> tuple[str, dict[str, Any]]:
+                  intact: Mapping[str, bool], model_path: str | None = None,
+                  model_sha256: str | None = None) -> tuple[str, dict[str, Any]]:
     """The first of ``names`` holding another recipe's intact output, and that recipe ({recipe, model_path, ...})."""
     recorded = recorded_outputs(record)
     recipes = recorded_recipes(record)
     for name in names:
         entry = recorded.get(name)
         if entry is not None and intact.get(name, False) and entry.get("fingerprint") != fingerprint:
-            return name, recipes.get(str(entry.get("fingerprint")), {})
+            recipe = recipes.get(str(entry.get("fingerprint")), {})
+            if not superseded(recipe, model_path, model_sha256):
+                return name, recipe
     return "", {}
 
 
@@ -150,15 +168,22 @@ def file_sha256(path: str | os.PathLike) -> str:
 
 
 def fingerprint(model: str | os.PathLike, classes: tuple[str, ...], dtype: str, tta: int,
-                fallback_voxel_size: float | None, model_sha256: str | None = None) -> tuple[str, dict[str, Any]]:
+                fallback_voxel_size: float | None, precision: str = "fp32",
+                calibration: str | None = None, model_sha256: str | None = None) -> tuple[str, dict[str, Any]]:
     """The fingerprint of a run's recipe, and the recipe itself (recorded with ``done``).
 
-    ``model_sha256``: of the bytes the model was loaded from (default: the file's now).
-    Pass the loaded bytes' hash: a file replaced after loading must not lend its name to
-    the old network's outputs.
+    ``precision``: of the network that ran (see :mod:`pom_inference.precision`), with the
+    tomogram an int8 network was ``calibration``-ed on; float32 leaves both out, so its
+    fingerprints are those of runs made before precisions existed. ``model_sha256``: of the
+    bytes the model was loaded from (default: the file's now). Pass the loaded bytes' hash:
+    a file replaced after loading must not lend its name to the old network's outputs.
     """
     recipe = {"model": Path(model).name, "model_sha256": model_sha256 or file_sha256(model), "classes": list(classes),
               "dtype": dtype, "tta": tta, "fallback_voxel_size": fallback_voxel_size}
+    if precision != "fp32":
+        recipe["precision"] = precision
+        if calibration is not None:
+            recipe["calibration"] = calibration
     text = json.dumps(recipe, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16], recipe
 
@@ -169,4 +194,5 @@ def describe(recipe: Any, model_path: Any = None) -> str:
         return "an unknown recipe"
     model = model_path if isinstance(model_path, str) and model_path else recipe.get("model", "?")
     return (f"{model} (sha256 {str(recipe.get('model_sha256', '?'))[:12]}), "
-            f"classes {recipe.get('classes')}, {recipe.get('dtype')}, TTA {recipe.get('tta')}")
+            f"classes {recipe.get('classes')}, {recipe.get('dtype')}, TTA {recipe.get('tta')}, "
+            f"{recipe.get('precision', 'fp32')}")

@@ -21,6 +21,7 @@ from pom_common.files import read_regular_file, regular_file
 from pom_common.modelmeta import ModelInfo
 from pom_common.mrcio import read_volume
 from pom_common.naming import TOMOGRAM_SUFFIXES, find_channel, is_derived, list_tomograms
+from pom_common.normalise import CHANNEL_VOXEL_TOLERANCE
 
 from .preprocess import channel_scales, prepare_inputs
 
@@ -73,8 +74,6 @@ def tomograms_from(source: str | os.PathLike) -> list[Path]:
     raise ConfigError(f"{source}: expected a folder of .mrc/.rec tomograms or a .txt list of paths")
 
 
-#: Voxel sizes of a channel and its tomogram (same grid) may differ by this fraction (header rounding).
-CHANNEL_VOXEL_TOLERANCE = 0.01
 #: A tomogram whose voxel size differs from the model's training voxel size by more than this
 #: factor (either way) is refused, unless the run allows it (``--allow-voxel-size-mismatch``).
 MODEL_VOXEL_RATIO = 1.25
@@ -240,6 +239,7 @@ class Prepared:
     seconds: float
     files: dict[str, Path] = field(default_factory=dict)  # channel -> file read
     identity: Identity = field(default_factory=dict)  # of those files, before they were read
+    input_bytes: int = 0  # of the volumes read
 
 
 def prepare(tomogram: Path, info: ModelInfo, channel_dirs: Sequence[str | os.PathLike] = (),
@@ -269,7 +269,8 @@ def prepare(tomogram: Path, info: ModelInfo, channel_dirs: Sequence[str | os.Pat
         raise InputError(f"{tomogram}: volume {shape} is smaller than the bin factor {b}")
     scales = channel_scales(read.volumes, info, {c: str(p) for c, p in read.files.items()})
     try:
-        inputs = prepare_inputs(read.volumes, info, scales)
+        inputs = prepare_inputs(read.volumes, info, scales=scales)
     except InputError as exc:
         raise InputError(f"{tomogram}: {exc}") from None
-    return Prepared(tomogram, inputs, read.voxel_size * b, time.perf_counter() - start, read.files, before)
+    input_bytes = sum(int(v.nbytes) for v in read.volumes.values())
+    return Prepared(tomogram, inputs, read.voxel_size * b, time.perf_counter() - start, read.files, before, input_bytes)

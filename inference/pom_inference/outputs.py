@@ -21,28 +21,29 @@ from typing import Any, Protocol
 import numpy as np
 
 from pom_common.atomic import TMP_MARK, no_replace
-from pom_common.mrcio import expected_size, new_volume, release_pages
+from pom_common.mrcio import SlabFile, expected_size, new_volume
 from pom_common.naming import feature_filename
-
-#: Bytes written to the memory-mapped outputs between flushes that release their pages,
-#: so resident memory does not grow with the volume.
-RELEASE_BYTES = 64 * 2**20
 
 
 class SlabSink(Protocol):
-    """Where one tomogram's probabilities go, slab by slab."""
+    """Where one tomogram's outputs go, slab by slab."""
 
-    def write(self, z0: int, probabilities: np.ndarray) -> None:
-        """Store (n, ny, nx, K) probabilities (the model's classes) at slices z0..z0+n."""
+    def write(self, z0: int, planes: np.ndarray) -> None:
+        """Store (Kc, n, ny, nx) planes (the writer's classes, in order, already converted) at slices z0..z0+n."""
 
 
 class OutputWriter(Protocol):
     """Writes the chosen classes of each tomogram; the files appear together or not at all."""
 
     classes: tuple[str, ...]
+    class_index: tuple[int, ...]  # each class's channel in the network's output
+    kind: str  # the conversion the planes must have had: "float32" or "uint8" (see pom_inference.predict.KINDS)
 
     def paths(self, stem: str) -> list[Path]:
         """The final files of ``stem``, one per class."""
+
+    def planes(self, probabilities: np.ndarray) -> np.ndarray:
+        """(n, ny, nx, K) probabilities -> the (Kc, n, ny, nx) planes a sink stores (NumPy; the predictor makes them directly)."""
 
     def open(self, stem: str, shape: tuple[int, int, int], voxel_size: float,
              before_replace: Callable[[], None] | None = None,
@@ -67,28 +68,31 @@ class OutputWriter(Protocol):
 
 
 class _MrcSink:
-    def __init__(self, arrays: list[np.ndarray], class_index: Sequence[int],
-                 convert: Callable[[np.ndarray], np.ndarray]) -> None:
-        self.arrays = arrays
-        self.class_index = class_index
-        self.convert = convert
-        self.unflushed = 0
+    def __init__(self, volumes: list[SlabFile]) -> None:
+        self.volumes = volumes
 
-    def write(self, z0: int, probabilities: np.ndarray) -> None:
-        for array, k in zip(self.arrays, self.class_index):
-            p = probabilities[..., k]
-            array[z0 : z0 + len(p)] = self.convert(p)
-        self.unflushed += probabilities[..., 0].nbytes * len(self.arrays)
-        if self.unflushed > RELEASE_BYTES:  # keep resident memory independent of the volume size
-            for array in self.arrays:
-                release_pages(array)
-            self.unflushed = 0
+    def write(self, z0: int, planes: np.ndarray) -> None:
+        if len(planes) != len(self.volumes):
+            raise ValueError(f"{len(planes)} class planes for {len(self.volumes)} files")
+        for volume, plane in zip(self.volumes, planes):
+            volume.write(z0, plane)
+
+    def finish(self) -> None:
+        """Compute every file's header statistics (a pass over each file, in parallel)."""
+        if len(self.volumes) < 2:
+            for volume in self.volumes:
+                volume.header_stats()
+            return
+        with ThreadPoolExecutor(max_workers=min(len(self.volumes), os.cpu_count() or 1),
+                                thread_name_prefix="pom-stats") as pool:
+            list(pool.map(lambda v: v.header_stats(), self.volumes))
 
 
 class _MrcWriter:
-    """One MRC file per class, filled through memory maps under temporary names."""
+    """One MRC file per class, written slab by slab under temporary names."""
 
     dtype: type = np.float32
+    kind = "float32"
 
     def __init__(self, folder: str | os.PathLike, classes: Sequence[str], class_index: Sequence[int]) -> None:
         self.folder = Path(folder)
@@ -99,6 +103,11 @@ class _MrcWriter:
     def convert(p: np.ndarray) -> np.ndarray:
         """Probabilities as stored (identity for float32)."""
         return p
+
+    def planes(self, probabilities: np.ndarray) -> np.ndarray:
+        """(n, ny, nx, K) probabilities -> (Kc, n, ny, nx) planes of the chosen classes, converted."""
+        stored = np.uint16 if self.dtype == np.uint8 else self.dtype
+        return np.stack([self.convert(probabilities[..., k]).astype(stored) for k in self.class_index])
 
     def paths(self, stem: str) -> list[Path]:
         """``<folder>/<stem>__<Class>.mrc`` per class."""
@@ -111,9 +120,11 @@ class _MrcWriter:
         publish = no_replace(before_replace) if before_replace is not None else None
         tag = f"g{generation}" if generation is not None else ""
         with contextlib.ExitStack() as stack:
-            arrays = [stack.enter_context(new_volume(p, shape, self.dtype, voxel_size, publish, tag))
-                      for p in self.paths(stem)]
-            yield _MrcSink(arrays, self.class_index, self.convert)
+            volumes = [stack.enter_context(new_volume(p, shape, self.dtype, voxel_size, publish, tag))
+                       for p in self.paths(stem)]
+            sink = _MrcSink(volumes)
+            yield sink
+            sink.finish()
 
     def describe(self, stem: str) -> dict[str, dict[str, int]]:
         """Size and inode of each class file; the size must be what its header implies.
@@ -179,6 +190,7 @@ class MrcUint8Writer(_MrcWriter):
     """Probabilities as 0..255 integers (mode 6, as Ais writes segmentations)."""
 
     dtype = np.uint8
+    kind = "uint8"
 
     @staticmethod
     def convert(p: np.ndarray) -> np.ndarray:

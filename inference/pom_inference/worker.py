@@ -18,10 +18,12 @@ import os
 import time
 import traceback
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from pom_common.claims import OVERWRITE, RETRY, Claim, ClaimLost, ClaimStore, StoreError, TomogramState
 from pom_common.defaults import LEASE_SECONDS, STALL_SECONDS, TTA
@@ -29,7 +31,7 @@ from pom_common.errors import InputError, PomError, one_line
 from pom_common.naming import tomogram_stem
 from pom_common.workqueue import FileClaimStore, check_lease
 
-from .arrays import SLAB, predict_slabs
+from .arrays import SLAB
 from .checks import check_channels, check_output_folder, check_outputs_are_not_inputs, select_classes
 from .eligibility import (
     TRY,
@@ -39,11 +41,15 @@ from .eligibility import (
     fingerprint,
     recorded_outputs,
     recorded_recipes,
+    superseded,
 )
-from .inputs import Identity, NotReady, Prepared, check_unchanged, identity, input_files, prepare
+from .inputs import Identity, NotReady, Prepared, check_unchanged, identity, input_files
 from .keeper import ROLE, keeper_store
 from .outputs import OutputWriter, in_background, make_writer
+from .predict import SlicePredictor
+from .prefetch import Preparation
 from .session import Model, announce, load_model
+from .wrapper import GraphPredictor
 
 logger = logging.getLogger(__name__)
 
@@ -78,8 +84,11 @@ class ProcessOptions:
     poll_seconds: float | None = None  # wait between looks at claims held by others
     threads: int | None = None
     expect_channels: tuple[str, ...] | None = None  # refuse a model whose inputs differ (project runs)
-    overlap: bool | None = None  # write slab n while slab n + 1 is predicted (None: on a GPU)
+    overlap: bool | None = None  # write slab n while slab n + 1 is predicted (None: yes)
     allow_voxel_size_mismatch: bool = False  # segment tomograms whose voxel size differs from the model's
+    precision: str = "fp32"  # fp32, fp16, int8 or auto (pom_inference.precision), checked against fp32 first
+    workers_per_device: int = 1  # workers sharing each device (they share its free memory)
+    tta_graph: bool | None = None  # TTA and post-processing in an ONNX graph around the network (None: on a GPU)
 
     def conditions(self) -> dict[str, Any]:
         """The settings that decide whether a tomogram is refused (recorded with failures)."""
@@ -94,6 +103,7 @@ class WorkerResult:
     classes: tuple[str, ...] = ()
     fingerprint: str = ""
     channels: tuple[str, ...] = ()  # the model's input channels
+    model: tuple[str, str] = ("", "")  # the model's path and the sha256 of the bytes loaded
     done: list[str] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)  # inputs still being written: not tried
@@ -102,6 +112,9 @@ class WorkerResult:
     unreleased: list[str] = field(default_factory=list)  # claims it could not give up (they expire)
     left: list[str] = field(default_factory=list)  # held by other workers when it ended: left to them and the keeper
     keeper: str = ""  # who keeps the folder, when it left tomograms to others ("host pid N")
+    seconds: float = 0.0  # from the model loaded to the end of the loop
+    network_seconds: float = 0.0  # of which the network was running
+    input_bytes: int = 0  # of the tomograms (and channels) it completed
 
 
 def open_store(opts: ProcessOptions) -> FileClaimStore:
@@ -119,11 +132,15 @@ def current_inputs(tomogram: Path, channels: tuple[str, ...], channel_dirs: tupl
 
 def judge(state: TomogramState, writer: OutputWriter, fingerprint_: str, inputs: Identity | None,
           conditions: dict[str, Any], overwrite_since: float | None = None,
-          retry_since: float | None = None) -> Decision:
-    """:func:`pom_inference.eligibility.decide`, after looking at the output files the newest record lists."""
+          retry_since: float | None = None, model: tuple[str, str] | None = None) -> Decision:
+    """:func:`pom_inference.eligibility.decide`, after looking at the output files the newest record lists.
+
+    ``model``: this run's (model path, sha256 of its bytes): outputs of an earlier version
+    of that file are superseded, not protected.
+    """
     names = [p.name for p in writer.paths(state.stem)]
     intact = writer.intact(recorded_outputs(state.record))
-    outputs = classify_outputs(state.record, names, fingerprint_, intact)
+    outputs = classify_outputs(state.record, names, fingerprint_, intact, *(model or (None, None)))
     return decide(state, outputs, fingerprint_, inputs=inputs, conditions=conditions,
                   overwrite_since=overwrite_since, retry_since=retry_since)
 
@@ -140,8 +157,9 @@ class Worker:
         self.writer: OutputWriter = make_writer(opts.dtype, opts.output_dir, classes, index)
         check_output_folder(opts.output_dir)
         check_outputs_are_not_inputs(opts.tomograms, model.info.channels, opts.channel_dirs, opts.output_dir, classes)
+        calibration = tomogram_stem(Path(opts.tomograms[0])) if model.precision.startswith("int8") else None
         self.fingerprint, self.recipe = fingerprint(opts.model, classes, opts.dtype, opts.tta, opts.fallback_voxel_size,
-                                                    model.sha256 or None)
+                                                    model.precision, calibration, model.sha256 or None)
         self.model_path = os.path.abspath(opts.model)
         self.conditions = opts.conditions()
         store = open_store(opts)
@@ -159,10 +177,12 @@ class Worker:
         self.waiting: list[Path] = []  # held by other workers: looked at again after a poll
         self.attempted: set[str] = set()  # tried once by this worker: never again in this run
         self.looked: dict[str, tuple[Any, Identity | None]] = {}  # stem -> (newest record, inputs) when claimed
-        self.result = WorkerResult(name, classes, self.fingerprint, tuple(model.info.channels))
+        self.result = WorkerResult(name, classes, self.fingerprint, tuple(model.info.channels),
+                                   (self.model_path, self.recipe["model_sha256"]))
         self.keeper_store: FileClaimStore | None = None  # opened when it first runs out of work
         self.keeper: Claim | None = None  # held while this worker is the folder's keeper
         self.keeper_seen: tuple[int, float] | None = None  # another keeper's (generation, last heartbeat)
+        self.predictor: SlicePredictor | GraphPredictor | None = None  # kept while the slice size stays
 
     def decision(self, tomogram: Path) -> tuple[Decision, int, bool]:
         """What to do with ``tomogram`` now, the generation decided on, and whether it redoes an outcome."""
@@ -170,8 +190,11 @@ class Worker:
         state = self.store.state(stem)
         inputs = current_inputs(tomogram, self.model.info.channels, self.opts.channel_dirs)
         decision = judge(state, self.writer, self.fingerprint, inputs, self.conditions, self.overwrite_since,
-                         self.retry_since)
+                         self.retry_since, (self.model_path, self.recipe["model_sha256"]))
         self.looked[stem] = (state.record, inputs)
+        if decision == TRY and self._superseded(state.record, stem):
+            logger.info("%s: its outputs were made by an earlier version of %s (trained again since): segmented again",
+                        stem, self.model_path)
         return decision, state.generation, state.done is not None or state.failure is not None
 
     def _next_claim(self) -> tuple[Path, Claim] | None:
@@ -198,8 +221,9 @@ class Worker:
     def run(self) -> WorkerResult:
         """Process tomograms until every one is finished (waiting for others' claims); never raises Stop."""
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pom-prefetch")
-        pending: tuple[Path, Claim, Future[Prepared]] | None = None
+        pending: tuple[Path, Claim, Preparation] | None = None
         finished = False
+        started, busy = time.perf_counter(), self.model.busy_seconds
         try:
             while True:
                 if pending is None:
@@ -232,6 +256,8 @@ class Worker:
             # Give the keeper role up (else it passes on after the lease); also removes the clock
             # file of the keepers' folder, which a killed keeper on this host may have left.
             (self.keeper_store or keeper_store(self.opts.output_dir, self.opts.lease_seconds)).close()
+            self.result.seconds = time.perf_counter() - started
+            self.result.network_seconds = self.model.busy_seconds - busy
         if finished:
             for kind, since in ((OVERWRITE, self.overwrite_since), (RETRY, self.retry_since)):
                 if since is not None:
@@ -276,9 +302,20 @@ class Worker:
         self.keeper_store.progress()
         return True
 
-    def _prefetch(self, pool: ThreadPoolExecutor, tomogram: Path) -> Future[Prepared]:
-        return pool.submit(prepare, tomogram, self.model.info, self.opts.channel_dirs, self.opts.fallback_voxel_size,
-                           allow_voxel_size_mismatch=self.opts.allow_voxel_size_mismatch, clock=self._clock)
+    def _superseded(self, record: Any, stem: str) -> bool:
+        """Whether an output of ``stem`` this run writes is an intact one of an earlier version of its model."""
+        recorded = recorded_outputs(record)
+        recipes = recorded_recipes(record)
+        names = [p.name for p in self.writer.paths(stem) if p.name in recorded]
+        intact = self.writer.intact({n: recorded[n] for n in names})
+        return any(intact[n] and superseded(recipes.get(str(recorded[n].get("fingerprint")), {}), self.model_path,
+                                            self.recipe["model_sha256"]) for n in names)
+
+    def _prefetch(self, pool: ThreadPoolExecutor, tomogram: Path) -> Preparation:
+        preparation = Preparation(tomogram, self.model.info, self.opts.channel_dirs, self.opts.fallback_voxel_size,
+                                  allow_voxel_size_mismatch=self.opts.allow_voxel_size_mismatch, clock=self._clock)
+        pool.submit(preparation.run)
+        return preparation
 
     def _clock(self) -> float:
         """The filesystem's time (this host's clock, corrected by the offset measured at start)."""
@@ -294,14 +331,14 @@ class Worker:
         kept = {str(e.get("fingerprint")) for e in outputs.values()}
         return outputs, {fp: r for fp, r in recipes.items() if fp in kept}
 
-    def _process(self, tomogram: Path, claim: Claim, future: Future[Prepared]) -> None:
+    def _process(self, tomogram: Path, claim: Claim, future: Preparation) -> None:
         """One tomogram's error boundary: done, failed (recorded), or abandoned (claim lost)."""
         stem = claim.stem
         try:
             prepared = future.result()
             self.store.progress()
             started = time.perf_counter()
-            self._segment(prepared, claim)
+            self._segment(prepared, claim, future)
             mine = {name: {**entry, "fingerprint": self.fingerprint} for name, entry in self.writer.describe(stem).items()}
             outputs, recipes = self._carried(stem, list(mine))
             recipes[self.fingerprint] = {"recipe": self.recipe, "model_path": self.model_path, "inputs": prepared.identity}
@@ -310,6 +347,7 @@ class Worker:
                       "recipes": recipes}
             self.store.record_done(claim, record)
             self.result.done.append(stem)
+            self.result.input_bytes += prepared.input_bytes
             seconds = time.perf_counter() - started
             logger.info("%s  done in %.1f s (read+preprocess %.1f s, segment %.1f s)  %s  %s", stem,
                         prepared.seconds + seconds, prepared.seconds, seconds, self.model.provider, self.name)
@@ -343,12 +381,16 @@ class Worker:
             with contextlib.suppress(StoreError):
                 self.store.release(claim)
 
-    def _segment(self, prepared: Prepared, claim: Claim) -> None:
-        """Segment slab by slab into the writer; the outputs appear only if we still own the claim."""
-        nz, ny, nx = prepared.inputs.shape[:3]
-        batch = self.opts.batch or self.model.batch_for(ny, nx)
-        overlap = self.opts.overlap if self.opts.overlap is not None else self.model.provider == "cuda"
-        slabs = predict_slabs(self.model, prepared.inputs, tta=self.opts.tta, batch=batch, slab=SLAB)
+    def _segment(self, prepared: Prepared, claim: Claim, preparation: Preparation | None = None) -> None:
+        """Segment slab by slab into the writer; the outputs appear only if we still own the claim.
+
+        With ``preparation``, each slab is segmented as soon as its inputs are prepared.
+        """
+        nz, ny, nx, c = prepared.inputs.shape
+        predictor = self._predictor((ny, nx, c))
+        step = min(predictor.batch, SLAB)
+        overlap = self.opts.overlap if self.opts.overlap is not None else True
+
         def still_ours() -> None:  # asked before replacing a different file already in place
             if not self.store.still_owner(claim):
                 raise ClaimLost(claim.stem)
@@ -356,19 +398,68 @@ class Worker:
         with self.writer.open(claim.stem, (nz, ny, nx), prepared.voxel_size, before_replace=still_ours,
                               generation=claim.generation) as sink:
             with in_background(sink) if overlap else contextlib.nullcontext(sink) as out:
-                for z0, probabilities in slabs:
+                for z0 in range(0, nz, step):
                     if claim.lost.is_set():
                         raise ClaimLost(claim.stem)
-                    out.write(z0, probabilities)
+                    if preparation is not None:
+                        preparation.wait(min(nz, z0 + step))
+                    out.write(z0, predictor(prepared.inputs[z0 : z0 + step]))  # written while the next is computed
                     self.store.progress()
-            check_unchanged(prepared.files, prepared.identity)  # written to while we read it: publish nothing
+                if preparation is not None:
+                    preparation.wait_finished()
+                check_unchanged(prepared.files, prepared.identity)  # written to while we read it: publish nothing
             if not self.store.still_owner(claim):
                 raise ClaimLost(claim.stem)
+
+    def _predictor(self, shape: tuple[int, int, int]) -> SlicePredictor | GraphPredictor:
+        """The predictor for slices of ``shape`` (reused while tomograms keep that size: no new buffers).
+
+        On a GPU the TTA runs in the wrapper graph beside the network (only the final planes
+        come back); on the CPU the kernels of :mod:`pom_inference.tta` are faster.
+        """
+        if self.predictor is None or self.predictor.shape != shape:
+            self.predictor = None  # free the old buffers first
+            info = self.model.info
+            batch = self.opts.batch or self.model.batch_for(shape[0], shape[1], self.opts.workers_per_device)
+            graph = self.opts.tta_graph if self.opts.tta_graph is not None else self.model.provider == "cuda"
+            if graph and self.model.backend is None:
+                self.predictor = GraphPredictor(self.model, shape, self.opts.tta, batch, self.writer.class_index,
+                                                self.writer.kind)
+            else:
+                self.predictor = SlicePredictor(self.model, shape, info.size_multiple, len(info.classes),
+                                                self.opts.tta, batch, self.writer.class_index, self.writer.kind)
+        return self.predictor
 
 
 def run_worker(opts: ProcessOptions, device: int | None, name: str) -> WorkerResult:
     """Load the model on ``device`` (None: the CPU) and run one worker until the work is done."""
-    model = load_model(opts.model, device=device, threads=opts.threads, quiet=True)
-    worker = Worker(opts, model, name)  # refuses a model that does not fit the options, before a word
+    model = load_model(opts.model, device=device, threads=opts.threads, quiet=True, tf32=False)
+    check_channels(model.info, opts.expect_channels, opts.model)  # a model that does not fit: refused first
+    select_classes(model.info, opts.classes, opts.model)
+    model = choose_precision(opts, model)
+    worker = Worker(opts, model, name)
     announce(model)
     return worker.run()
+
+
+def choose_precision(opts: ProcessOptions, model: Model) -> Model:
+    """The model in ``opts.precision``, if it agrees with float32 on the first tomogram (else float32), said in one line."""
+    from .precision import SAMPLE_SLICES, choose, resolve
+    from .prefetch import sample_inputs
+
+    if resolve(opts.precision, model.device) == "fp32":
+        return model
+    first = Path(opts.tomograms[0])
+    try:
+        sample = sample_inputs(first, model.info, opts.channel_dirs, opts.fallback_voxel_size, SAMPLE_SLICES)
+        from .preprocess import pad_to_multiple
+
+        sample = np.ascontiguousarray(pad_to_multiple(sample, model.info.size_multiple)[0])
+    except PomError as exc:
+        logger.warning("precision %s: cannot read a slab of %s to check it (%s); using fp32", opts.precision,
+                       first.name, exc)
+        return model
+    chosen, line = choose(model, opts.precision, sample, first.name)
+    if line:
+        (logger.info if chosen is not model else logger.warning)("%s", line)
+    return chosen

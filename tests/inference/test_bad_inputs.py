@@ -150,21 +150,24 @@ def test_write_failure_leaves_no_partial_file(infer_setup, monkeypatch):
     state = {"slabs": 0}
 
     class Full:
-        def __init__(self, array):
-            self.array = array
+        def __init__(self, volume):
+            self.volume = volume
 
-        def __setitem__(self, key, value):
+        def write(self, z0, block):
             state["slabs"] += 1
             if state["slabs"] > 1:
                 raise OSError(errno.ENOSPC, "No space left on device")
-            self.array[key] = value
+            self.volume.write(z0, block)
+
+        def header_stats(self):
+            return self.volume.header_stats()
 
     import contextlib
 
     @contextlib.contextmanager
     def failing(path, shape, dtype, voxel_size, *args):
-        with real_new_volume(path, shape, dtype, voxel_size, *args) as array:
-            yield Full(array)
+        with real_new_volume(path, shape, dtype, voxel_size, *args) as volume:
+            yield Full(volume)
 
     monkeypatch.setattr(outputs, "new_volume", failing)
     monkeypatch.setattr(worker, "SLAB", 2)

@@ -9,6 +9,7 @@ worker's, no false failures, nothing left behind, and ``status`` telling the tru
 import errno
 import hashlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -294,17 +295,17 @@ def test_disk_full_is_a_recorded_failure(case, monkeypatch, capsys):
     out = tmp / "full"
     mounted = _tmpfs(out, "1600k")
     try:
-        if not mounted:  # no tmpfs here: the allocation fails as it would on a full disk
+        if not mounted:  # no tmpfs here: the writes fail as they would on a full disk
             calls = Counter()
-            real = os.posix_fallocate
+            real = os.pwrite
 
-            def fallocate(fd, offset, length):
+            def pwrite(fd, data, offset):
                 calls["n"] += 1
                 if calls["n"] > 4:
                     raise OSError(errno.ENOSPC, "No space left on device")
-                return real(fd, offset, length)
+                return real(fd, data, offset)
 
-            monkeypatch.setattr(os, "posix_fallocate", fallocate)
+            monkeypatch.setattr(os, "pwrite", pwrite)
         code = infer_main(_args(tmp, model, "full"))
         captured = capsys.readouterr()
         assert code == 1 and "Traceback" not in captured.err
@@ -343,7 +344,10 @@ def test_a_second_signal_during_cleanup(case):
     worker.send_signal(signal.SIGINT)
     err = worker.communicate(timeout=60)[1]
     assert worker.returncode == 130, err
-    assert "stopped by SIGTERM; claims released" in err and "Traceback" not in err
+    # Python runs pending handlers in signal-number order: when all three arrive while the main
+    # thread is inside a long C call (the network, a numba kernel), SIGINT's is run first.
+    assert re.search(r"stopped by SIG(TERM|INT); claims released", err) and "Traceback" not in err
+    assert "again: still releasing claims" in err  # a second signal during cleanup is only noted
     assert all(s.claim is None for s in FileClaimStore(out).states().values())
 
 

@@ -78,9 +78,9 @@ def test_writer_writes_all_classes_at_once(tmp_path, kind, cls):
     assert isinstance(writer, cls)
     probs = np.random.default_rng(0).random((5, 6, 7, 2)).astype(np.float32)
     with writer.open("TS", (5, 6, 7), 20.0) as sink:
-        sink.write(0, probs[:3])
+        sink.write(0, writer.planes(probs[:3]))
         assert not any(p.exists() for p in writer.paths("TS")) and len(list(tmp_path.glob(".TS__*.tmp-*"))) == 2
-        sink.write(3, probs[3:])
+        sink.write(3, writer.planes(probs[3:]))
     assert all(p.is_file() for p in writer.paths("TS")) and [p.name for p in writer.paths("TS")] == ["TS__B.mrc", "TS__A.mrc"]
     b = read_volume(tmp_path / "TS__B.mrc")
     assert b.voxel_size == pytest.approx(20.0)
@@ -91,7 +91,7 @@ def test_writer_writes_all_classes_at_once(tmp_path, kind, cls):
 def test_writer_error_leaves_nothing(tmp_path):
     writer = make_writer("float32", tmp_path, ("A",), (0,))
     with pytest.raises(RuntimeError), writer.open("TS", (2, 3, 4), 1.0) as sink:
-        sink.write(0, np.zeros((1, 3, 4, 1), np.float32))
+        sink.write(0, writer.planes(np.zeros((1, 3, 4, 1), np.float32)))
         raise RuntimeError("stopped")
     assert list(tmp_path.iterdir()) == []
 
@@ -115,7 +115,7 @@ def test_remove_temporaries_only_of_earlier_generations(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names[2:4])
     with writer.open(stem, (1, 2, 2), 1.0, generation=5) as sink:
         assert [p.name for p in tmp_path.iterdir() if p.name.startswith(f".{stem}__A.mrc.tmp-g5-")]
-        sink.write(0, np.zeros((1, 2, 2, 1), np.float32))
+        sink.write(0, writer.planes(np.zeros((1, 2, 2, 1), np.float32)))
 
 
 def test_unknown_writer(tmp_path):

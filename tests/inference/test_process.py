@@ -58,12 +58,12 @@ def test_four_workers_write_each_output_once_and_match_one_worker(setup):
 
 SLOW_WORKER = """
 import sys, time
-import pom_inference.arrays as arrays, pom_inference.worker as worker
-real = arrays.predict_slices
+import pom_inference.predict as predict, pom_inference.worker as worker
+real = predict.SlicePredictor.__call__
 def slow(*a, **k):
     time.sleep(0.4)
     return real(*a, **k)
-arrays.predict_slices = slow
+predict.SlicePredictor.__call__ = slow
 worker.SLAB = 1
 from pom_inference.cli import main
 sys.exit(main(sys.argv[1:]))

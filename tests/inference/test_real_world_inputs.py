@@ -250,13 +250,13 @@ def test_an_input_changed_while_it_is_segmented_publishes_nothing(tmp_path, monk
     model = make_onnx_model(tmp_path / "m.onnx")
     paths = make_tomograms(tmp_path / "t", 1, shape=SHAPE)
     _backdate(*paths)
-    real = worker_module.predict_slabs
+    real = worker_module.Worker._predictor
 
-    def touched(*args, **kwargs):  # the reconstruction program writes again mid-way
+    def touched(self, shape):  # the reconstruction program writes again mid-way
         os.utime(paths[0], (time.time(), time.time()))
-        yield from real(*args, **kwargs)
+        return real(self, shape)
 
-    monkeypatch.setattr(worker_module, "predict_slabs", touched)
+    monkeypatch.setattr(worker_module.Worker, "_predictor", touched)
     assert _process(model, tmp_path / "t", tmp_path / "o") == 1
     assert "changed while it was being segmented" in capsys.readouterr().out
     assert list((tmp_path / "o").glob("*.mrc")) == [] and list((tmp_path / "o").glob(".*.tmp-*")) == []
@@ -343,9 +343,11 @@ def test_a_model_replaced_after_loading_is_recorded_by_what_ran(tmp_path, monkey
     record = FileClaimStore(tmp_path / "o").state("TS_000").done
     assert record["recipe"]["model_sha256"] == hashlib.sha256(a_bytes).hexdigest()
     monkeypatch.setattr(worker_module, "load_model", real)
-    capsys.readouterr()
-    assert _process(a, tmp_path / "t", tmp_path / "o") == 1  # the new network's outputs are not these
-    assert "another recipe" in capsys.readouterr().out
+    assert _process(a, tmp_path / "t", tmp_path / "o") == 0  # the new network's outputs are not these: redone
+    done = [e["stem"] for e in FileClaimStore(tmp_path / "o").journal() if e["event"] == "done"]
+    assert sorted(done) == ["TS_000", "TS_000", "TS_001", "TS_001"]
+    record = FileClaimStore(tmp_path / "o").state("TS_000").done
+    assert record["recipe"]["model_sha256"] == hashlib.sha256(b.read_bytes()).hexdigest()
 
 
 # ---------------------------------------------------------------------------- lists and folders
@@ -384,17 +386,19 @@ def test_rec_tomograms_are_found_in_folders(tmp_path):
 # ---------------------------------------------------------------------------- filesystem errors
 
 
-def test_a_full_disk_names_the_output_file(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EIO])
+def test_a_filesystem_error_names_the_output_file(tmp_path, monkeypatch, capsys, code):
     model = make_onnx_model(tmp_path / "m.onnx")
     _backdate(*make_tomograms(tmp_path / "t", 1, shape=SHAPE))
 
-    def full(fd, offset, length):
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    def failing(fd, data, offset):
+        raise OSError(code, os.strerror(code))
 
-    monkeypatch.setattr(os, "posix_fallocate", full)
+    monkeypatch.setattr(os, "pwrite", failing)
     assert _process(model, tmp_path / "t", tmp_path / "o") == 1
     line = next(x for x in capsys.readouterr().out.splitlines() if "FAILED" in x)
-    assert "No space left on device" in line and str(tmp_path / "o") in line and "TS_000__Void.mrc" in line
+    assert os.strerror(code) in line and str(tmp_path / "o") in line and "TS_000__Void.mrc" in line
+    assert not list((tmp_path / "o").glob("*.mrc"))  # nothing published
 
 
 def _as_nobody(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
@@ -475,3 +479,21 @@ def test_outputs_record_the_inputs_they_were_made_from(tmp_path):
     assert record["inputs"]["Membrane"] == {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "inode": st.st_ino}
     assert record["model_path"] == str(model.resolve())
     assert json.dumps(record)  # a plain JSON document
+
+
+def test_retraining_then_processing_is_not_a_failure(tmp_path, capsys):
+    """The same model file trained again (pom shared train): its older outputs are segmented again, exit 0."""
+    a, b = _two_models(tmp_path, b_classes=("Void", "Mito", "Unknown"))
+    assert _process(a, tmp_path / "t", tmp_path / "o") == 0
+    first = _hashes(tmp_path / "o")
+    shutil.copyfile(b, a)  # retrained in place
+    capsys.readouterr()
+    assert _process(a, tmp_path / "t", tmp_path / "o") == 0
+    captured = capsys.readouterr()
+    assert "2 done, 0 failed" in captured.out and "earlier version" in captured.err
+    assert all(_hashes(tmp_path / "o")[k] != first[k] for k in first)
+    # another file with a model of the same classes is another recipe: protected, and the message says how
+    (tmp_path / "c").mkdir()
+    other = make_onnx_model(tmp_path / "c" / "shared.onnx", classes=("Void", "Mito", "Unknown"), kind="shared", seed=3)
+    assert _process(other, tmp_path / "t", tmp_path / "o") == 1
+    assert "--overwrite" in capsys.readouterr().out

@@ -10,16 +10,18 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from pom_common.atomic import atomic_folder
 from pom_common.config import ProjectConfig
 from pom_common.constants import UNKNOWN
 from pom_common.errors import InputError
 from pom_common.layout import ProjectLayout
 
-from .info import phase2_info, write_info
+from .info import phase1_info, phase2_info, write_info
 from .stacks import PHASE2_STEP, read_stack, write_stack
 
 logger = logging.getLogger(__name__)
@@ -58,7 +60,25 @@ def load_phase2(config: ProjectConfig) -> Phase2Data:
     y = np.stack([read_stack(layout.phase2_output(o), PHASE2_STEP) for o in classes], axis=-1)
     if x.shape[:3] != y.shape[:3]:
         raise InputError(f"{layout.phase2}: in_*.tif {x.shape[:3]} and out_*.tif {y.shape[:3]} differ")
-    return Phase2Data(x, y, classes, phase2_info(config))
+    info = phase2_info(config)
+    check_phase1_unchanged(config, info)
+    return Phase2Data(x, y, classes, info)
+
+
+def check_phase1_unchanged(config: ProjectConfig, info: dict[str, Any]) -> None:
+    """Refuse phase-2 stacks made from another phase 1 than the one there now (annotations sampled again since).
+
+    Raises
+    ------
+    InputError
+        Naming both records and the step to run again.
+    """
+    made_from = info.get("phase1_build")
+    now = phase1_info(config).get("build")
+    if made_from is not None and now is not None and made_from != now:
+        layout = ProjectLayout.of(config)
+        raise InputError(f"{layout.phase2_info}: phase 2 was built from an earlier phase 1 ({layout.phase1_info} "
+                         f"was written again since, by 'pom single initialize'); run 'pom shared initialize' again")
 
 
 def write_phase2(config: ProjectConfig, labels: Phase2Labels, label_method: str) -> dict[str, Any]:
@@ -70,15 +90,21 @@ def write_phase2(config: ProjectConfig, labels: Phase2Labels, label_method: str)
     x, one_hot, base_images = labels.x, labels.one_hot, labels.base_images
     layout = ProjectLayout.of(config)
     out = layout.phase2
-    os.makedirs(out, exist_ok=True)
-    for c, channel in enumerate(config.macromolecules):
-        write_stack(layout.phase2_input(channel), list(x[..., c]))
     classes = (*config.ontologies, UNKNOWN)  # a new tuple: the configuration is not touched
-    for k, name in enumerate(classes):
-        write_stack(layout.phase2_output(name), list(one_hot[..., k]))
+    os.makedirs(out.parent, exist_ok=True)
+    with atomic_folder(out) as build:  # phase2/ is replaced as a whole: a killed run leaves the previous set
+
+        def aside(path: Path) -> Path:
+            return build / path.relative_to(out)
+
+        for c, channel in enumerate(config.macromolecules):
+            write_stack(aside(layout.phase2_input(channel)), list(x[..., c]))
+        for k, name in enumerate(classes):
+            write_stack(aside(layout.phase2_output(name)), list(one_hot[..., k]))
+        write_info(aside(layout.phase2_info), {"label_method": label_method, "images": int(len(x)),
+                                               "base_images": int(base_images),
+                                               "phase1_build": phase1_info(config).get("build")})
     counts = {name: int((one_hot[..., k] > 0).sum()) for k, name in enumerate(classes)}  # -1: "not this"
-    write_info(layout.phase2_info, {"label_method": label_method, "images": int(len(x)),
-                                    "base_images": int(base_images)})
     logger.info("phase 2 (%s): %d images of %dx%d (%d extra crops); pixels per class %s; written to %s",
                 label_method, len(x), x.shape[1], x.shape[2], len(x) - base_images, counts, out)
     return {"images": int(len(x)), "base_images": int(base_images), "pixels": counts}

@@ -18,19 +18,22 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 from collections import OrderedDict
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
+from pom_common.atomic import atomic_folder
 from pom_common.config import ProjectConfig
-from pom_common.constants import BIN_FACTOR, CONFIG_FILENAME, DENSITY
+from pom_common.constants import BIN_FACTOR, CHANNEL_SCALE, CONFIG_FILENAME, DENSITY
 from pom_common.errors import ConfigError, InputError
 from pom_common.layout import LABEL, PAINTED, ProjectLayout
 from pom_common.mrcio import read_volume
-from pom_common.naming import find_channel, tomogram_filename, tomogram_stem
-from pom_common.normalise import normalise_crop
+from pom_common.naming import find_channel, find_tomogram, tomogram_stem
+from pom_common.normalise import CHANNEL_VOXEL_TOLERANCE, channel_scale, normalise_crop
 from pom_common.scns import Annotation, read_scns
 
 from .info import write_info
@@ -61,6 +64,7 @@ def sample_annotation(
     report: Phase1Report,
     painted: dict[str, list[np.ndarray]] | None = None,
     extra: dict[str, list[np.ndarray]] | None = None,
+    scales: dict[str, float] | None = None,
 ) -> None:
     """Append the images of one annotated tomogram to ``stacks[feature][channel]`` (pure arrays).
 
@@ -68,7 +72,10 @@ def sample_annotation(
     (:class:`.painted.PaintedSlices`) and its position to ``report.crops``. With
     ``extra`` too, append the extra crops around each kept box to ``extra[channel]`` and
     ``extra[PAINTED]`` (those with a painted pixel), their positions to ``report.extra_crops``.
+    ``scales``: each segmentation channel's full scale (:func:`pom_common.normalise.channel_scale`;
+    Pom's 255 where absent).
     """
+    scales = scales or {}
     box = config.ontology_annotation_box_size
     half = box // 2
     z_sum = config.z_sum
@@ -107,7 +114,8 @@ def sample_annotation(
                 stacks[o][LABEL].append(label)
                 for channel, volume in channels.items():
                     crop = volume[z - z_sum : z + z_sum + 1, y0:y1, x0:x1]
-                    stacks[o][channel].append(normalise_crop(bin_image(crop.mean(0)), channel))
+                    stacks[o][channel].append(normalise_crop(bin_image(crop.mean(0)), channel,
+                                                             scales.get(channel, CHANNEL_SCALE)))
                 if codes is not None and painted is not None:
                     stem = tomogram_stem(annotation.path)
                     painted[o].append(codes.crop(z, y0, y1, x0, x1))
@@ -120,7 +128,8 @@ def sample_annotation(
                             extra[PAINTED].append(code)
                             for channel, volume in channels.items():
                                 crop = volume[z - z_sum : z + z_sum + 1, ey - half : ey + half, ex - half : ex + half]
-                                extra[channel].append(normalise_crop(bin_image(crop.mean(0)), channel))
+                                extra[channel].append(normalise_crop(bin_image(crop.mean(0)), channel,
+                                                                     scales.get(channel, CHANNEL_SCALE)))
                             report.extra_crops.append([stem, int(z), int(ex), int(ey)])
                 report.images[o] = report.images.get(o, 0) + 1
                 if np.any(label != 0):
@@ -154,16 +163,9 @@ def phase1_initialize(config: ProjectConfig, progress: bool = True) -> Phase1Rep
         try:
             annotation = read_scns(scns)
             stem = tomogram_stem(scns)
-            channels = {}
-            for channel in config.macromolecules:
-                tomogram = config.tomogram_path / tomogram_filename(stem)
-                volume = read_volume(find_channel(tomogram, channel, (config.macromolecule_path,)), config.apix)
-                if volume.shape != annotation.shape:
-                    raise InputError(f"{volume.path}: shape {volume.shape} differs from the annotation "
-                                     f"{scns.name} frame {annotation.shape}")
-                channels[channel] = volume.data
-                if channel == DENSITY:
-                    report.voxel_sizes[stem] = volume.voxel_size
+            channels, scales = read_channels_of(config, stem, annotation.shape, scns.name)
+            if DENSITY in channels:
+                report.voxel_sizes[stem] = read_volume(find_tomogram(config.tomogram_path, stem), config.apix).voxel_size
         except InputError as exc:
             report.skipped_files.append(str(exc))
             logger.warning("skipped: %s", exc)
@@ -171,7 +173,7 @@ def phase1_initialize(config: ProjectConfig, progress: bool = True) -> Phase1Rep
         if not any(f.n_boxes for f in annotation.features):
             report.skipped_files.append(f"{scns}: no boxes in any feature (place boxes in Ais with shift+click)")
             continue
-        sample_annotation(annotation, channels, config, stacks, report, painted, extra)
+        sample_annotation(annotation, channels, config, stacks, report, painted, extra, scales)
     if not any(per_channel[LABEL] for per_channel in stacks.values()):
         if report.dropped_by_key:  # every box there was, dropped because of a setting: name it
             why = {"z_sum": f"'z_sum' {config.z_sum}: {{n}} box(es) closer than z_sum to a z end",
@@ -184,30 +186,78 @@ def phase1_initialize(config: ProjectConfig, progress: bool = True) -> Phase1Rep
                          f"file(s) for ontologies {list(config.ontologies)}"
                          + (f"; features found: {sorted(report.unknown_features)}" if report.unknown_features else ""))
     layout = ProjectLayout.of(config)
-    os.makedirs(layout.phase1, exist_ok=True)
-    for o, per_channel in stacks.items():
-        if not per_channel[LABEL]:
-            continue
-        for channel, images in per_channel.items():
-            path = layout.phase1_stack(o, channel)
-            write_stack(path, images)
-            report.written.append(path)
-        if painted is not None:
-            path = layout.phase1_painted(o)
-            write_stack(path, painted[o], dtype=np.uint8)
-            report.written.append(path)
-    if extra is not None and extra[PAINTED]:
-        os.makedirs(layout.phase1_extra(PAINTED).parent, exist_ok=True)
-        for channel, crops in extra.items():
-            path = layout.phase1_extra(channel)
-            write_stack(path, crops, dtype=np.uint8 if channel == PAINTED else np.float32)
-            report.written.append(path)
+    os.makedirs(layout.phase1.parent, exist_ok=True)
+    with atomic_folder(layout.phase1) as build:  # the whole of phase1/ is replaced, or none of it
+
+        def aside(path: Path) -> Path:  # where a file of phase1/ is built
+            return build / path.relative_to(layout.phase1)
+
+        for o, per_channel in stacks.items():
+            if not per_channel[LABEL]:
+                continue
+            for channel, images in per_channel.items():
+                path = layout.phase1_stack(o, channel)
+                write_stack(aside(path), images)
+                report.written.append(path)
+            if painted is not None:
+                path = layout.phase1_painted(o)
+                write_stack(aside(path), painted[o], dtype=np.uint8)
+                report.written.append(path)
+        if extra is not None and extra[PAINTED]:
+            os.makedirs(aside(layout.phase1_extra(PAINTED)).parent, exist_ok=True)
+            for channel, crops in extra.items():
+                path = layout.phase1_extra(channel)
+                write_stack(aside(path), crops, dtype=np.uint8 if channel == PAINTED else np.float32)
+                report.written.append(path)
+        write_info(aside(layout.phase1_info), _phase1_record(config, report, painted is not None), indent=1)
+    return report
+
+
+def _phase1_record(config: ProjectConfig, report: Phase1Report, with_paint: bool) -> dict[str, Any]:
+    """``phase1/info.json``: voxel sizes, painted classes, crop positions, and this build's token."""
     info: dict[str, Any] = {}
     if report.voxel_sizes:  # recorded in the exported models as the pixel size they were trained at
         sizes = sorted(report.voxel_sizes.values())
         info = {"voxel_size": sizes[len(sizes) // 2], "tomograms": report.voxel_sizes}
     # The painted stacks' codes index these classes; the crops' positions group them by slice.
-    info.update({"painted_classes": list(config.ontologies) if painted is not None else None, "crops": report.crops,
+    info.update({"painted_classes": list(config.ontologies) if with_paint else None, "crops": report.crops,
                  "extra_crops": report.extra_crops})
-    write_info(layout.phase1_info, info, indent=1)
-    return report
+    info["build"] = secrets.token_hex(8)  # phase 2 records which phase 1 it was made from
+    return info
+
+
+def read_channels_of(config: ProjectConfig, stem: str, shape: tuple[int, int, int],
+                     source: str) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """The input channels of tomogram ``stem`` (memory-mapped) and the full scale of its segmentation channels.
+
+    The tomogram is ``<stem>.mrc`` or ``<stem>.rec`` in tomogram_dir; other channels are found
+    by :func:`pom_common.naming.find_channel`'s rule.
+
+    Raises
+    ------
+    InputError
+        A file missing or unreadable; a shape other than the annotation's (``source``); a
+        channel whose header voxel size differs from the tomogram's by more than 1 %; values no
+        segmentation holds.
+    """
+    tomogram = find_tomogram(config.tomogram_path, stem)
+    # (a project without Density as an input may lack the tomogram itself: then nothing to compare with)
+    density = read_volume(tomogram, config.apix) if DENSITY in config.macromolecules or tomogram.exists() else None
+    channels, scales = {}, {}
+    for channel in config.macromolecules:
+        volume = density if channel == DENSITY and density is not None else read_volume(
+            find_channel(tomogram, channel, (config.macromolecule_path,)))
+        if volume.shape != shape:
+            raise InputError(f"{volume.path}: shape {volume.shape} differs from the annotation {source} frame {shape}")
+        if (density is not None and volume is not density and volume.header_voxel_size and density.header_voxel_size
+                and abs(volume.header_voxel_size - density.header_voxel_size)
+                > CHANNEL_VOXEL_TOLERANCE * max(volume.header_voxel_size, density.header_voxel_size)):
+            raise InputError(f"{volume.path}: voxel size {volume.header_voxel_size:.4g} A, but its tomogram "
+                             f"{tomogram.name} has {density.header_voxel_size:.4g} A on the same grid; fix the "
+                             "header that is wrong")
+        channels[channel] = volume.data
+        if channel != DENSITY:
+            scales[channel], note = channel_scale(volume.data, str(volume.path))
+            if note:
+                logger.info("%s", note)
+    return channels, scales

@@ -8,16 +8,22 @@ converted graph is written in a canonical form (:mod:`.canonical`).
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import glob
 import logging
+import time
 from pathlib import Path
 
 import keras
 import onnx
 
-from pom_common.atomic import atomic_path
+from pom_common.atomic import TMP_MARK, atomic_path, atomic_write_text
 from pom_common.constants import ONNX_OPSET
 from pom_common.errors import InputError, ModelError
+from pom_common.layout import metadata_path
 from pom_common.modelmeta import METADATA_KEY, ModelInfo
+from pom_common.netunit import UNIT_KEY, new_unit
 
 from ..fitting.checkpoints import save_keras
 from .convert import convert
@@ -26,6 +32,8 @@ from .metadata import read_metadata, write_metadata
 from .parity import check_parity
 
 logger = logging.getLogger(__name__)
+#: Temporary files of a network older than this were left by a killed run (an export takes minutes).
+STALE_SECONDS = 3600.0
 
 
 def export_onnx(model: keras.Model, path: str | Path, info: ModelInfo | str, opset: int = ONNX_OPSET) -> Path:
@@ -83,27 +91,49 @@ def export_saved(keras_path: str | Path, onnx_path: str | Path, opset: int = ONN
     keras_path = Path(keras_path)
     if not keras_path.is_file():
         raise InputError(f"{keras_path}: no trained network to export")
+    remove_stale_temporaries(keras_path, Path(onnx_path))
     text = read_metadata(keras_path, onnx_path)
     try:
         model = keras.models.load_model(keras_path, compile=False)
     except Exception as exc:  # Keras raises ValueError, OSError, zipfile errors...
         raise ModelError(f"{keras_path}: cannot load the trained network ({type(exc).__name__}: {exc})") from None
-    return export_onnx(model, onnx_path, text, opset)
+    logger.info("exporting %s to %s", keras_path, onnx_path)
+    path = export_onnx(model, onnx_path, text, opset)
+    sidecar = metadata_path(keras_path)
+    if not sidecar.is_file() or sidecar.read_text(encoding="utf-8") != text:  # left stale by a killed run
+        atomic_write_text(sidecar, text)
+    return path
+
+
+def remove_stale_temporaries(*targets: Path, older_than: float = STALE_SECONDS) -> None:
+    """Remove the temporary files that killed runs left beside a network's files (older than ``older_than``)."""
+    now = time.time()
+    for target in targets:
+        for name in (target.name, metadata_path(target).name):
+            for tmp in target.parent.glob(f".{glob.escape(name)}{TMP_MARK}*"):
+                with contextlib.suppress(OSError):
+                    if now - tmp.stat().st_mtime > older_than:
+                        tmp.unlink()
 
 
 def save_and_export(model: keras.Model, keras_path: Path, onnx_path: Path, checkpoint: Path, meta: ModelInfo,
                     again: str) -> Path:
     """Save ``model`` and its export metadata, drop the checkpoint, then export to ``onnx_path``.
 
-    The ``.keras`` file and ``<name>.metadata.json`` are written first, so a failed export
-    loses no training: ``again`` (a ``pom export`` command line) exports them later.
+    The ``.keras`` file (with the metadata and a new unit token inside it, :mod:`pom_common.netunit`)
+    and ``<name>.metadata.json`` are written first, so a failed or killed export loses no
+    training: ``again`` (a ``pom export`` command line) exports them later, and until then
+    the old ``.onnx`` beside the new ``.keras`` is refused by name where it would be used.
 
     Raises
     ------
     ExportError
         The export failed; the message says how to export again.
     """
-    save_keras(model, keras_path)
+    remove_stale_temporaries(keras_path, onnx_path)
+    unit = new_unit()
+    meta = dataclasses.replace(meta, training={**meta.training, UNIT_KEY: unit})
+    save_keras(model, keras_path, (unit, meta.to_json()))
     write_metadata(keras_path, meta)
     checkpoint.unlink(missing_ok=True)  # the final weights are in keras_path
     try:

@@ -19,6 +19,7 @@ from pom_common.constants import BIN_FACTOR
 from pom_common.errors import ModelError
 from pom_common.layout import metadata_path
 from pom_common.modelmeta import METADATA_KEY, ModelInfo
+from pom_common.netunit import read_unit
 from pom_common.normalise import processing_normalisation
 
 from ..fitting.config import TrainConfig
@@ -49,7 +50,8 @@ def write_metadata(keras_path: str | Path, info: ModelInfo) -> Path:
 def read_metadata(keras_path: str | Path, onnx_path: str | Path) -> str:
     """The metadata JSON to embed when exporting ``keras_path`` again.
 
-    From ``<name>.metadata.json`` (written at training time), else from the existing
+    From the ``.keras`` file itself (its unit record, :mod:`pom_common.netunit`), else from
+    ``<name>.metadata.json`` (networks saved before units existed), else from the existing
     ``onnx_path`` (networks trained before the metadata file existed).
 
     Raises
@@ -59,7 +61,10 @@ def read_metadata(keras_path: str | Path, onnx_path: str | Path) -> str:
     """
     sidecar, onnx_path = metadata_path(keras_path), Path(onnx_path)
     text: str | None
-    if sidecar.is_file():
+    unit = read_unit(keras_path)
+    if unit is not None:  # saved inside the network itself: the metadata of this very training run
+        text, source = unit["metadata"], str(keras_path)
+    elif sidecar.is_file():
         text, source = sidecar.read_text(encoding="utf-8"), str(sidecar)
     elif onnx_path.is_file():
         try:

@@ -10,15 +10,22 @@ import numpy as np
 
 from pom_common.atomic import temporary_path
 from pom_common.errors import ConfigError, InputError
+from pom_common.netunit import embed_unit
 
 from .config import TrainConfig
 
 
-def save_keras(model: keras.Model, path: Path) -> None:
-    """Save atomically; Keras insists on a .keras name, so the temporary gets one too."""
+def save_keras(model: keras.Model, path: Path, unit: tuple[str, str] | None = None) -> None:
+    """Save atomically; Keras insists on a .keras name, so the temporary gets one too.
+
+    ``unit``: (token, export metadata JSON) written into the file before it appears
+    (:mod:`pom_common.netunit`), so the network and its metadata are one file.
+    """
     tmp = temporary_path(path).with_suffix(".keras")
     try:
         model.save(tmp)
+        if unit is not None:
+            embed_unit(tmp, *unit)
         os.replace(tmp, path)
     finally:
         if tmp.exists():

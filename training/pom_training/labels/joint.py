@@ -5,6 +5,7 @@ Shared by the methods that distil the single networks (:mod:`.pom`, :mod:`.paint
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,6 +16,7 @@ from pom_common.config import ProjectConfig
 from pom_common.defaults import JOINT_LABEL_TTA
 from pom_common.errors import InputError, ModelError
 from pom_common.layout import ProjectLayout
+from pom_common.netunit import check_export
 from pom_inference import load_model
 from pom_inference.predict import predict_slices
 
@@ -97,6 +99,7 @@ def single_network_predictions(config: ProjectConfig, x: np.ndarray, device: int
     predictions = np.zeros((*x.shape[:3], len(config.ontologies)), dtype=np.float32)
     for j, o in enumerate(tqdm(config.ontologies, desc="single models", unit="model", disable=None if progress else True)):
         model = load_model(layout.single_model(o), device=device, quiet=True)
+        check_export(model.path, model.info.training, f"pom export -o {shlex.quote(o)}")
         if tuple(model.info.channels) != tuple(config.macromolecules):
             raise ModelError(f"{model.path}: expects channels {list(model.info.channels)}, the configuration "
                              f"lists {list(config.macromolecules)}; retrain it")
