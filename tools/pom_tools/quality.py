@@ -28,6 +28,7 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -204,8 +205,8 @@ def run(folder: Path, seeds: list[int], methods: list[str], again: bool = False,
         state = results["projects"].get(name)
         if not state or state.get("project_seed") != seed:
             state = results["projects"][name] = {"project_seed": seed, "runs": {}}
-        run_project(name, folder / name, seed, seeds, methods, settings, state, again)
-        atomic_write_text(results_path, json.dumps(results, indent=1) + "\n")
+        run_project(name, folder / name, seed, seeds, methods, settings, state, again,
+                    save=lambda: atomic_write_text(results_path, json.dumps(results, indent=1) + "\n"))
     results["last_run"] = {"seconds": round(time.perf_counter() - started_all, 1), "cores": os.cpu_count(),
                            "load": [round(v, 2) for v in os.getloadavg()], "projects": list(projects),
                            "seeds": seeds, "methods": methods}
@@ -216,8 +217,11 @@ def run(folder: Path, seeds: list[int], methods: list[str], again: bool = False,
 
 
 def run_project(name: str, folder: Path, project_seed: int, seeds: list[int], methods: list[str], settings: dict,
-                state: dict, again: bool) -> None:
-    """One project: generate it (once), phase 1, the threshold baseline, every method x seed not in ``state``."""
+                state: dict, again: bool, save: Callable[[], None]) -> None:
+    """One project: generate it (once), phase 1, the threshold baseline, every method x seed not in ``state``.
+
+    ``save`` is called after each run (a stopped ``make quality`` keeps what it finished).
+    """
     project = folder / "project"
     if not (project / CONFIG_FILENAME).is_file() or again:
         if project.exists():
@@ -261,6 +265,7 @@ def run_project(name: str, folder: Path, project_seed: int, seeds: list[int], me
             scores["seconds"] = round(time.perf_counter() - started, 1)
             scores["load"] = round(load, 2)
             state["runs"][key] = scores
+            save()
             logger.info("quality: %s, %s seed %d: mean Dice %.3f (%.0f s)", name, method, seed, scores["mean"],
                         scores["seconds"])
 
