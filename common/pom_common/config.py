@@ -82,8 +82,9 @@ class ProjectConfig:
     #: learns the painted labels alone, no single networks); see LABEL_METHODS.
     label_method: str = "direct"
     #: The stable plan ("direct", "painted" shared networks): change each drawn crop's blur,
-    #: noise, gain and offset (the labels stay), so other tomograms' contrast is not a surprise.
-    shared_model_augment: bool = True
+    #: noise, gain and offset (the labels stay). Off by default: on ``make quality`` it made
+    #: some seeds call Void another bland class (docs/quality.md).
+    shared_model_augment: bool = False
     #: The stable plan: at least this many crops drawn per epoch, however few the boxes.
     shared_model_min_draws: int = 1024
     #: The shared network as the mean of this many networks trained with other seeds (one model).
