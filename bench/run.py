@@ -411,7 +411,7 @@ def bench_precision(tmp: Path, shape=(200, 960, 928), filters=64, depth=4) -> di
     from pom_inference import precision
     from pom_inference.driver import process
     from pom_inference.worker import ProcessOptions
-    from pom_training.models import build_unet
+    from pom_training.models.unet import build_unet
 
     classes = ("Void", "Cytoplasm", "Mitochondrion", "Unknown")
     folder = tmp / "precision"
