@@ -81,6 +81,14 @@ class ProjectConfig:
     #: "painted" (every painted feature teaches every network) or "direct" (the shared network
     #: learns the painted labels alone, no single networks); see LABEL_METHODS.
     label_method: str = "direct"
+    #: The stable plan ("direct", "painted" shared networks): change each drawn crop's blur,
+    #: noise, gain and offset (the labels stay). Off by default: on ``make quality`` it made
+    #: some seeds call Void another bland class (docs/quality.md).
+    shared_model_augment: bool = False
+    #: The stable plan: at least this many crops drawn per epoch, however few the boxes.
+    shared_model_min_draws: int = 1024
+    #: The shared network as the mean of this many networks trained with other seeds (one model).
+    shared_model_members: int = 1
     #: Pom keys kept for round trips (rendering settings and others), read-only.
     legacy: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     #: Folder the configuration was loaded from; relative folders resolve against it.
@@ -133,7 +141,7 @@ class ProjectConfig:
 
 
 #: Field annotation -> the JSON type the key takes ("float" accepts integers too).
-_KINDS = {"str": "str", "int": "int", "float": "float", "tuple[str, ...]": "list[str]"}
+_KINDS = {"str": "str", "int": "int", "float": "float", "bool": "bool", "tuple[str, ...]": "list[str]"}
 #: Fields that are not configuration keys.
 _NOT_KEYS = ("legacy", "base_dir")
 #: Every key this toolkit uses: name -> (JSON type, default), in Pom's order. The defaults
@@ -215,10 +223,14 @@ def validate_config(document: Any) -> list[str]:
             shown = "" if value is None else f" {json.dumps(value)}"  # "null", not "null null"
             problems.append(f"key {key!r}: expected {_TYPE_WORDS[kind]}, found {found}{shown}")
     for key in ("ontology_annotation_box_size", "single_model_epochs", "single_model_batch_size",
-                "shared_model_epochs", "shared_model_batch_size", "model_base_filters", "model_depth"):
+                "shared_model_epochs", "shared_model_batch_size", "model_base_filters", "model_depth",
+                "shared_model_members"):
         number = _int_value(document, key)
         if number is not None and number < 1:
             problems.append(f"key {key!r}: expected a positive integer, found {number}")
+    number = _int_value(document, "shared_model_min_draws")
+    if number is not None and number < 0:
+        problems.append(f"key 'shared_model_min_draws': expected 0 or a positive integer, found {number}")
     number = _int_value(document, "z_sum")
     if number is not None and not 0 <= number <= MAX_Z_SUM:
         problems.append(f"key 'z_sum': expected an integer from 0 to {MAX_Z_SUM} (the window is 2 * z_sum + 1 "

@@ -58,17 +58,25 @@ def test_project_has_an_int8_tomogram_and_held_out_annotations(tmp_path):
 def test_quality_report_table():
     from pom_tools.quality import markdown, summary
 
-    def run(mean, seconds=10.0):
+    def run(mean, seconds=10.0, precision=0.9):
         dice = {c: mean for c in CELL_CLASSES}
-        return {"dense": dice, "mean": mean, "annotations": dice, "annotations_mean": mean, "seconds": seconds}
+        return {"dense": dice, "mean": mean, "annotations": dice, "annotations_mean": mean, "seconds": seconds,
+                "precision": {c: precision for c in CELL_CLASSES}, "recall": {c: 0.8 for c in CELL_CLASSES}}
 
+    state = {"project_seed": 1, "phase1": {"images": {"Void": 3, "Vesicle": 4}, "extra": 12},
+             "threshold": {"dense": {c: 0.2 for c in CELL_CLASSES}, "mean": 0.2,
+                           "precision": {c: 0.1 for c in CELL_CLASSES}, "recall": {c: 0.5 for c in CELL_CLASSES}},
+             "runs": {"pom/0": run(0.6), "pom/1": run(0.8), "direct/0": run(0.9), "direct/1": run(0.92, precision=0.8)}}
     results = {"settings": {"model_base_filters": 8, "model_depth": 3, "single_model_epochs": 6,
                             "shared_model_epochs": 30, "shared_model_batch_size": 32, "shared_model_runs_per_volume": 4},
-               "project_seed": 1, "phase1": {"images": {"Void": 3, "Vesicle": 4}, "extra": 12},
-               "runs": {"pom/0": run(0.6), "pom/1": run(0.8), "direct/0": run(0.9), "direct/1": run(0.92)}}
-    s = summary(results, "direct", [0, 1])
+               "projects": {"confounders": state},
+               "last_run": {"seconds": 600.0, "cores": 2, "load": [3.0, 3.0, 3.0]}}
+    s = summary(state, "direct", [0, 1])
     assert np.allclose(s["mean"], (0.91, 0.01)) and abs(s["range"] - 0.02) < 1e-12
-    text = markdown(results, ["pom", "direct"], [0, 1])
+    text = markdown(results, ["pom", "direct"], [0, 1], ("confounders",))
     assert "| direct | 0.910 ± 0.010 |" in text and "**0.700 ± 0.100**" in text
     assert "7 crops (Vesicle 4, Void 3) and 12 extra crops" in text
     assert "Best method: `direct`, mean Dice 0.910 vs Pom's 0.700 (+0.210)" in text
+    assert "| direct | 0.85 / 0.80 |" in text and text.count("| 0.80 |") == 1  # lowest organelle precision of a seed
+    assert "| threshold | 0.200 |" in text and "| threshold | 0.10 / 0.50 |" in text
+    assert "10.0 min" in text and "2 cores" in text

@@ -44,7 +44,7 @@ _BOXES = {VOID: (1, 2), CYTOPLASM: (1, 2), NUCLEOPLASM: (1, 2), MITOCHONDRION: (
 
 
 def plan_cell_annotation(labels: np.ndarray, seed: int, box: int, z_sum: int,
-                         n_slices: int | None = None) -> list[AisFeature]:
+                         n_slices: int | None = None, allowed: np.ndarray | None = None) -> list[AisFeature]:
     """Annotate like a person in Ais: a few slices, several features on each, boxes and paint.
 
     Parameters
@@ -54,6 +54,7 @@ def plan_cell_annotation(labels: np.ndarray, seed: int, box: int, z_sum: int,
     box : the box size (unbinned px); boxes lie fully inside the image.
     z_sum : boxes stay where Pom keeps them (z_sum < z < nz - z_sum).
     n_slices : 2 or 3 (random when None).
+    allowed : (nz,) bool, the slices the annotator may choose besides the middle one (None: all).
 
     Returns
     -------
@@ -66,7 +67,7 @@ def plan_cell_annotation(labels: np.ndarray, seed: int, box: int, z_sum: int,
     lo, hi = z_sum + 2, nz - z_sum - 3
     middle = nz // 2  # Ais opens there
     void = (labels[:, half: ny - half, half: nx - half] == VOID).mean(axis=(1, 2))
-    others = [z for z in range(lo, hi + 1) if abs(z - middle) >= 8]
+    others = [z for z in range(lo, hi + 1) if abs(z - middle) >= 8 and (allowed is None or allowed[z])]
     others.sort(key=lambda z: -min(void[z], 1 - void[z]) + 0.02 * rng.random())  # the lamella surface crosses
     slices = [middle]
     for z in others:

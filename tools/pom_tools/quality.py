@@ -1,16 +1,22 @@
-"""``make quality``: every label method, several seeds, on a harder synthetic project.
+"""``make quality``: every label method, several seeds, on synthetic projects we did not tune on.
 
-    python -m pom_training.quality [--folder quality] [--seeds 0,1,2] [--methods pom,painted,direct,dense]
+    python -m pom_tools.quality [--folder quality] [--seeds 0,1,2] [--methods pom,painted,direct,dense]
+                                [--projects cell,confounders,lamella]
 
-Generates the cell project (:mod:`pom_training.synthetic_cell`: 7 classes, raw contrast, an
-int8 tomogram, Ais-like annotations on 2-3 slices per tomogram), samples phase 1 once, then
-for every method and seed trains in its own run folder (sharing the phase-1 stacks) and
-scores the shared network on the held-out tomograms against their dense labels
-(``pom evaluate --labels``) and against their annotations in ``test/``. ``dense`` is the
-upper bound: the "direct" method on the same boxes with every class painted everywhere on
-the annotated slices. Results go to ``<folder>/results.json`` (kept between runs: a run
-already there is not repeated unless ``--again``) and a table of mean +- sd Dice per class
-and method to ``docs/quality.md``.
+Projects (:data:`PROJECTS`): ``cell`` (:mod:`pom_tools.synthetic_cell`: 7 classes, raw
+contrast, int8 tomograms, Ais-like annotations on 2-3 slices per tomogram); ``confounders``
+(:mod:`pom_tools.synthetic_lamella` with :data:`~pom_tools.synthetic_lamella.REAL`: gold
+fiducials with streaks, debris and ice, empty noise slabs above and below the specimen, a
+curtained top third no one annotates, defocus contrast); ``lamella`` (the same imaging
+without confounders, made like the ``ais_mini`` fixture). For every project, phase 1 is
+sampled once; for every method and seed a run folder (sharing the phase-1 stacks) trains and
+its shared network is scored on the held-out tomograms against their dense labels (``pom
+evaluate --labels``: Dice, precision and recall per class) and against their annotations in
+``test/``. ``dense`` is the upper bound on the cell project: the "direct" method on the same
+boxes with every class painted everywhere on the annotated slices. The baseline is one global
+threshold per class on the Density input (:mod:`pom_tools.scoring`). Results go to
+``<folder>/results.json`` (kept between runs: a run already there is not repeated unless
+``--again``) and a report, with the run time, to ``docs/quality.md``.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -40,10 +47,13 @@ from pom_training.labels.registry import METHODS as LABEL_METHODS
 from pom_training.prepare import initialize_phase1, initialize_phase2
 from pom_training.train import train_shared, train_single
 
+from . import scoring
 from .aisfile import AisFeature, write_ais_pickle
 from .cell_project import plan_cell_annotation, write_cell_project
+from .lamella_project import write_lamella_project
 from .synthetic import LABELS
 from .synthetic_cell import CELL_CLASSES, CELL_PALETTE, CELL_VOXEL_SIZE
+from .synthetic_lamella import REAL
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +61,21 @@ logger = logging.getLogger(__name__)
 QUALITY = {"model_base_filters": 8, "model_depth": 3, "single_model_epochs": 6, "single_model_batch_size": 32,
            "shared_model_epochs": 30, "shared_model_batch_size": 32, "shared_model_runs_per_volume": 4,
            "GPUS": "cpu"}
+#: The benchmark projects: name -> (project seed, what it is); ``make quality`` runs the first two.
+PROJECTS = {
+    "cell": (1607, "7 classes, raw contrast, two of six tomograms stored as int8, voxel size 13.7 A, 4 training and "
+                   "2 held-out tomograms of 48 x 256 x 256 (`pom_tools.synthetic_cell`)"),
+    "confounders": (815, "7 classes imaged like the `ais_mini` fixture (missing wedge, band-limited noise) with "
+                         "real data's confounders: 6 gold fiducials with missing-wedge streaks, 4 debris/ice lumps, "
+                         "empty noise-only slabs (25 % of z) above and below the specimen, a curtained top third of "
+                         "the specimen that no one annotates, 3 um defocus contrast; 2 training and 2 held-out "
+                         "tomograms of 60 x 192 x 192 (`pom_tools.synthetic_lamella.REAL`)"),
+    "lamella": (4711, "7 classes imaged like the `ais_mini` fixture, no confounders; 2 training and 2 held-out "
+                      "tomograms of 40 x 160 x 160 (`pom_tools.synthetic_lamella`)"),
+}
+DEFAULT_PROJECTS = ("cell", "confounders")
+#: Classes that are organelles (the precision target of issue 24 is for these).
+ORGANELLES = tuple(c for c in CELL_CLASSES if c not in ("Void", "Cytoplasm"))
 #: The upper bound: this label method on the same boxes with every class painted on the whole annotated slices.
 DENSE, DENSE_METHOD = "dense", "direct"
 #: The method the others are compared with: Pom's.
@@ -105,6 +130,18 @@ def write_dense_project(project: Path, dense: Path, seed: int, box: int, z_sum: 
                          CELL_VOXEL_SIZE / 10)
 
 
+def write_project(name: str, root: Path, seed: int, settings: dict) -> None:
+    """Generate one benchmark project (:data:`PROJECTS`) in ``root``."""
+    if name == "cell":
+        write_cell_project(root, seed=seed, settings=settings)
+    elif name == "confounders":
+        write_lamella_project(root, seed=seed, shape=(60, 192, 192), confounders=REAL, settings=settings)
+    elif name == "lamella":
+        write_lamella_project(root, seed=seed, settings=settings)
+    else:
+        raise ValueError(f"unknown project {name!r}; choose from {list(PROJECTS)}")
+
+
 def train_method(config: ProjectConfig, method: str, seed: int) -> None:
     """Train the shared network of one method with one seed, as the ``pom`` commands do, on the CPU.
 
@@ -120,40 +157,90 @@ def train_method(config: ProjectConfig, method: str, seed: int) -> None:
 
 
 def score_run(config: ProjectConfig, project: Path, stems: list[str]) -> dict:
-    """Dice per class of the run's shared network: dense labels, and the test annotations."""
+    """Dice, precision and recall per class of the run's shared network on dense labels; Dice on the annotations."""
     model = ProjectLayout.of(config).shared_model()
     labels = [project / "ground_truth" / feature_filename(s, LABELS) for s in stems]
     tomograms = [project / "test" / f"{s}.mrc" for s in stems]
     dense = run_evaluate(config, model, labels=labels, tomograms=tomograms)
     annotated = run_evaluate(config, model)
+    rates = scoring.rates(dense)
     return {"dense": {c: dense.dice(c) for c in dense.classes}, "mean": dense.mean("dice"),
+            "precision": {c: r["precision"] for c, r in rates.items()},
+            "recall": {c: r["recall"] for c, r in rates.items()},
             "annotations": {c: annotated.dice(c) for c in annotated.classes}, "annotations_mean": annotated.mean("dice")}
 
 
-def run(folder: Path, seeds: list[int], methods: list[str], again: bool = False, project_seed: int = 1607,
-        settings: dict | None = None, report: Path | None = Path("docs", "quality.md")) -> dict:
-    """Generate (once), train every method x seed not yet in the results, score, write the report."""
+def score_threshold(config: ProjectConfig, project: Path, stems: list[str]) -> dict:
+    """The baseline: a global threshold per class on Density, fitted on the painted pixels, on the held-out tomograms."""
+    names = {int(k): v for k, v in json.loads((project / "ground_truth" / "classes.json").read_text()).items()}
+    values, codes = scoring.painted_pixels(config, sorted((project / "tomograms").glob("*.scns")))
+    thresholds = scoring.fit_thresholds(values, codes, config.ontologies)
+    labels = [scoring.dense_labels(project / "ground_truth" / feature_filename(s, LABELS)) for s in stems]
+    scores = scoring.score_threshold(config, thresholds, [project / "test" / f"{s}.mrc" for s in stems], labels,
+                                     names)
+    rates = scoring.rates(scores)
+    dice = {c: r["dice"] for c, r in rates.items()}
+    values_ = [d for d in dice.values() if d is not None]
+    return {"dense": dice, "mean": float(np.mean(values_)) if values_ else None,
+            "precision": {c: r["precision"] for c, r in rates.items()},
+            "recall": {c: r["recall"] for c, r in rates.items()}}
+
+
+def run(folder: Path, seeds: list[int], methods: list[str], again: bool = False, project_seed: int | None = None,
+        settings: dict | None = None, report: Path | None = Path("docs", "quality.md"),
+        projects: tuple[str, ...] = DEFAULT_PROJECTS) -> dict:
+    """Generate (once), train every project x method x seed not yet in the results, score, write the report.
+
+    ``project_seed`` replaces the cell project's seed (the others keep theirs).
+    """
+    started_all = time.perf_counter()
     folder.mkdir(parents=True, exist_ok=True)
-    project = folder / "project"
     results_path = folder / "results.json"
     settings = {**QUALITY, **(settings or {})}
     results = json.loads(results_path.read_text()) if results_path.is_file() and not again else {}
-    if results.get("settings") != settings or results.get("project_seed") != project_seed:
-        results = {"settings": settings, "project_seed": project_seed, "runs": {}}
+    if results.get("settings") != settings or "projects" not in results:
+        results = {"settings": settings, "projects": {}}
+    for name in projects:
+        seed = project_seed if name == "cell" and project_seed is not None else PROJECTS[name][0]
+        state = results["projects"].get(name)
+        if not state or state.get("project_seed") != seed:
+            state = results["projects"][name] = {"project_seed": seed, "runs": {}}
+        run_project(name, folder / name, seed, seeds, methods, settings, state, again,
+                    save=lambda: atomic_write_text(results_path, json.dumps(results, indent=1) + "\n"))
+    results["last_run"] = {"seconds": round(time.perf_counter() - started_all, 1), "cores": os.cpu_count(),
+                           "load": [round(v, 2) for v in os.getloadavg()], "projects": list(projects),
+                           "seeds": seeds, "methods": methods}
+    atomic_write_text(results_path, json.dumps(results, indent=1) + "\n")
+    if report is not None:
+        atomic_write_text(report, markdown(results, methods, seeds, projects) + "\n")
+    return results
+
+
+def run_project(name: str, folder: Path, project_seed: int, seeds: list[int], methods: list[str], settings: dict,
+                state: dict, again: bool, save: Callable[[], None]) -> None:
+    """One project: generate it (once), phase 1, the threshold baseline, every method x seed not in ``state``.
+
+    ``save`` is called after each run (a stopped ``make quality`` keeps what it finished).
+    """
+    project = folder / "project"
     if not (project / CONFIG_FILENAME).is_file() or again:
         if project.exists():
             shutil.rmtree(project)
-        write_cell_project(project, seed=project_seed, settings=settings)
+        write_project(name, project, project_seed, settings)
     base = load_config(project / CONFIG_FILENAME)
     base = config_from_dict({**base.to_dict(), **settings}, base_dir=project)  # this run's settings
     write_config(base, project / CONFIG_FILENAME)
     stems = sorted(source_stem(p) for p in (project / "ground_truth").glob(feature_filename("*", LABELS))
                    if (project / "test" / f"{source_stem(p)}.mrc").is_file())
     phase1 = initialize_phase1(base, progress=False)
-    results["phase1"] = {"images": phase1.images, "annotated": phase1.annotated, "dropped": len(phase1.dropped),
-                         "extra": len(phase1.extra_crops)}
+    state["phase1"] = {"images": phase1.images, "annotated": phase1.annotated, "dropped": len(phase1.dropped),
+                       "extra": len(phase1.extra_crops)}
+    if "threshold" not in state:
+        started = time.perf_counter()
+        state["threshold"] = score_threshold(base, project, stems)
+        state["threshold"]["seconds"] = round(time.perf_counter() - started, 1)
     dense_config = None
-    if DENSE in methods:
+    if DENSE in methods and name == "cell":
         dense = folder / "dense"
         write_dense_project(project, dense, project_seed, base.ontology_annotation_box_size, base.z_sum)
         dense_config = replace(base, base_dir=str(dense), tomogram_dir="tomograms",
@@ -161,89 +248,138 @@ def run(folder: Path, seeds: list[int], methods: list[str], again: bool = False,
         write_config(dense_config, dense / CONFIG_FILENAME)
         initialize_phase1(dense_config, progress=False)
     for method in methods:
+        if method == DENSE and dense_config is None:
+            continue  # the upper bound needs the cell project's annotation planner
         for seed in seeds:
             key = f"{method}/{seed}"
-            if key in results["runs"]:
+            if key in state["runs"]:
                 continue
             run_folder = folder / "runs" / f"{method}_seed{seed}"
             config = run_config(base, run_folder, method, project)
             link_phase1(dense_config if method == DENSE and dense_config else base, run_folder)
             started = time.perf_counter()
-            logger.info("quality: %s, seed %d", method, seed)
+            load = os.getloadavg()[0]
+            logger.info("quality: %s, %s, seed %d", name, method, seed)
             train_method(config, DENSE_METHOD if method == DENSE else method, seed)
             scores = score_run(config, project, stems)
             scores["seconds"] = round(time.perf_counter() - started, 1)
-            results["runs"][key] = scores
-            atomic_write_text(results_path, json.dumps(results, indent=1) + "\n")
-            logger.info("quality: %s seed %d: mean Dice %.3f (%.0f s)", method, seed, scores["mean"], scores["seconds"])
-    if report is not None:
-        atomic_write_text(report, markdown(results, methods, seeds) + "\n")
-    return results
+            scores["load"] = round(load, 2)
+            state["runs"][key] = scores
+            save()
+            logger.info("quality: %s, %s seed %d: mean Dice %.3f (%.0f s)", name, method, seed, scores["mean"],
+                        scores["seconds"])
 
 
-def summary(results: dict, method: str, seeds: list[int], key: str = "dense") -> dict:
-    """Mean and sd over seeds, per class and of the mean Dice, for one method."""
-    runs = [results["runs"][f"{method}/{s}"] for s in seeds if f"{method}/{s}" in results["runs"]]
+def summary(state: dict, method: str, seeds: list[int], key: str = "dense") -> dict:
+    """Mean and sd over seeds, per class and of the mean Dice, for one method on one project (``state``)."""
+    runs = [state["runs"][f"{method}/{s}"] for s in seeds if f"{method}/{s}" in state["runs"]]
     if not runs:
         return {}
     out: dict = {"n": len(runs), "classes": {}}
     for c in CELL_CLASSES:
-        values = [r[key][c] for r in runs if r[key].get(c) is not None]
+        values = [r[key][c] for r in runs if r.get(key, {}).get(c) is not None]
         out["classes"][c] = (float(np.mean(values)), float(np.std(values))) if values else None
-    means = [r["mean" if key == "dense" else "annotations_mean"] for r in runs]
+    means = [r["annotations_mean" if key == "annotations" else "mean"] for r in runs]
     out["mean"] = (float(np.mean(means)), float(np.std(means)))
     out["range"] = float(max(means) - min(means))
     out["seconds"] = float(np.mean([r["seconds"] for r in runs]))
     return out
 
 
-def markdown(results: dict, methods: list[str], seeds: list[int]) -> str:
-    """The report: settings, a table of mean +- sd Dice per class and method, the seed spread, the best method."""
-    s = results["settings"]
-    lines = ["# Label methods on a harder synthetic project (`make quality`)", "",
-             "Generated by `python -m pom_tools.quality` (`make quality`); numbers from the last run.", "",
-             f"Project: {len(CELL_CLASSES)} classes ({', '.join(CELL_CLASSES)}), raw contrast (dense = dark), "
-             "one training and one test tomogram stored as int8, voxel size 13.7 A; annotations on 2-3 slices "
-             "per tomogram with several features per slice, painted inside the boxes plus a margin "
-             "(`pom_tools.synthetic_cell`, project seed "
-             f"{results['project_seed']}). Phase 1: {sum(results['phase1']['images'].values())} crops ("
-             + ", ".join(f"{c} {n}" for c, n in sorted(results['phase1']['images'].items()))
-             + f") and {results['phase1'].get('extra', 0)} extra crops.", "",
-             f"Settings (every method): U-Net base {s['model_base_filters']} filters, depth {s['model_depth']}; "
-             f"single networks {s['single_model_epochs']} epochs, shared network {s['shared_model_epochs']} "
-             f"epochs, batch {s['shared_model_batch_size']}; 8-fold augmentation; TTA "
-             f"{s['shared_model_runs_per_volume']}. Seeds {', '.join(map(str, seeds))}.", "",
-             "Dice of the shared network (argmax) on the two held-out tomograms against their dense labels "
-             "(binned 2x by majority), pooled; mean +- sd over seeds.", ""]
+def _pr(state: dict, method: str, seeds: list[int]) -> tuple[list[str], float | None]:
+    """Cells "precision / recall" per class (means over seeds), and the lowest organelle precision of any seed."""
+    runs = [state["runs"][f"{method}/{s}"] for s in seeds if f"{method}/{s}" in state["runs"]]
+    cells, lowest = [], None
+    for c in CELL_CLASSES:
+        p = [r["precision"][c] for r in runs if r.get("precision", {}).get(c) is not None]
+        rc = [r["recall"][c] for r in runs if r.get("recall", {}).get(c) is not None]
+        cells.append(f"{np.mean(p):.2f} / {np.mean(rc):.2f}" if p and rc else "-")
+        if c in ORGANELLES and p:
+            lowest = min(p) if lowest is None else min(lowest, min(p))
+    return cells, lowest
+
+
+def project_markdown(name: str, state: dict, settings: dict, methods: list[str], seeds: list[int]) -> list[str]:
+    """One project's section: what it is, Dice, precision / recall, the threshold, the annotations, the best method."""
+    ph = state.get("phase1", {"images": {}, "extra": 0})
+    lines = [f"## Project `{name}` (project seed {state['project_seed']})", "",
+             f"{PROJECTS[name][1]}. Annotations on 2-3 slices per tomogram with several features per slice, "
+             "painted inside the boxes plus a margin"
+             + (", never in the specimen's top third" if name == "confounders" else "")
+             + f". Phase 1: {sum(ph['images'].values())} crops ("
+             + ", ".join(f"{c} {n}" for c, n in sorted(ph['images'].items()))
+             + f") and {ph.get('extra', 0)} extra crops.", "",
+             "Dice of the shared network (argmax) on the held-out tomograms against their dense labels "
+             "(binned 2x by majority), pooled; mean ± sd over seeds; `threshold`: one global threshold per class "
+             "on the Density input, fitted on the painted pixels.", ""]
     header = "| method | " + " | ".join(CELL_CLASSES) + " | mean Dice | seed range | s/run |"
     lines += [header, "|" + "---|" * (len(CELL_CLASSES) + 4)]
     for method in methods:
-        summ = summary(results, method, seeds)
+        summ = summary(state, method, seeds)
         if not summ:
             continue
-        cells = [f"{m:.3f} ± {sd:.3f}" if v is not None else "-" for v in summ["classes"].values()
-                 for m, sd in [v or (0, 0)]]
+        cells = [f"{v[0]:.3f} ± {v[1]:.3f}" if v is not None else "-" for v in summ["classes"].values()]
         m, sd = summ["mean"]
         lines.append(f"| {method} | " + " | ".join(cells) + f" | **{m:.3f} ± {sd:.3f}** | {summ['range']:.3f} | "
                      f"{summ['seconds']:.0f} |")
-    lines += ["", "Against the held-out tomograms' own Ais-style annotations (`pom evaluate` on `test/`, "
-              "pixels inside their boxes), mean Dice:", ""]
-    lines += ["| method | mean Dice (annotations) |", "|---|---|"]
+    th = state.get("threshold")
+    if th:
+        cells = [f"{th['dense'][c]:.3f}" if th["dense"].get(c) is not None else "-" for c in CELL_CLASSES]
+        lines.append("| threshold | " + " | ".join(cells) + f" | {th['mean']:.3f} | - | {th.get('seconds', 0):.0f} |")
+    lines += ["", "Precision / recall per class (means over seeds); the last column is the lowest precision of any "
+              "organelle (" + ", ".join(ORGANELLES) + ") in any seed:", ""]
+    lines += ["| method | " + " | ".join(CELL_CLASSES) + " | lowest organelle precision |",
+              "|" + "---|" * (len(CELL_CLASSES) + 2)]
     for method in methods:
-        summ = summary(results, method, seeds, key="annotations")
-        if summ:
-            lines.append(f"| {method} | {summ['mean'][0]:.3f} ± {summ['mean'][1]:.3f} |")
-    lines += ["", "Methods:", ""]
-    lines += [f"* `{m}`: {DESCRIPTIONS[m]}." for m in methods]
-    pom = summary(results, REFERENCE, seeds)
-    ranked = sorted((summary(results, m, seeds)["mean"][0], m) for m in methods
-                    if m not in (REFERENCE, DENSE) and summary(results, m, seeds))
+        if not summary(state, method, seeds):
+            continue
+        cells, lowest = _pr(state, method, seeds)
+        lines.append(f"| {method} | " + " | ".join(cells) + f" | {'-' if lowest is None else f'{lowest:.2f}'} |")
+    if th:
+        cells = [f"{th['precision'][c]:.2f} / {th['recall'][c]:.2f}"
+                 if th["precision"].get(c) is not None and th["recall"].get(c) is not None else "-"
+                 for c in CELL_CLASSES]
+        low = [th["precision"][c] for c in ORGANELLES if th["precision"].get(c) is not None]
+        lines.append("| threshold | " + " | ".join(cells) + (f" | {min(low):.2f} |" if low else " | - |"))
+    lines += ["", "Against the held-out tomograms' own Ais-style annotations (`pom evaluate` on `test/`, "
+              "pixels inside their boxes), mean Dice: "
+              + "; ".join(f"{m} {summary(state, m, seeds, 'annotations')['mean'][0]:.3f} ± "
+                          f"{summary(state, m, seeds, 'annotations')['mean'][1]:.3f}"
+                          for m in methods if summary(state, m, seeds, "annotations")) + "."]
+    pom = summary(state, REFERENCE, seeds)
+    ranked = sorted((summary(state, m, seeds)["mean"][0], m) for m in methods
+                    if m not in (REFERENCE, DENSE) and summary(state, m, seeds))
     if pom and ranked:
         best_mean, best = ranked[-1]
-        spread = summary(results, best, seeds)
+        spread = summary(state, best, seeds)
         lines += ["", f"Best method: `{best}`, mean Dice {best_mean:.3f} vs Pom's {pom['mean'][0]:.3f} "
-                  f"(+{best_mean - pom['mean'][0]:.3f}); its seed sd {spread['mean'][1]:.3f}, range "
+                  f"({best_mean - pom['mean'][0]:+.3f}); its seed sd {spread['mean'][1]:.3f}, range "
                   f"{spread['range']:.3f} (Pom's: sd {pom['mean'][1]:.3f}, range {pom['range']:.3f})."]
+    return lines + [""]
+
+
+def markdown(results: dict, methods: list[str], seeds: list[int], projects: tuple[str, ...] = DEFAULT_PROJECTS) -> str:
+    """The report: settings and run time, then per project the tables of :func:`project_markdown`."""
+    s = results["settings"]
+    lines = ["# Label methods on synthetic benchmark projects (`make quality`)", "",
+             "Generated by `python -m pom_tools.quality` (`make quality`); numbers from the last run.", "",
+             f"Settings (every method and project): U-Net base {s['model_base_filters']} filters, depth "
+             f"{s['model_depth']}; single networks {s['single_model_epochs']} epochs, shared network "
+             f"{s['shared_model_epochs']} epochs, batch {s['shared_model_batch_size']}; TTA "
+             f"{s['shared_model_runs_per_volume']}; the configuration's defaults otherwise. "
+             f"Seeds {', '.join(map(str, seeds))}.", ""]
+    last = results.get("last_run")
+    if last:
+        lines += [f"Run time of the last `make quality`: {last['seconds'] / 60:.1f} min for what it had to train "
+                  f"(runs already in `results.json` are not repeated) on {last['cores']} cores, load average at "
+                  f"the end {last['load'][0]:.1f} (other jobs shared the machine; s/run below is each run's own "
+                  "wall time).", ""]
+    for name in projects:
+        state = results["projects"].get(name)
+        if state:
+            lines += project_markdown(name, state, s, methods, seeds)
+    lines += ["Methods:", ""]
+    lines += [f"* `{m}`: {DESCRIPTIONS[m]}." for m in methods]
     return "\n".join(lines)
 
 
@@ -253,7 +389,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--folder", default="quality", type=Path)
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--methods", default=",".join(METHODS))
-    parser.add_argument("--again", action="store_true", help="regenerate the project and rerun everything")
+    parser.add_argument("--projects", default=",".join(DEFAULT_PROJECTS), help=f"from {list(PROJECTS)}")
+    parser.add_argument("--again", action="store_true", help="regenerate the projects and rerun everything")
     parser.add_argument("--report", default="docs/quality.md", help="markdown report ('' for none)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a setting, e.g. shared_model_epochs=20 (JSON values)")
@@ -264,13 +401,18 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         parser.error(f"--methods: unknown {unknown}; choose from {list(METHODS)}")
+    projects = tuple(p for p in args.projects.split(",") if p)
+    unknown = [p for p in projects if p not in PROJECTS]
+    if unknown:
+        parser.error(f"--projects: unknown {unknown}; choose from {list(PROJECTS)}")
     settings = {}
     for item in args.set:
         key, _, value = item.partition("=")
         settings[key] = json.loads(value)
-    results = run(args.folder, [int(s) for s in args.seeds.split(",")], methods, again=args.again,
-                  settings=settings, report=Path(args.report) if args.report else None)
-    print(markdown(results, methods, [int(s) for s in args.seeds.split(",")]))
+    seeds = [int(s) for s in args.seeds.split(",")]
+    results = run(args.folder, seeds, methods, again=args.again, settings=settings,
+                  report=Path(args.report) if args.report else None, projects=projects)
+    print(markdown(results, methods, seeds, projects))
     return 0
 
 

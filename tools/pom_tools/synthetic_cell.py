@@ -53,11 +53,47 @@ class Cell:
     ribosome: np.ndarray  # (nz, ny, nx) uint8
 
 
+@dataclass(frozen=True)
+class CellPhantom:
+    """The specimen before imaging: densities (a.u., dense = high), labels and what the channels see."""
+
+    density: np.ndarray  # (nz, ny, nx) float32
+    labels: np.ndarray  # (nz, ny, nx) int8, CELL_CLASSES indices
+    membrane: np.ndarray  # (nz, ny, nx) float32 bilayer occupancy (lipid rim 0.45)
+    ribosomes: np.ndarray  # (nz, ny, nx) float32 0..1
+    proteins: np.ndarray  # (nz, ny, nx) float32 0..1, small non-ribosome blobs (cytosol only)
+    inside: np.ndarray  # (nz, ny, nx) bool, inside the lamella
+    half: float  # the lamella's half-thickness (px)
+
+
 def make_cell(seed: int, shape: tuple[int, int, int] = (48, 256, 256)) -> Cell:
     """One tomogram with its dense labels and channels (deterministic for a seed)."""
     rng = np.random.default_rng(seed)
+    ph = cell_phantom(rng, shape)
     nz, ny, nx = shape
-    (z, y, x), inside, half = lamella(rng, shape, 0.07, (0.28, 0.34))
+    z, y, x = np.meshgrid(np.arange(nz), np.arange(ny), np.arange(nx), indexing="ij", sparse=True)
+    density, ribosomes, proteins, membrane = ph.density, ph.ribosomes, ph.proteins, ph.membrane
+    cyto = ph.labels == CYTOPLASM
+    # Imaging: blur, noise, dense = dark, a weak illumination gradient; raw scale, not standardised.
+    tomogram = -gaussian_filter(density, (1.1, 0.7, 0.7)) + 0.35 * smooth_noise(rng, shape, 0.8) * 2.5
+    tomogram += 0.15 * (x / nx - 0.5) + 0.1 * (y / ny - 0.5)
+    tomogram = ((tomogram - tomogram.mean()) / tomogram.std() * 22.0 + rng.uniform(-6, 6)).astype(np.float32)
+    gain = rng.uniform(0.75, 1.05) + 0.1 * _unit_noise(rng, shape, 12.0)
+    mem = gaussian_filter(membrane, 0.8) * gain + 0.05 * smooth_noise(rng, shape, 1.0)
+    rib = gaussian_filter(ribosomes + 0.3 * proteins * cyto, 1.0) * 2.0 + 0.05 * smooth_noise(rng, shape, 1.0)
+    return Cell(tomogram, ph.labels, to_u8(np.clip(mem * 1.6, 0, 1)), to_u8(np.clip(rib, 0, 1)))
+
+
+def to_u8(values: np.ndarray) -> np.ndarray:
+    """0..1 -> uint8 0..255, as Ais writes a segmentation."""
+    return np.clip(np.rint(values * 255), 0, 255).astype(np.uint8)
+
+
+def cell_phantom(rng: np.random.Generator, shape: tuple[int, int, int],
+                 half_range: tuple[float, float] = (0.28, 0.34)) -> CellPhantom:
+    """The cell's specimen: a lamella (half-thickness ``half_range`` x nz) with a nucleus and organelles."""
+    nz, ny, nx = shape
+    (z, y, x), inside, half = lamella(rng, shape, 0.07, half_range)
     labels = np.where(inside, CYTOPLASM, VOID).astype(np.int8)
     density = np.where(inside, 0.30, 0.0).astype(np.float32)
     membrane = np.zeros(shape, np.float32)
@@ -155,15 +191,8 @@ def make_cell(seed: int, shape: tuple[int, int, int] = (48, 256, 256)) -> Cell:
     proteins = np.clip(gaussian_filter(((rng.random(shape) < 0.0066) & cyto).astype(np.float32), 1.0) * 12, 0, 1)
     density += (0.90 * ribosomes + 0.30 * proteins) * cyto
     density += 0.18 * inside
-    # Imaging: blur, noise, dense = dark, a weak illumination gradient; raw scale, not standardised.
-    tomogram = -gaussian_filter(density, (1.1, 0.7, 0.7)) + 0.35 * smooth_noise(rng, shape, 0.8) * 2.5
-    tomogram += 0.15 * (x / nx - 0.5) + 0.1 * (y / ny - 0.5)
-    tomogram = ((tomogram - tomogram.mean()) / tomogram.std() * 22.0 + rng.uniform(-6, 6)).astype(np.float32)
-    gain = rng.uniform(0.75, 1.05) + 0.1 * _unit_noise(rng, shape, 12.0)
-    mem = gaussian_filter(membrane, 0.8) * gain + 0.05 * smooth_noise(rng, shape, 1.0)
-    rib = gaussian_filter(ribosomes + 0.3 * proteins * cyto, 1.0) * 2.0 + 0.05 * smooth_noise(rng, shape, 1.0)
-    to_u8 = lambda v: np.clip(np.rint(v * 255), 0, 255).astype(np.uint8)  # noqa: E731
-    return Cell(tomogram, labels, to_u8(np.clip(mem * 1.6, 0, 1)), to_u8(np.clip(rib, 0, 1)))
+    return CellPhantom(density, labels, membrane, ribosomes.astype(np.float32), proteins.astype(np.float32),
+                       inside, float(half))
 
 
 def as_int8(density: np.ndarray) -> np.ndarray:

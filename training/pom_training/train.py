@@ -7,10 +7,13 @@ one loop (:mod:`.fitting`), and writes the ``.keras`` file, its metadata and the
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shlex
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from pom_common.config import ProjectConfig
 from pom_common.errors import ConfigError, InputError
@@ -23,6 +26,10 @@ from .export.metadata import model_metadata
 from .fitting.config import TrainConfig
 from .fitting.network import train_network
 from .labels.registry import check_made_by, method_for
+from .models.ensemble import average
+
+#: Member i of an ensemble trains with seed ``seed + MEMBER_SEED_STEP * i`` (member 0: the seed itself).
+MEMBER_SEED_STEP = 1000
 
 
 def train_single(config: ProjectConfig, feature: str, counterexamples: bool = True, gpus: list[int] | None = None,
@@ -74,9 +81,20 @@ def train_shared(config: ProjectConfig, gpus: list[int] | None = None, checkpoin
     job = method_for(config).shared_job(config, data, tc)
     voxel_size = training_voxel_size(config)
     layout = ProjectLayout.of(config)
-    model, losses = train_network(job, tc, gpus, layout.shared_checkpoint(), "shared", start=checkpoint)
+    n = 1 if checkpoint else max(1, tc.members)  # continuing: the one network given
+    seeds = [tc.seed + MEMBER_SEED_STEP * i for i in range(n)]
+    nets, member_losses = [], []
+    for i, member_seed in enumerate(seeds):
+        net, net_losses = train_network(job, dataclasses.replace(tc, seed=member_seed), gpus,
+                                        layout.shared_checkpoint(), "shared" if n == 1 else f"shared {i + 1}/{n}",
+                                        start=checkpoint)
+        nets.append(net)
+        member_losses.append(net_losses)
+    model = average(nets)
+    losses = [float(v) for v in np.mean(member_losses, axis=0)]
+    ensemble = {} if n == 1 else {"members": n, "member_seeds": seeds, "member_losses": member_losses}
     meta = model_metadata(config, kind="shared", classes=data.classes, tc=tc, voxel_size=voxel_size,
-                          extra={**job.metadata, "losses": losses, "continued_from": checkpoint})
+                          extra={**job.metadata, "losses": losses, "continued_from": checkpoint, **ensemble})
     onnx_path = save_and_export(model, layout.shared_model(".keras"), layout.shared_model(), layout.shared_checkpoint(),
                                 meta, "pom export shared")
     return {"losses": losses, "keras": layout.shared_model(".keras"), "onnx": onnx_path}

@@ -104,7 +104,7 @@ def write_phase2(config: ProjectConfig, labels: Phase2Labels, label_method: str)
         write_info(aside(layout.phase2_info), {"label_method": label_method, "images": int(len(x)),
                                                "base_images": int(base_images),
                                                "phase1_build": phase1_info(config).get("build")})
-    counts = {name: int(one_hot[..., k].sum()) for k, name in enumerate(classes)}
+    counts = {name: int((one_hot[..., k] > 0).sum()) for k, name in enumerate(classes)}  # -1: "not this"
     logger.info("phase 2 (%s): %d images of %dx%d (%d extra crops); pixels per class %s; written to %s",
                 label_method, len(x), x.shape[1], x.shape[2], len(x) - base_images, counts, out)
     return {"images": int(len(x)), "base_images": int(base_images), "pixels": counts}

@@ -17,6 +17,12 @@ class TrainConfig:
     depth: int
     learning_rate: float = 1e-3  # Adam; Pom used 2.5e-5, which needs far more epochs
     seed: int = 0
+    #: Seeded draws only (the stable plan): intensity, noise and blur augmentation of the inputs.
+    augment: bool = False
+    #: Seeded draws only: at least this many draws per epoch (a few boxes still make enough steps).
+    min_draws: int = 0
+    #: Networks trained with seeds seed, seed + 1000, ... whose probabilities are averaged (one model).
+    members: int = 1
 
     @classmethod
     def single(cls, config: ProjectConfig) -> TrainConfig:
@@ -28,4 +34,5 @@ class TrainConfig:
     def shared(cls, config: ProjectConfig) -> TrainConfig:
         """Settings of the shared network's training."""
         return cls(config.shared_model_epochs, config.shared_model_batch_size, config.model_base_filters,
-                   config.model_depth)
+                   config.model_depth, augment=config.shared_model_augment,
+                   min_draws=config.shared_model_min_draws, members=config.shared_model_members)

@@ -11,6 +11,7 @@ from typing import Any
 
 import keras
 import numpy as np
+from scipy.ndimage import gaussian_filter
 
 from pom_common.d4 import all_eight, apply, element
 
@@ -43,12 +44,14 @@ class SeededDraws(keras.utils.PyDataset):
     x, y : the pool, inputs (N, H, W, C) and targets (N, H, W, ...) with H == W.
     batch : crops per batch.
     per_epoch : crops per epoch (drawn without replacement while the pool lasts).
-    seed : the draws and transforms depend on it alone.
+    seed : the draws, transforms and augmentations depend on it alone.
+    augment : also change each drawn crop's intensities (:func:`augment_intensity`).
     """
 
-    def __init__(self, x: np.ndarray, y: np.ndarray, batch: int, per_epoch: int, seed: int) -> None:
+    def __init__(self, x: np.ndarray, y: np.ndarray, batch: int, per_epoch: int, seed: int,
+                 augment: bool = False) -> None:
         super().__init__(workers=1, use_multiprocessing=False)
-        self.x, self.y, self.batch = x, y, batch
+        self.x, self.y, self.batch, self.augment = x, y, batch, augment
         self.rng = np.random.default_rng(seed)
         self.steps = math.ceil(per_epoch / batch)
         self._plan()
@@ -58,15 +61,20 @@ class SeededDraws(keras.utils.PyDataset):
         order = np.concatenate([self.rng.permutation(len(self.x)) for _ in range(math.ceil(n / len(self.x)))])[:n]
         self.index = order.reshape(self.steps, self.batch)
         self.transform = self.rng.integers(0, 8, (self.steps, self.batch))  # pom_common.d4.element(t)
+        if self.augment:  # drawn after the transforms: the draws are those without augmentation
+            self.noise_seeds = self.rng.integers(0, 2**31, (self.steps, self.batch))
 
     def __len__(self) -> int:
         return self.steps
 
     def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         xs, ys = [], []
-        for j, t in zip(self.index[i], self.transform[i]):
+        for n, (j, t) in enumerate(zip(self.index[i], self.transform[i])):
             k, flip = element(int(t))
-            xs.append(apply(self.x[j], k, flip))
+            x = apply(self.x[j], k, flip)
+            if self.augment:
+                x = augment_intensity(x, np.random.default_rng(int(self.noise_seeds[i, n])))
+            xs.append(x)
             ys.append(apply(self.y[j], k, flip))
         return np.ascontiguousarray(xs, dtype=np.float32), np.ascontiguousarray(ys, dtype=np.float32)
 
@@ -81,13 +89,36 @@ class SeededDraws(keras.utils.PyDataset):
 
 Feed = EveryOrientation | SeededDraws
 
+#: Intensity augmentation (:func:`augment_intensity`): gain range (log), offset, noise std, blur sigma (px).
+GAIN, OFFSET, NOISE, BLUR = 0.25, 0.25, 0.6, 1.2
+
+
+def augment_intensity(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One crop (h, w, C) as another tomogram might show it: blurred or not, noisier, another gain and offset.
+
+    Per channel: a Gaussian blur of sigma up to :data:`BLUR` px (half the crops), added
+    Gaussian noise of std up to :data:`NOISE` (half the crops), then a gain of exp(+-GAIN)
+    and an offset of +-OFFSET. The labels are unchanged: these change how a tomogram looks,
+    not what is where.
+    """
+    out = np.array(x, dtype=np.float32, copy=True)
+    if rng.random() < 0.5:
+        sigma = rng.uniform(0.3, BLUR)
+        for c in range(out.shape[-1]):
+            out[..., c] = gaussian_filter(out[..., c], sigma)
+    if rng.random() < 0.5:
+        out += np.asarray(rng.normal(0.0, rng.uniform(0.05, NOISE), out.shape), np.float32)
+    gain = np.asarray(np.exp(rng.uniform(-GAIN, GAIN, out.shape[-1])), np.float32)
+    offset = np.asarray(rng.uniform(-OFFSET, OFFSET, out.shape[-1]), np.float32)
+    return out * gain + offset
+
 
 def make_feed(job: Job, tc: TrainConfig) -> Feed:
-    """The feed of ``job``'s plan: Pom's 8-fold epoch, or 8 seeded draws per base crop."""
+    """The feed of ``job``'s plan: Pom's 8-fold epoch, or 8 seeded draws per base crop (at least ``tc.min_draws``)."""
     if job.plan.sampling == EVERY_ORIENTATION:
         x8, y8 = all_eight(job.x), all_eight(job.y)
         return EveryOrientation(x8, y8, min(tc.batch_size, len(x8)))
     if job.plan.sampling != SEEDED_DRAWS:
         raise ValueError(f"unknown sampling {job.plan.sampling!r}")
-    per_epoch = 8 * (job.base or len(job.x))
-    return SeededDraws(job.x, job.y, min(tc.batch_size, per_epoch), per_epoch, tc.seed)
+    per_epoch = max(8 * (job.base or len(job.x)), tc.min_draws)
+    return SeededDraws(job.x, job.y, min(tc.batch_size, per_epoch), per_epoch, tc.seed, tc.augment)

@@ -23,7 +23,7 @@ class Job:
     y: np.ndarray  # (N, h, w, T) targets: (label, weight) for a single network, one-hot (or 0) for the shared
     n_outputs: int
     activation: str  # "sigmoid" or "softmax"
-    loss: str  # one of plan.MASKED_BCE, MASKED_CCE, CCE
+    loss: str  # one of plan.MASKED_BCE, MASKED_CCE, PARTIAL_CCE, CCE
     plan: Plan
     base: int | None = None  # seeded draws: an epoch is 8 draws per crop of the first ``base`` (None: all)
     metadata: dict[str, Any] = field(default_factory=dict)

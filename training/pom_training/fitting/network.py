@@ -11,7 +11,11 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from ..models.losses import masked_binary_crossentropy, masked_categorical_crossentropy
+from ..models.losses import (
+    masked_binary_crossentropy,
+    masked_categorical_crossentropy,
+    partial_categorical_crossentropy,
+)
 from ..models.unet import build_unet
 from .checkpoints import check_depth, load_checkpoint
 from .config import TrainConfig
@@ -19,7 +23,7 @@ from .devices import make_strategy
 from .feeds import make_feed
 from .job import Job
 from .loop import fit
-from .plan import CCE, MASKED_BCE, MASKED_CCE
+from .plan import CCE, MASKED_BCE, MASKED_CCE, PARTIAL_CCE
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +31,7 @@ logger = logging.getLogger(__name__)
 LOSSES: dict[str, Callable[[], Any]] = {
     MASKED_BCE: lambda: masked_binary_crossentropy,
     MASKED_CCE: lambda: masked_categorical_crossentropy,
+    PARTIAL_CCE: lambda: partial_categorical_crossentropy,
     CCE: keras.losses.CategoricalCrossentropy,
 }
 

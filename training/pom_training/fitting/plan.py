@@ -16,8 +16,9 @@ BEST, LAST = "best", "last"
 #: How an epoch sees the crops (:mod:`.feeds`): each crop in all 8 rotations/flips, shuffled;
 #: or seeded draws, each in one of the 8 at random.
 EVERY_ORIENTATION, SEEDED_DRAWS = "every orientation", "seeded draws"
-#: The losses a plan may name (:mod:`pom_training.models.losses`; the last is Keras's own).
+#: The losses a plan may name (:mod:`pom_training.models.losses`; CCE is Keras's own).
 MASKED_BCE, MASKED_CCE, CCE = "masked binary cross-entropy", "masked categorical cross-entropy", "categorical cross-entropy"
+PARTIAL_CCE = "partial categorical cross-entropy"  # labels, and "not this class" where only that is known
 
 
 @dataclass(frozen=True)

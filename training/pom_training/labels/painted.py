@@ -103,8 +103,9 @@ def painted_single_dataset(data: Phase1Data, feature: str) -> tuple[np.ndarray, 
 
 
 def stable_metadata(name: str, tc: TrainConfig, images: int) -> dict[str, object]:
-    """What a network trained with the stable plan records: the method, the seed, the images."""
-    return {"label_method": name, "seed": tc.seed, "images": images}
+    """What a network trained with the stable plan records: the method, the seed, the images, the draws."""
+    return {"label_method": name, "seed": tc.seed, "images": images, "augment": tc.augment,
+            "min_draws": tc.min_draws}
 
 
 class PaintedMethod(LabelMethod):

@@ -26,3 +26,22 @@ def masked_categorical_crossentropy(y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.
     weights = tf.reduce_sum(y_true, axis=-1)  # (B, H, W)
     ce = -tf.reduce_sum(y_true * tf.math.log(tf.clip_by_value(y_pred, 1e-7, 1.0)), axis=-1)
     return tf.reduce_sum(ce) / (tf.reduce_sum(weights) + 1e-7)
+
+
+def partial_categorical_crossentropy(y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
+    """Cross-entropy on labelled pixels, and on pixels known only *not* to be some classes.
+
+    y_true : (B, H, W, K): 1 for a pixel's class; -1 for each class it is known not to be
+        (inside a box of that class, not painted with it); 0 otherwise. A pixel with a 1
+        counts as -log p(class); one with only -1s as -log(1 - sum of their p), the
+        probability that it is something else; a pixel of zeros is ignored.
+    y_pred : (B, H, W, K) softmax output.
+    """
+    positive = tf.nn.relu(y_true)
+    negative = tf.nn.relu(-y_true)
+    labelled = tf.reduce_max(positive, axis=-1)  # (B, H, W)
+    excluded = tf.reduce_max(negative, axis=-1) * (1.0 - labelled)
+    ce = -tf.reduce_sum(positive * tf.math.log(tf.clip_by_value(y_pred, 1e-7, 1.0)), axis=-1)
+    rest = 1.0 - tf.reduce_sum(negative * y_pred, axis=-1)
+    ce_not = -tf.math.log(tf.clip_by_value(rest, 1e-7, 1.0))
+    return tf.reduce_sum(ce + excluded * ce_not) / (tf.reduce_sum(labelled + excluded) + 1e-7)
