@@ -11,7 +11,7 @@ import logging
 from pathlib import Path
 
 
-def dice_by_precision(folder: Path, method: str = "direct", seed: int = 0) -> dict:
+def dice_by_precision(folder: Path, method: str = "direct", seed: int = 0, project_name: str = "cell") -> dict:
     from pom_common.config import CONFIG_FILENAME, load_config
     from pom_common.layout import ProjectLayout
     from pom_inference import precision
@@ -23,9 +23,9 @@ def dice_by_precision(folder: Path, method: str = "direct", seed: int = 0) -> di
 
     logging.getLogger("pom_training").setLevel(logging.WARNING)
     logging.getLogger("pom_tools").setLevel(logging.WARNING)
-    quality.run(folder, [seed], [method], report=None)
-    project = folder / "project"
-    config = load_config(folder / "runs" / f"{method}_seed{seed}" / CONFIG_FILENAME)
+    quality.run(folder, [seed], [method], report=None, projects=(project_name,))
+    project = folder / project_name / "project"
+    config = load_config(folder / project_name / "runs" / f"{method}_seed{seed}" / CONFIG_FILENAME)
     path = ProjectLayout.of(config).shared_model()
     stems = sorted(p.name[: -len("__labels.mrc")] for p in (project / "ground_truth").glob("*__labels.mrc")
                    if (project / "test" / f"{p.name[: -len('__labels.mrc')]}.mrc").is_file())
@@ -54,7 +54,7 @@ def dice_by_precision(folder: Path, method: str = "direct", seed: int = 0) -> di
         gate = precision.GATES.get(name.split("-")[0])
         rows[name] = {"dice": total.mean("dice"), "agreement": agreement,
                       "gate": "-" if gate is None else ("passes" if agreement.passes(gate) else "fails")}
-    return {"method": method, "seed": seed, "network": dict(fp32.info.training), "tomograms": stems, "rows": rows}
+    return {"project": project_name, "method": method, "seed": seed, "network": dict(fp32.info.training), "tomograms": stems, "rows": rows}
 
 
 class _without_openvino:

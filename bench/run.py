@@ -597,7 +597,7 @@ def main(argv=None) -> int:
 
             q = dice_by_precision(ROOT / "quality")
             net = q["network"]
-            say(f"## 11. Dice by precision: the `make quality` project, method {q['method']} seed {q['seed']} "
+            say(f"## 11. Dice by precision: the `make quality` {q['project']} project, method {q['method']} seed {q['seed']} "
                 f"(U-Net {net.get('base_filters')}/{net.get('depth')}), held-out {', '.join(q['tomograms'])}")
             base = q["rows"]["fp32"]["dice"]
             say("| precision | mean Dice | vs fp32 | agreement with fp32 (middle slab of the first) | gate |\n|---|---|---|---|---|")
