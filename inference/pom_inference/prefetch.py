@@ -22,6 +22,10 @@ from .inputs import Prepared, identity, input_files, read_inputs, settled_identi
 from .preprocess import channel_scales, input_shape, prepare_inputs
 
 
+class Cancelled(BaseException):
+    """A preparation given up by :meth:`Preparation.cancel` (the worker is stopping)."""
+
+
 class Preparation:
     """One tomogram's inputs, prepared by :meth:`run` in another thread.
 
@@ -43,6 +47,11 @@ class Preparation:
         self.ready = 0  # binned slices 0..ready are final
         self.error: BaseException | None = None
         self.finished = False
+        self.cancelled = threading.Event()
+
+    def cancel(self) -> None:
+        """Give the preparation up at its next slab of slices (a stopping worker waits for no whole tomogram)."""
+        self.cancelled.set()
 
     def run(self) -> None:
         """Read, z-filter, bin and normalise; never raises (the error is given to the waiters).
@@ -54,6 +63,8 @@ class Preparation:
         """
         start = time.perf_counter()
         try:
+            if self.cancelled.is_set():
+                raise Cancelled(str(self.tomogram))
             files = input_files(self.tomogram, self.info.channels, self.channel_dirs)
             before = settled_identity(files, self.clock) if self.clock is not None else identity(files)
             read = read_inputs(self.tomogram, self.info.channels, self.channel_dirs, self.fallback_voxel_size,
@@ -89,6 +100,8 @@ class Preparation:
                 self.changed.notify_all()
 
     def _advance(self, ready: int) -> None:
+        if self.cancelled.is_set():
+            raise Cancelled(str(self.tomogram))
         with self.changed:
             self.ready = ready
             self.changed.notify_all()

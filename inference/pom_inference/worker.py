@@ -155,6 +155,7 @@ class Worker:
         self.opts = opts
         self.model = model
         self.name = name
+        self.preparations: list[Preparation] = []  # started, maybe not finished (cancelled when the worker stops)
         check_channels(model.info, opts.expect_channels, opts.model)
         classes, index = select_classes(model.info, opts.classes, opts.model)
         self.writer: OutputWriter = make_writer(opts.dtype, opts.output_dir, classes, index, opts.form)
@@ -255,6 +256,8 @@ class Worker:
             logger.error("%s: %s", self.name, exc)
             self.result.fatal = exc
         finally:
+            for preparation in self.preparations:  # stopping or failing: no tomogram prepared in vain
+                preparation.cancel()
             pool.shutdown(wait=True, cancel_futures=True)
             self.result.unreleased = self.store.close()
             # Give the keeper role up (else it passes on after the lease); also removes the clock
@@ -318,6 +321,7 @@ class Worker:
     def _prefetch(self, pool: ThreadPoolExecutor, tomogram: Path) -> Preparation:
         preparation = Preparation(tomogram, self.model.info, self.opts.channel_dirs, self.opts.fallback_voxel_size,
                                   allow_voxel_size_mismatch=self.opts.allow_voxel_size_mismatch, clock=self._clock)
+        self.preparations = [p for p in self.preparations if not p.finished] + [preparation]
         pool.submit(preparation.run)
         return preparation
 
