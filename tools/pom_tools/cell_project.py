@@ -18,7 +18,7 @@ from pom_common.mrcio import write_volume
 from pom_common.naming import feature_filename
 
 from .aisfile import AisFeature, write_ais_pickle
-from .synthetic import LABELS
+from .synthetic import LABELS, project_tomograms
 from .synthetic_cell import (
     CELL_CLASSES,
     CELL_PALETTE,
@@ -144,12 +144,8 @@ def write_cell_project(root: Path, n_train: int = 4, n_test: int = 2, shape: tup
     with ``ground_truth/classes.json``. The second training and the second test tomogram
     are stored as int8.
     """
-    for sub in ("tomograms", "macromolecules", "test", "ground_truth"):
-        (root / sub).mkdir(parents=True, exist_ok=True)
     stems: dict[str, list[str]] = {"train": [], "test": []}
-    for i in range(n_train + n_test):
-        role = "train" if i < n_train else "test"
-        stem = f"TS_{i + 1:03d}"
+    for i, role, stem in project_tomograms(root, n_train, n_test):
         cell = make_cell(seed + i, shape)
         density = as_int8(cell.density) if i in (1, n_train + 1) else cell.density
         folder, channels = (root / "tomograms", root / "macromolecules") if role == "train" else (root / "test",) * 2

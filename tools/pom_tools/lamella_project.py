@@ -26,7 +26,7 @@ from pom_common.naming import feature_filename
 
 from .aisfile import AisFeature, write_ais_pickle
 from .cell_project import plan_cell_annotation
-from .synthetic import LABELS
+from .synthetic import LABELS, project_tomograms
 from .synthetic_cell import CELL_CLASSES, CELL_PALETTE
 from .synthetic_lamella import FIXTURE, LAMELLA_VOXEL_SIZE, REAL, Confounders, Lamella, make_lamella
 
@@ -60,12 +60,8 @@ def write_lamella_project(root: Path, n_train: int = 2, n_test: int = 2, shape: 
     Returns ``{"train": [stems], "test": [stems]}``; the held-out tomograms and their
     annotations are in ``test/``, every dense label volume in ``ground_truth/``.
     """
-    for sub in ("tomograms", "macromolecules", "test", "ground_truth"):
-        (root / sub).mkdir(parents=True, exist_ok=True)
     stems: dict[str, list[str]] = {"train": [], "test": []}
-    for i in range(n_train + n_test):
-        role = "train" if i < n_train else "test"
-        stem = f"TS_{i + 1:03d}"
+    for i, role, stem in project_tomograms(root, n_train, n_test):
         lamella = make_lamella(seed + i, shape, confounders)
         cell = lamella.cell
         folder, channels = (root / "tomograms", root / "macromolecules") if role == "train" else (root / "test",) * 2

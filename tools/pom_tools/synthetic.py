@@ -11,6 +11,7 @@ pickles with Ais's class layout (``Ais.core.se_frame``).
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -208,16 +209,20 @@ def write_scns(path: Path, tomogram_path: Path, labels: np.ndarray, plan: Plan, 
     write_ais_pickle(path, tomogram_path, labels.shape, features, pixel_size_nm)
 
 
+def project_tomograms(root: Path, n_train: int, n_test: int) -> Iterator[tuple[int, str, str]]:
+    """Make a synthetic project's folders; yield (index, "train" or "test", stem TS_001..) per tomogram."""
+    for sub in ("tomograms", "macromolecules", "test", "ground_truth"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    for i in range(n_train + n_test):
+        yield i, ("train" if i < n_train else "test"), f"TS_{i + 1:03d}"
+
+
 def write_project(root: Path, n_train: int = 3, n_test: int = 2, shape: tuple[int, int, int] = (48, 192, 192),
                   seed: int = 2026, voxel_size: float = 10.0, box: int = 96,
                   settings: dict[str, Any] | None = None) -> dict[str, list[str]]:
     """A complete demo project: configuration, tomograms, channels, .scns, held-out ground truth."""
-    for sub in ("tomograms", "macromolecules", "test", "ground_truth"):
-        (root / sub).mkdir(parents=True, exist_ok=True)
     stems: dict[str, list[str]] = {"train": [], "test": []}
-    for i in range(n_train + n_test):
-        role = "train" if i < n_train else "test"
-        stem = f"TS_{i + 1:03d}"
+    for i, role, stem in project_tomograms(root, n_train, n_test):
         ph = make_phantom(seed + i, shape)
         tomo = root / "tomograms" / f"{stem}.mrc"
         write_volume(tomo, ph.density, voxel_size)
