@@ -8,6 +8,7 @@ Each class goes to ``<output>/<stem>__<Class>.mrc`` at the network's voxel size.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import errno
 import glob
@@ -229,40 +230,73 @@ class OnTomogramGrid:
             self.sink.write(start, np.broadcast_to(up[:, None], (up.shape[0], end - start, ny, nx)))
 
 
+#: What a background sink is given: planes, or a function that makes them (see SlicePredictor).
+Planes = np.ndarray | Callable[[], np.ndarray]
+
+
+def _made(item: Planes) -> np.ndarray:
+    return item() if callable(item) else item
+
+
 class _Background:
-    """A sink whose writes run in a background thread, one at a time, in order."""
+    """A sink fed from two threads: one makes the planes (the TTA average), one writes them, in order.
 
-    def __init__(self, sink: SlabSink, pool: ThreadPoolExecutor) -> None:
+    With the network in the caller's thread, three steps of consecutive slabs run at once:
+    slab n + 1 is computed while slab n is averaged and slab n - 1 written.
+    """
+
+    def __init__(self, sink: SlabSink, maker: ThreadPoolExecutor, writer: ThreadPoolExecutor) -> None:
         self.sink = sink
-        self.pool = pool
-        self.pending: Future[None] | None = None
+        self.maker = maker
+        self.writer = writer
+        self.pending: collections.deque[tuple[Future[np.ndarray], Future[None]]] = collections.deque()
+        self.failed = False
 
-    def write(self, z0: int, probabilities: np.ndarray) -> None:
-        """Wait for the previous write (raising its error), then start this one."""
-        self.wait()
-        self.pending = self.pool.submit(self.sink.write, z0, probabilities)
+    def write(self, z0: int, item: Planes) -> None:
+        """Start making and writing ``item``; raise the error of an earlier slab, if any.
+
+        Returns once the slab before this one is made (its network buffers may be reused) and
+        the one before that written (its planes may be reused).
+        """
+        while len(self.pending) >= 2:
+            self.pending.popleft()[1].result()
+        if self.pending:
+            self.pending[-1][0].result()
+        made = self.maker.submit(_made, item)
+        self.pending.append((made, self.writer.submit(self._write, z0, made)))
+
+    def _write(self, z0: int, made: Future[np.ndarray]) -> None:
+        if self.failed:  # an earlier slab failed: the block ends with its error, nothing more is written
+            return
+        try:
+            self.sink.write(z0, made.result())
+        except BaseException:
+            self.failed = True
+            raise
 
     def wait(self) -> None:
-        """Wait for the write in flight, if any."""
-        if self.pending is not None:
-            pending, self.pending = self.pending, None
-            pending.result()
+        """Wait for every slab in flight (raising the first error)."""
+        while self.pending:
+            self.pending.popleft()[1].result()
 
 
 @contextlib.contextmanager
 def in_background(sink: SlabSink) -> Iterator[SlabSink]:
-    """Write slab n in a thread while the caller computes slab n + 1 (on a GPU, ONNX Runtime frees the GIL).
+    """Make (average) and write slabs in two threads while the caller computes the next one.
 
-    At most one slab waits, so memory stays bounded. A failed write is raised by the next
-    write or when the block ends; every write has finished when the block ends.
+    At most two slabs are in flight, so memory stays bounded. A failed slab is raised by a
+    later write or when the block ends; every write has finished when the block ends.
     """
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pom-writer")
-    background = _Background(sink, pool)
+    maker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pom-average")
+    writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pom-writer")
+    background = _Background(sink, maker, writer)
     try:
         yield background
         background.wait()
     finally:
-        pool.shutdown(wait=True)
+        background.failed = background.failed or bool(background.pending)  # left by an error: write no more
+        writer.shutdown(wait=True, cancel_futures=True)
+        maker.shutdown(wait=True, cancel_futures=True)
 
 
 WRITERS: dict[str, type[_MrcWriter]] = {"float32": MrcFloat32Writer, "uint8": MrcUint8Writer}

@@ -21,8 +21,9 @@ from .preprocess import pad_to_multiple
 
 #: Slices per ONNX Runtime call on the CPU (and on a GPU whose free memory cannot be read).
 DEFAULT_BATCH = 8
-#: Most bytes of network outputs held at once for the TTA average (all transforms of a
-#: batch); a larger batch is cut down to fit. Part of the memory bound (README).
+#: Most bytes of network outputs held at once for the TTA average: two sets of all transforms
+#: of a batch (one averaged while the next is computed); a larger batch is cut down to fit.
+#: Part of the memory bound (README).
 OUTPUT_BYTES = 256 * 2**20
 #: Output conversions by writer type.
 KINDS = {"float32": (d4.FLOAT32, np.float32), "uint8": (d4.UINT8, np.int8)}
@@ -79,11 +80,14 @@ class SlicePredictor:
     multiple : the network's size multiple (h, w are padded to it, reflected).
     n_classes : K, the network's output channels.
     tta : 1..4 rotations, or 8 (rotations x flip).
-    batch : slices per network call (cut down so the outputs of a batch fit :data:`OUTPUT_BYTES`).
+    batch : slices per network call (cut down so that two batches' outputs fit :data:`OUTPUT_BYTES`).
     classes : indices of the classes to write, in output order.
     kind : ``float32`` (probabilities) or ``uint8`` (0..127 in signed bytes, as the uint8 writer stores them).
 
-    Two output buffers alternate: the planes returned by one call stay valid until the call after next.
+    Two sets of buffers (network outputs, planes) alternate: the planes returned by one call
+    stay valid until the call after next. With ``deferred=True`` a call runs the network and
+    returns a function that averages its outputs into the planes (in another thread, while the
+    next batch is computed); that function must have run before the call after next.
     """
 
     def __init__(self, runner: Runner, shape: tuple[int, int, int], multiple: int, n_classes: int, tta: int = 4,
@@ -98,10 +102,11 @@ class SlicePredictor:
         self.kind, dtype = KINDS[kind]
         pixels = self.padded[0] * self.padded[1]
         per_slice = len(self.transforms) * pixels * n_classes * 4
-        self.batch = int(max(1, min(batch, OUTPUT_BYTES // max(1, per_slice))))
+        self.batch = int(max(1, min(batch, OUTPUT_BYTES // max(1, 2 * per_slice))))
         self.inputs = np.empty(self.batch * pixels * c, dtype=np.float32)
         self.padded_inputs = np.empty((self.batch, *self.padded, c), dtype=np.float32) if (h, w) != self.padded else None
-        self.outputs = np.empty((len(self.transforms), self.batch * pixels * n_classes), dtype=np.float32)
+        self.outputs = [np.empty((len(self.transforms), self.batch * pixels * n_classes), dtype=np.float32)
+                        for _ in range(2)]
         self.planes = [np.empty((len(self.classes), self.batch, h, w), dtype=dtype) for _ in range(2)]
         self.calls = 0
 
@@ -110,22 +115,31 @@ class SlicePredictor:
         hp, wp = self.padded
         return (wp, hp) if transform[0] % 2 else (hp, wp)
 
-    def __call__(self, slices: np.ndarray) -> np.ndarray:
-        """(n, h, w, C) float32 slices, n <= ``batch`` -> (Kc, n, h, w) planes (a reused buffer)."""
+    def __call__(self, slices: np.ndarray, deferred: bool = False) -> np.ndarray | Callable[[], np.ndarray]:
+        """(n, h, w, C) float32 slices, n <= ``batch`` -> (Kc, n, h, w) planes (a reused buffer).
+
+        ``deferred``: run the network only; return the function that makes the planes.
+        """
         n = len(slices)
         if slices.shape[1:] != self.shape or n > self.batch:
             raise ValueError(f"slices {slices.shape} do not fit a predictor of {self.shape} x {self.batch}")
         padded = np.ascontiguousarray(slices, dtype=np.float32)
         if self.padded_inputs is not None:
             padded = d4.pad_into(padded, self.padded_inputs[:n])
+        which = self.calls % 2
+        outputs = self.outputs[which]
         for t, transform in enumerate(self.transforms):
             ht, wt = self.frame(transform)
             if transform == (0, False):  # the padded slices as they are
                 x = padded
             else:
                 x = d4.gather(padded, transform, self.inputs[: n * ht * wt * self.shape[2]].reshape(n, ht, wt, self.shape[2]))
-            out = self.outputs[t, : n * ht * wt * self.n_classes].reshape(n, ht, wt, self.n_classes)
+            out = outputs[t, : n * ht * wt * self.n_classes].reshape(n, ht, wt, self.n_classes)
             self.runner.run_into(x, out)
-        planes = self.planes[self.calls % 2][:, :n]
+        planes = self.planes[which][:, :n]
         self.calls += 1
-        return d4.combine(self.outputs, self.padded, self.transforms, self.n_classes, self.classes, self.kind, planes)
+
+        def average() -> np.ndarray:
+            return d4.combine(outputs, self.padded, self.transforms, self.n_classes, self.classes, self.kind, planes)
+
+        return average if deferred else average()

@@ -21,6 +21,8 @@ logger = logging.getLogger(__name__)
 
 #: Binned slices prepared at a time when inputs are prepared progressively (see :func:`prepare_inputs`).
 PREPARE_SLICES = 32
+#: Binned slices of the first part: the network starts on them while the rest is prepared.
+FIRST_SLICES = 8
 
 
 def channel_scales(channels: Mapping[str, np.ndarray], info: ModelInfo,
@@ -113,8 +115,7 @@ def prepare_inputs(channels: Mapping[str, np.ndarray], info: ModelInfo, out: np.
         raise ValueError(f"out: expected float32 {shape}, got {out.dtype} {out.shape}")
     hows = [canonical(info.normalisation_of(name)) for name in info.channels]
     whole = [j for j, how in enumerate(hows) if how == VOLUME]  # need every slice before the first is final
-    for z0 in range(0, shape[0], PREPARE_SLICES):
-        z1 = min(shape[0], z0 + PREPARE_SLICES)
+    for z0, z1 in _parts(shape[0]):
         for j, name in enumerate(info.channels):
             # read, z-filtered and binned in one pass, into the channel of the input
             binned = zfilter_bin(channels[name], info.z_sum, info.bin_factor, out=out[..., j], z_range=(z0, z1))[z0:z1]
@@ -131,6 +132,12 @@ def prepare_inputs(channels: Mapping[str, np.ndarray], info: ModelInfo, out: np.
     if on_ready is not None and whole:
         on_ready(shape[0])
     return out
+
+
+def _parts(nz: int) -> list[tuple[int, int]]:
+    """(z0, z1) of the parts prepared in turn: a short first one, then :data:`PREPARE_SLICES` each."""
+    bounds = [0, *range(min(nz, FIRST_SLICES), nz, PREPARE_SLICES), nz]
+    return [(z0, z1) for z0, z1 in zip(bounds, bounds[1:]) if z1 > z0]
 
 
 def _finite(volume: np.ndarray) -> bool:

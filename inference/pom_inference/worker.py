@@ -417,7 +417,8 @@ class Worker:
                         raise ClaimLost(claim.stem)
                     if preparation is not None:
                         preparation.wait(min(nz, z0 + step))
-                    out.write(z0, predictor(prepared.inputs[z0 : z0 + step]))  # written while the next is computed
+                    # averaged and written while the next slab is computed
+                    out.write(z0, predictor(prepared.inputs[z0 : z0 + step], deferred=overlap))
                     self.store.progress()
                 if preparation is not None:
                     preparation.wait_finished()

@@ -178,6 +178,31 @@ def test_background_writes_keep_order_and_raise_errors():
     assert [z for z, _ in failing.calls] == [0, 4]
 
 
+def test_background_makes_deferred_planes_in_its_own_thread_and_raises_their_errors():
+    """A callable item is made (averaged) in a thread of its own, then written in order; a failure ends the block."""
+    made_in = set()
+
+    def deferred(z0, fail=False):
+        def make():
+            made_in.add(threading.get_ident())
+            if fail:
+                raise ValueError(f"slab {z0} could not be averaged")
+            return np.full((1, 2, 2), z0, np.float32)
+        return make
+
+    sink = Sink()
+    with in_background(sink) as out:
+        for z0 in range(0, 24, 2):
+            out.write(z0, deferred(z0))
+    assert [z for z, _ in sink.calls] == list(range(0, 24, 2)) and all(np.all(p == z) for z, p in sink.calls)
+    assert len(made_in) == 1 and not made_in & (sink.threads | {threading.get_ident()})
+    failing = Sink()
+    with pytest.raises(ValueError, match="slab 4 could not"), in_background(failing) as out:
+        for z0 in range(0, 24, 2):
+            out.write(z0, deferred(z0, fail=z0 == 4))
+    assert [z for z, _ in failing.calls] == [0, 2]
+
+
 def test_overlapped_writing_gives_identical_outputs(tmp_path):
     model = make_onnx_model(tmp_path / "m.onnx", classes=("A", "B"), kind="shared")
     make_tomograms(tmp_path / "t", 2, shape=(40, 20, 24))

@@ -43,5 +43,17 @@ def test_predictor_buffers_alternate(model):
 def test_batch_is_cut_to_the_output_budget(model, monkeypatch):
     import pom_inference.predict as predict
 
-    monkeypatch.setattr(predict, "OUTPUT_BYTES", 4 * 16 * 16 * 3 * 4 * 2)  # two slices of 4 transforms
+    monkeypatch.setattr(predict, "OUTPUT_BYTES", 4 * 16 * 16 * 3 * 4 * 4)  # twice two slices of 4 transforms
     assert SlicePredictor(model, (16, 16, 2), 8, 3, 4, batch=8).batch == 2
+
+
+def test_deferred_calls_average_later_into_their_own_buffers(model):
+    """Deferred: two batches' networks run before either is averaged, and each average is the batch's own."""
+    x = np.random.default_rng(3).standard_normal((6, 20, 24, 2), dtype=np.float32)
+    reference = SlicePredictor(model, x.shape[1:], 8, 3, 4, batch=3)
+    expected = [reference(x[:3]).copy(), reference(x[3:]).copy()]
+    predictor = SlicePredictor(model, x.shape[1:], 8, 3, 4, batch=3)
+    first, second = predictor(x[:3], deferred=True), predictor(x[3:], deferred=True)
+    assert callable(first) and callable(second)
+    made_second = second().copy()
+    assert np.array_equal(first(), expected[0]) and np.array_equal(made_second, expected[1])
