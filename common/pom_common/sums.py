@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 from typing import Any
 
 import numpy as np
@@ -264,6 +265,105 @@ class StreamSum:
         if self.seen != self.n:
             raise ValueError(f"fed {self.seen} of {self.n} elements")
         return self.total
+
+
+@functools.cache
+def _moment_kernel() -> Any:
+    """numba ``(a, start, center, lanes)``: add ``a - center`` and its square into ``lanes`` (2, 8) float64."""
+    import numba
+
+    def build(cache: bool) -> Any:
+        @numba.njit(cache=cache, nogil=True)
+        def moments_into(a: Any, start: Any, center: Any, lanes: Any) -> None:
+            # Element g of the whole array goes to lane g % 8, and each lane adds its elements in
+            # order: the sums do not depend on how the array was cut into pieces.
+            n = a.size
+            i = 0
+            while i < n and (start + i) % 8:
+                d = np.float64(a[i]) - center
+                lanes[0, (start + i) % 8] += d
+                lanes[1, (start + i) % 8] += d * d
+                i += 1
+            s0, s1, s2, s3 = lanes[0, 0], lanes[0, 1], lanes[0, 2], lanes[0, 3]
+            s4, s5, s6, s7 = lanes[0, 4], lanes[0, 5], lanes[0, 6], lanes[0, 7]
+            q0, q1, q2, q3 = lanes[1, 0], lanes[1, 1], lanes[1, 2], lanes[1, 3]
+            q4, q5, q6, q7 = lanes[1, 4], lanes[1, 5], lanes[1, 6], lanes[1, 7]
+            end = i + (n - i) // 8 * 8
+            while i < end:
+                d0, d1 = np.float64(a[i]) - center, np.float64(a[i + 1]) - center
+                d2, d3 = np.float64(a[i + 2]) - center, np.float64(a[i + 3]) - center
+                d4, d5 = np.float64(a[i + 4]) - center, np.float64(a[i + 5]) - center
+                d6, d7 = np.float64(a[i + 6]) - center, np.float64(a[i + 7]) - center
+                s0 += d0
+                s1 += d1
+                s2 += d2
+                s3 += d3
+                s4 += d4
+                s5 += d5
+                s6 += d6
+                s7 += d7
+                q0 += d0 * d0
+                q1 += d1 * d1
+                q2 += d2 * d2
+                q3 += d3 * d3
+                q4 += d4 * d4
+                q5 += d5 * d5
+                q6 += d6 * d6
+                q7 += d7 * d7
+                i += 8
+            lanes[0, 0], lanes[0, 1], lanes[0, 2], lanes[0, 3] = s0, s1, s2, s3
+            lanes[0, 4], lanes[0, 5], lanes[0, 6], lanes[0, 7] = s4, s5, s6, s7
+            lanes[1, 0], lanes[1, 1], lanes[1, 2], lanes[1, 3] = q0, q1, q2, q3
+            lanes[1, 4], lanes[1, 5], lanes[1, 6], lanes[1, 7] = q4, q5, q6, q7
+            while i < n:
+                d = np.float64(a[i]) - center
+                lanes[0, (start + i) % 8] += d
+                lanes[1, (start + i) % 8] += d * d
+                i += 1
+
+        return moments_into
+
+    try:
+        return build(cache=True)
+    except Exception as exc:  # numba raises RuntimeError when no cache locator is writable
+        logger.debug("numba on-disk cache unavailable (%s); compiling in memory", exc)
+        return build(cache=False)
+
+
+class StreamStd:
+    """The standard deviation of elements that arrive in pieces, in order, in one pass (float64).
+
+    The sums are taken about the first element (so a constant array gives exactly 0 and
+    the cancellation of ``E[d^2] - E[d]^2`` is harmless) in 8 lanes keyed on each element's
+    position: the result does not depend on how the array was cut. It is not NumPy's
+    float32 two-pass ``std`` to the bit, which needs the mean before the second pass; it is
+    closer to the exact value, and differs from NumPy's float32 result by that result's own
+    rounding error (a few float32 ulps; bounded by a test).
+    """
+
+    def __init__(self) -> None:
+        self.kernel = _moment_kernel()
+        self.lanes = np.zeros((2, 8), dtype=np.float64)
+        self.center: float | None = None
+        self.seen = 0
+
+    def feed(self, piece: np.ndarray) -> None:
+        """Add the next elements (any shape, C order)."""
+        flat = np.ascontiguousarray(piece).reshape(-1)
+        if not flat.size:
+            return
+        if self.center is None:
+            self.center = float(np.float64(flat[0]))
+        self.kernel(flat, self.seen, np.float64(self.center), self.lanes)
+        self.seen += flat.size
+
+    def result(self) -> float:
+        """The population standard deviation (float64; NaN when NaN or infinities were fed)."""
+        if not self.seen:
+            return float("nan")
+        mean = math.fsum(self.lanes[0]) / self.seen
+        var = math.fsum(self.lanes[1]) / self.seen - mean * mean
+        return var if math.isnan(var) else math.sqrt(max(var, 0.0))  # a rounding below 0 is 0
 
 
 def numpy_mean_std(n: int, pieces: Any, acc: type = np.float32, cast: bool = False) -> tuple[Any, Any]:

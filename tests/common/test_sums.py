@@ -6,7 +6,7 @@ import pytest
 
 from pom_common.mrcio import new_volume
 from pom_common.normalise import standardise_local, standardise_local_reference, standardise_volume
-from pom_common.sums import numpy_mean_std, pairwise_sum
+from pom_common.sums import StreamStd, numpy_mean_std, pairwise_sum
 
 
 def _pieces(flat, cuts):
@@ -45,13 +45,56 @@ def test_slab_written_file_equals_mrcfiles_bytes(tmp_path, dtype):
         mrc.header.nlabl = 1
         mrc.data[:] = data
         mrc.update_header_stats()
+    expected = reference.read_bytes()
     for order in ("in order", "out of order"):
         target = tmp_path / f"new-{order}.mrc"
         starts = list(range(0, shape[0], 4))
         with new_volume(target, shape, dtype, 20.0) as volume:
             for z0 in (starts if order == "in order" else starts[::-1]):
                 volume.write(z0, data[z0 : z0 + 4])
-        assert target.read_bytes() == reference.read_bytes(), order
+        written = target.read_bytes()
+        # every byte but rms (header word 55), which is taken in one pass in float64
+        assert written[:RMS] + written[RMS + 4 :] == expected[:RMS] + expected[RMS + 4 :], order
+        ours, theirs = (float(np.frombuffer(b, np.float32, 1, RMS)[0]) for b in (written, expected))
+        assert abs(ours - theirs) <= 1e-6 * theirs, order
+
+
+#: Byte offset of the rms field of an MRC header.
+RMS = 216
+
+
+def _cases(rng):
+    yield "uniform", rng.random((7, 90, 110), dtype=np.float32)
+    yield "offset", (rng.standard_normal((5, 64, 70)) * 3 + 1000).astype(np.float32)
+    sparse = np.zeros((6, 80, 90), np.float32)
+    sparse.flat[rng.integers(0, sparse.size, 3)] = 1
+    yield "sparse", sparse
+    yield "constant", np.full((4, 33, 50), 0.3, np.float32)
+    yield "bytes", (rng.random((5, 40, 61)) * 127).round().astype(np.int8)
+    yield "one", np.array([[[2.5]]], np.float32)
+
+
+def test_one_pass_std_is_within_numpys_own_rounding_and_does_not_depend_on_the_pieces():
+    """rms in one pass: within a few float32 ulps of NumPy's float32 two-pass std (exact 0 for constants),
+    the same bits however the array is cut, NaN when NaN is present."""
+    rng = np.random.default_rng(11)
+    for name, a in _cases(rng):
+        flat = a.reshape(-1)
+        results = set()
+        for _ in range(6):
+            stream = StreamStd()
+            for piece in np.split(flat, np.sort(rng.integers(0, flat.size, int(rng.integers(0, 7))))):
+                stream.feed(piece)
+            results.add(stream.result())
+        assert len(results) == 1, name
+        ours, exact = results.pop(), float(np.std(a.astype(np.float64)))
+        numpy32 = float(a.std(dtype=np.float32))
+        assert abs(ours - exact) <= 1e-12 * max(exact, 1e-30) + 1e-15, name
+        assert abs(np.float32(ours) - numpy32) <= 1e-6 * numpy32 + 1e-6 * abs(float(a.mean(dtype=np.float64))), name
+    assert StreamStd().result() != StreamStd().result()  # nothing fed: NaN
+    with_nan = StreamStd()
+    with_nan.feed(np.array([1.0, np.nan, 2.0], np.float32))
+    assert np.isnan(with_nan.result())
 
 
 def test_local_standardisation_equals_the_numpy_definition():
