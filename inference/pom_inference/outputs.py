@@ -80,8 +80,8 @@ class _MrcSink:
             volume.write(z0, plane)
 
     def finish(self) -> None:
-        """Compute every file's header statistics (a pass over each file, in parallel)."""
-        if len(self.volumes) < 2:
+        """Compute every file's header statistics (files written out of order are read back, in parallel)."""
+        if len(self.volumes) < 2 or all(v.in_order for v in self.volumes):  # accumulated as written: nothing to read
             for volume in self.volumes:
                 volume.header_stats()
             return

@@ -35,8 +35,9 @@ class Preparation:
 
     def __init__(self, tomogram: Path, info: ModelInfo, channel_dirs: Sequence[str | os.PathLike] = (),
                  fallback_voxel_size: float | None = None, *, allow_voxel_size_mismatch: bool = False,
-                 clock: Callable[[], float] | None = None) -> None:
+                 clock: Callable[[], float] | None = None, spare: np.ndarray | None = None) -> None:
         self.tomogram = tomogram
+        self.spare = spare  # an input array no longer used, taken when it has this tomogram's shape (no new pages)
         self.info = info
         self.channel_dirs = channel_dirs
         self.fallback_voxel_size = fallback_voxel_size
@@ -78,7 +79,9 @@ class Preparation:
             except InputError as exc:
                 raise InputError(f"{self.tomogram}: {exc}") from None
             scales = channel_scales(read.volumes, self.info, {c: str(p) for c, p in read.files.items()})
-            inputs = np.empty(shape, dtype=np.float32)
+            spare, self.spare = self.spare, None
+            fits = spare is not None and spare.shape == shape and spare.dtype == np.float32
+            inputs = spare if fits else np.empty(shape, dtype=np.float32)
             prepared = Prepared(self.tomogram, inputs, read.voxel_size * b, 0.0, read.files, before,
                                 sum(int(v.nbytes) for v in read.volumes.values()),
                                 (int(first.shape[0]), int(first.shape[1]), int(first.shape[2])))

@@ -156,6 +156,9 @@ class Worker:
         self.model = model
         self.name = name
         self.preparations: list[Preparation] = []  # started, maybe not finished (cancelled when the worker stops)
+        # The input array of the last tomogram segmented, for the next preparation of the same shape: preparations
+        # run one after the other in one thread, so the one it goes to starts after its own has ended.
+        self.spare: np.ndarray | None = None
         check_channels(model.info, opts.expect_channels, opts.model)
         classes, index = select_classes(model.info, opts.classes, opts.model)
         self.writer: OutputWriter = make_writer(opts.dtype, opts.output_dir, classes, index, opts.form)
@@ -320,7 +323,9 @@ class Worker:
 
     def _prefetch(self, pool: ThreadPoolExecutor, tomogram: Path) -> Preparation:
         preparation = Preparation(tomogram, self.model.info, self.opts.channel_dirs, self.opts.fallback_voxel_size,
-                                  allow_voxel_size_mismatch=self.opts.allow_voxel_size_mismatch, clock=self._clock)
+                                  allow_voxel_size_mismatch=self.opts.allow_voxel_size_mismatch, clock=self._clock,
+                                  spare=self.spare)
+        self.spare = None
         self.preparations = [p for p in self.preparations if not p.finished] + [preparation]
         pool.submit(preparation.run)
         return preparation
@@ -347,6 +352,7 @@ class Worker:
             self.store.progress()
             started = time.perf_counter()
             self._segment(prepared, claim, future)
+            self.spare = prepared.inputs
             mine = {name: {**entry, "fingerprint": self.fingerprint} for name, entry in self.writer.describe(stem).items()}
             outputs, recipes = self._carried(stem, list(mine))
             recipes[self.fingerprint] = {"recipe": self.recipe, "model_path": self.model_path, "inputs": prepared.identity}

@@ -47,3 +47,29 @@ def test_an_uncancelled_preparation_completes(preparation):
     preparation.run()
     assert preparation.finished and preparation.error is None
     assert preparation.result().inputs.shape[0] == 128
+
+
+def test_tomograms_of_one_shape_reuse_the_input_array_with_the_same_outputs(tmp_path, monkeypatch):
+    """From the third tomogram of a size on, the input array of the one before last is reused: same bytes out."""
+    from pom_inference.driver import process
+    from pom_inference.worker import ProcessOptions
+
+    model = make_onnx_model(tmp_path / "m.onnx", classes=("A", "B"), kind="shared")
+    tomograms = make_tomograms(tmp_path / "t", 4, shape=(24, 20, 24))
+    given = []
+    real_init = Preparation.__init__
+
+    def init(self, *args, spare=None, **kwargs):
+        given.append(spare is not None)
+        real_init(self, *args, spare=spare, **kwargs)
+
+    monkeypatch.setattr(Preparation, "__init__", init)
+    together = ProcessOptions(model=str(model), tomograms=tuple(map(str, tomograms)), output_dir=str(tmp_path / "all"))
+    assert not process(together, [None], progress=False).failed
+    assert given == [False, False, True, True]
+    for tomogram in tomograms:
+        alone = ProcessOptions(model=str(model), tomograms=(str(tomogram),), output_dir=str(tmp_path / "one"))
+        assert not process(alone, [None], progress=False).failed
+    outputs = sorted((tmp_path / "all").glob("*.mrc"))
+    assert len(outputs) == 8
+    assert all(p.read_bytes() == (tmp_path / "one" / p.name).read_bytes() for p in outputs)
