@@ -255,10 +255,12 @@ class _Background:
     def write(self, z0: int, item: Planes) -> None:
         """Start making and writing ``item``; raise the error of an earlier slab, if any.
 
-        Returns once the slab before this one is made (its network buffers may be reused) and
-        the one before that written (its planes may be reused).
+        A function (a deferred average, see :class:`~pom_inference.predict.SlicePredictor`):
+        returns once the slab before this one is made (its network buffers may be reused) and
+        the one before that written (its planes may be reused). Planes: returns once every slab
+        before is written, as the caller's next call may overwrite the planes given before these.
         """
-        while len(self.pending) >= 2:
+        while len(self.pending) >= (2 if callable(item) else 1):
             self.pending.popleft()[1].result()
         if self.pending:
             self.pending[-1][0].result()

@@ -16,7 +16,7 @@ itself. :class:`GraphPredictor` has :class:`~pom_inference.predict.SlicePredicto
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -165,10 +165,11 @@ class GraphPredictor:
         self.crop = np.array([h, w], dtype=np.int64)
         self.calls = 0
 
-    def __call__(self, slices: np.ndarray, deferred: bool = False) -> np.ndarray | Callable[[], np.ndarray]:
+    def __call__(self, slices: np.ndarray, deferred: bool = False) -> np.ndarray:
         """(n, h, w, C) float32 slices, n <= ``batch`` -> (Kc, n, h, w) planes (a reused buffer).
 
-        ``deferred``: the same planes, given by a function (the TTA ran in the graph already).
+        ``deferred`` changes nothing: the TTA ran in the graph, and the planes returned are the
+        network's own output buffer, which the call after next overwrites.
         """
         import time
 
@@ -187,4 +188,4 @@ class GraphPredictor:
         start = time.perf_counter()
         self.session.run_with_iobinding(binding)
         self.model.busy_seconds += time.perf_counter() - start  # the network and its TTA, on its device
-        return (lambda: planes) if deferred else planes
+        return planes

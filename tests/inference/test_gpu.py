@@ -8,6 +8,7 @@ API calls used) is passed to the functions that load libraries.
 import ctypes
 import json
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -176,6 +177,24 @@ def test_background_writes_keep_order_and_raise_errors():
         for z0 in range(0, 40, 4):
             out.write(z0, np.zeros((4, 2, 2, 1), np.float32))
     assert [z for z, _ in failing.calls] == [0, 4]
+
+
+def test_background_planes_from_two_alternating_buffers_are_written_before_reuse():
+    """Planes given as arrays (the GPU graph's own output buffers, two alternating): each is written before
+    the caller's next call but one overwrites it, however slow the writes."""
+    class SlowSink(Sink):
+        def write(self, z0, planes):
+            time.sleep(0.01)
+            super().write(z0, planes)
+
+    sink = SlowSink()
+    buffers = [np.empty((1, 2, 2), np.float32) for _ in range(2)]
+    with in_background(sink) as out:
+        for i, z0 in enumerate(range(0, 20, 2)):
+            planes = buffers[i % 2]
+            planes[...] = z0  # the network writing its next output into the buffer of the call before last
+            out.write(z0, planes)
+    assert [z for z, _ in sink.calls] == list(range(0, 20, 2)) and all(np.all(p == z) for z, p in sink.calls)
 
 
 def test_background_makes_deferred_planes_in_its_own_thread_and_raises_their_errors():
