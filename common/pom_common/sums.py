@@ -269,7 +269,7 @@ class StreamSum:
 
 @functools.cache
 def _moment_kernel() -> Any:
-    """numba ``(a, start, center, lanes)``: add ``a - center`` and its square into ``lanes`` (2, 8) float64."""
+    """The numba kernel ``(a, start, center, lanes)``: adds ``a - center`` and its square into ``lanes`` (2, 8) float64."""
     import numba
 
     def build(cache: bool) -> Any:

@@ -238,6 +238,24 @@ def _made(item: Planes) -> np.ndarray:
     return item() if callable(item) else item
 
 
+class PlanesSink(Protocol):
+    """A sink given planes or functions that make them (the worker's view of :func:`in_background`)."""
+
+    def write(self, z0: int, item: Planes) -> None:
+        """Store the planes ``item`` is or makes at slices z0..z0+n."""
+
+
+class Inline:
+    """A :class:`PlanesSink` that makes and writes each slab at once, in the caller's thread."""
+
+    def __init__(self, sink: SlabSink) -> None:
+        self.sink = sink
+
+    def write(self, z0: int, item: Planes) -> None:
+        """Make the planes (if deferred) and store them."""
+        self.sink.write(z0, _made(item))
+
+
 class _Background:
     """A sink fed from two threads: one makes the planes (the TTA average), one writes them, in order.
 
@@ -283,7 +301,7 @@ class _Background:
 
 
 @contextlib.contextmanager
-def in_background(sink: SlabSink) -> Iterator[SlabSink]:
+def in_background(sink: SlabSink) -> Iterator[PlanesSink]:
     """Make (average) and write slabs in two threads while the caller computes the next one.
 
     At most two slabs are in flight, so memory stays bounded. A failed slab is raised by a

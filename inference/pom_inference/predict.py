@@ -9,7 +9,7 @@ into buffers it reuses, and the average written straight into class planes of th
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import Literal, Protocol, overload
 
 import numpy as np
 
@@ -114,6 +114,12 @@ class SlicePredictor:
         """(Ht, Wt): the padded size after ``transform``."""
         hp, wp = self.padded
         return (wp, hp) if transform[0] % 2 else (hp, wp)
+
+    @overload
+    def __call__(self, slices: np.ndarray, deferred: Literal[False] = False) -> np.ndarray: ...
+
+    @overload
+    def __call__(self, slices: np.ndarray, deferred: bool) -> np.ndarray | Callable[[], np.ndarray]: ...
 
     def __call__(self, slices: np.ndarray, deferred: bool = False) -> np.ndarray | Callable[[], np.ndarray]:
         """(n, h, w, C) float32 slices, n <= ``batch`` -> (Kc, n, h, w) planes (a reused buffer).

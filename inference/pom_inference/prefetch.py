@@ -80,8 +80,9 @@ class Preparation:
                 raise InputError(f"{self.tomogram}: {exc}") from None
             scales = channel_scales(read.volumes, self.info, {c: str(p) for c, p in read.files.items()})
             spare, self.spare = self.spare, None
-            fits = spare is not None and spare.shape == shape and spare.dtype == np.float32
-            inputs = spare if fits else np.empty(shape, dtype=np.float32)
+            if spare is None or spare.shape != shape or spare.dtype != np.float32:
+                spare = np.empty(shape, dtype=np.float32)
+            inputs = spare
             prepared = Prepared(self.tomogram, inputs, read.voxel_size * b, 0.0, read.files, before,
                                 sum(int(v.nbytes) for v in read.volumes.values()),
                                 (int(first.shape[0]), int(first.shape[1]), int(first.shape[2])))

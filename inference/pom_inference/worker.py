@@ -46,7 +46,7 @@ from .eligibility import (
 from .forms import OutputForm
 from .inputs import Identity, NotReady, Prepared, check_unchanged, identity, input_files
 from .keeper import ROLE, keeper_store
-from .outputs import OnTomogramGrid, OutputWriter, in_background, make_writer
+from .outputs import Inline, OnTomogramGrid, OutputWriter, in_background, make_writer
 from .predict import SlicePredictor
 from .prefetch import Preparation
 from .session import Model, announce, load_model
@@ -417,7 +417,7 @@ class Worker:
                               generation=claim.generation) as sink:
             if on_tomogram:
                 sink = OnTomogramGrid(sink, b, shape)
-            with in_background(sink) if overlap else contextlib.nullcontext(sink) as out:
+            with in_background(sink) if overlap else contextlib.nullcontext(Inline(sink)) as out:
                 for z0 in range(0, nz, step):
                     if claim.lost.is_set():
                         raise ClaimLost(claim.stem)
