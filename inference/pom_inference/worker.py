@@ -51,6 +51,7 @@ from .predict import SlicePredictor
 from .prefetch import Preparation
 from .session import Model, announce, load_model
 from .wrapper import GraphPredictor
+from .zsmooth import SmoothedSink
 
 logger = logging.getLogger(__name__)
 
@@ -412,13 +413,17 @@ class Worker:
             if on_tomogram:
                 sink = OnTomogramGrid(sink, b, shape)
             with in_background(sink) if overlap else contextlib.nullcontext(sink) as out:
+                smoothed = SmoothedSink(out, self.model.info.z_smooth, nz) if self.model.info.z_smooth > 1 else None
                 for z0 in range(0, nz, step):
                     if claim.lost.is_set():
                         raise ClaimLost(claim.stem)
                     if preparation is not None:
                         preparation.wait(min(nz, z0 + step))
-                    out.write(z0, predictor(prepared.inputs[z0 : z0 + step]))  # written while the next is computed
+                    # written while the next is computed
+                    (smoothed or out).write(z0, predictor(prepared.inputs[z0 : z0 + step]))
                     self.store.progress()
+                if smoothed is not None:
+                    smoothed.finish()
                 if preparation is not None:
                     preparation.wait_finished()
                 check_unchanged(prepared.files, prepared.identity)  # written to while we read it: publish nothing
