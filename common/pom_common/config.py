@@ -90,11 +90,12 @@ class ProjectConfig:
     #: The shared network as the mean of this many networks trained with other seeds (one model).
     shared_model_members: int = 1
     #: "direct": the weight of a box's negative ("inside a box of X, not painted X: not X")
-    #: against a painted pixel in the loss.
-    shared_model_negative_weight: float = 1.0
+    #: against a painted pixel in the loss. 3: on ``make quality``'s confounders it halved the
+    #: organelle calls in the empty slabs (docs/quality.md); 1 is the first version's.
+    shared_model_negative_weight: float = 3.0
     #: The shared network's output averaged over this many binned slices (odd; 1: none), written
-    #: into the model so that every program applying it does the same.
-    shared_model_z_smooth: int = 1
+    #: into the model so that every program applying it does the same ("pom" never: it reproduces Pom).
+    shared_model_z_smooth: int = 3
     #: Pom keys kept for round trips (rendering settings and others), read-only.
     legacy: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     #: Folder the configuration was loaded from; relative folders resolve against it.

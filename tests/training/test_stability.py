@@ -122,3 +122,17 @@ def test_ensemble_is_one_model_whose_onnx_is_the_members_mean(tmp_path):
     info = ModelInfo(kind="shared", classes=("A", "B", "Unknown"), channels=("Density",), z_sum=1, size_multiple=4)
     export_onnx(model, tmp_path / "e.onnx", info)
     np.testing.assert_allclose(load_model(tmp_path / "e.onnx", quiet=True).run(x), mean, atol=1e-5)
+
+
+def test_z_smooth_goes_into_shared_models_but_not_pom_s():
+    from pom_common.config import ProjectConfig
+    from pom_training.export.metadata import model_metadata
+    from pom_training.fitting.config import TrainConfig
+    from pom_training.labels.registry import METHODS
+
+    tc = TrainConfig(1, 8, 4, 2)
+    config = ProjectConfig(ontologies=("A",))
+    assert model_metadata(config, "shared", ("A", "Unknown"), tc, 10.0, z_smooth=5).z_smooth == 5
+    assert model_metadata(config, "single", ("A",), tc, 10.0).z_smooth == 1
+    assert {name: m.smooths_z for name, m in METHODS.items()} == {"pom": False, "painted": True, "direct": True}
+    assert config.shared_model_z_smooth == 3 and config.shared_model_negative_weight == 3.0

@@ -26,11 +26,11 @@ from ..fitting.config import TrainConfig
 
 
 def model_metadata(config: ProjectConfig, kind: str, classes: tuple[str, ...], tc: TrainConfig, voxel_size: float,
-                   extra: dict[str, Any] | None = None) -> ModelInfo:
+                   extra: dict[str, Any] | None = None, z_smooth: int = 1) -> ModelInfo:
     """The metadata an exported network carries: what it expects and produces, and how it was trained.
 
-    A shared network's output is averaged over the configuration's ``shared_model_z_smooth``
-    binned slices wherever it is applied (:mod:`pom_inference.zsmooth`); single networks never.
+    ``z_smooth``: its output is averaged over that many binned slices wherever it is applied
+    (:mod:`pom_inference.zsmooth`; 1: never).
     """
     training = {"epochs": tc.epochs, "batch_size": tc.batch_size, "learning_rate": tc.learning_rate,
                 "base_filters": tc.base_filters, "depth": tc.depth,
@@ -42,7 +42,7 @@ def model_metadata(config: ProjectConfig, kind: str, classes: tuple[str, ...], t
                                     for c in config.macromolecules},
                      normalisation_window=max(1, config.ontology_annotation_box_size // BIN_FACTOR),
                      size_multiple=2**tc.depth, voxel_size=float(voxel_size), training=training,
-                     z_smooth=config.shared_model_z_smooth if kind == "shared" else 1, version=__version__)
+                     z_smooth=z_smooth, version=__version__)
 
 
 def write_metadata(keras_path: str | Path, info: ModelInfo) -> Path:
