@@ -18,7 +18,7 @@ from types import MappingProxyType
 from typing import Any
 
 from .atomic import atomic_write_text
-from .constants import CONFIG_FILENAME, DENSITY, MAX_Z_SUM
+from .constants import CONFIG_FILENAME, DENSITY, MAX_Z_SMOOTH, MAX_Z_SUM
 from .defaults import CONFIG_TTA_RUNS, TTA
 from .errors import ConfigError
 from .files import read_regular_file
@@ -89,6 +89,13 @@ class ProjectConfig:
     shared_model_min_draws: int = 1024
     #: The shared network as the mean of this many networks trained with other seeds (one model).
     shared_model_members: int = 1
+    #: "direct": the weight of a box's negative ("inside a box of X, not painted X: not X")
+    #: against a painted pixel in the loss. 3: on ``make quality``'s confounders it halved the
+    #: organelle calls in the empty slabs (docs/quality.md); 1 is the first version's.
+    shared_model_negative_weight: float = 3.0
+    #: The shared network's output averaged over this many binned slices (odd; 1: none), written
+    #: into the model so that every program applying it does the same ("pom" never: it reproduces Pom).
+    shared_model_z_smooth: int = 3
     #: Pom keys kept for round trips (rendering settings and others), read-only.
     legacy: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     #: Folder the configuration was loaded from; relative folders resolve against it.
@@ -228,6 +235,10 @@ def validate_config(document: Any) -> list[str]:
         number = _int_value(document, key)
         if number is not None and number < 1:
             problems.append(f"key {key!r}: expected a positive integer, found {number}")
+    number = _int_value(document, "shared_model_z_smooth")
+    if number is not None and not (1 <= number <= MAX_Z_SMOOTH and number % 2):
+        problems.append(f"key 'shared_model_z_smooth': expected an odd number of slices from 1 to {MAX_Z_SMOOTH}, "
+                        f"found {number}")
     number = _int_value(document, "shared_model_min_draws")
     if number is not None and number < 0:
         problems.append(f"key 'shared_model_min_draws': expected 0 or a positive integer, found {number}")
@@ -239,7 +250,7 @@ def validate_config(document: Any) -> list[str]:
     if box is not None and box >= 1 and (box < MIN_BOX or box % 2):
         problems.append(f"key 'ontology_annotation_box_size': expected an even number of pixels, at least {MIN_BOX} "
                         f"(the crops are binned 2x), found {box}")
-    for key in ("apix", "shared_model_unknown_class_threshold"):
+    for key in ("apix", "shared_model_unknown_class_threshold", "shared_model_negative_weight"):
         value = document.get(key)
         if isinstance(value, (int, float)) and not isinstance(value, bool) and not (math.isfinite(value) and value > 0):
             problems.append(f"key {key!r}: expected a positive number, found {json.dumps(value)}")

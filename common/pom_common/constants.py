@@ -12,6 +12,8 @@ CHANNEL_SCALE = 255.0
 UNSET_VOXEL_SIZES = (0.0, 1.0)
 #: Largest z_sum accepted (a window of 257 slices is thicker than any lamella).
 MAX_Z_SUM = 128
+#: The most binned slices a shared model's output may be averaged over (``z_smooth``, odd).
+MAX_Z_SMOOTH = 15
 #: Name of the project configuration file (Pom's).
 CONFIG_FILENAME = "project_configuration.json"
 #: Version of the ONNX metadata layout written by export.

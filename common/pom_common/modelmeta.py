@@ -10,7 +10,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .constants import BIN_FACTOR, MAX_Z_SUM, METADATA_VERSION
+from .constants import BIN_FACTOR, MAX_Z_SMOOTH, MAX_Z_SUM, METADATA_VERSION
 from .errors import ModelError
 from .naming import name_problem
 from .normalise import PROCESSING, canonical, processing_normalisation
@@ -32,6 +32,8 @@ class ModelInfo:
     size_multiple: int = 16
     voxel_size: float = 0.0  # unbinned voxel size (A) of the training tomograms
     training: dict[str, Any] = field(default_factory=dict)
+    #: Output slices averaged over this many binned slices (odd; 1: none, and the key is left out).
+    z_smooth: int = 1
     version: str = ""
     metadata_version: str = METADATA_VERSION
 
@@ -39,6 +41,8 @@ class ModelInfo:
         """The JSON document stored under the ONNX metadata key ``pom``."""
         doc = asdict(self)
         doc["classes"], doc["channels"] = list(self.classes), list(self.channels)
+        if self.z_smooth == 1:  # models without z-smoothing carry the metadata they always did
+            del doc["z_smooth"]
         return json.dumps(doc)
 
     @classmethod
@@ -89,6 +93,9 @@ class ModelInfo:
         bin_factor = integer("bin_factor", 1, 8, BIN_FACTOR)
         window = integer("normalisation_window", 1, 1_000_000, 64)
         multiple = integer("size_multiple", 1, 1024)
+        z_smooth = integer("z_smooth", 1, MAX_Z_SMOOTH, 1)
+        if z_smooth % 2 == 0:
+            problems.append(f"z_smooth must be odd (slices averaged around each one), found {z_smooth}")
         voxel = doc.get("voxel_size", 0.0)
         if isinstance(voxel, bool) or not isinstance(voxel, (int, float)) or not (math.isfinite(voxel) and voxel >= 0):
             problems.append(f"voxel_size must be a number >= 0, found {json.dumps(voxel)}")
@@ -109,6 +116,7 @@ class ModelInfo:
         return cls(kind=str(kind), classes=classes, channels=channels, z_sum=z_sum, bin_factor=bin_factor,
                    normalisation=normalisation, normalisation_window=window, size_multiple=multiple,
                    voxel_size=float(voxel), training=dict(training) if isinstance(training, dict) else {},
+                   z_smooth=z_smooth,
                    version=str(doc.get("version", "")), metadata_version=str(doc.get("metadata_version", METADATA_VERSION)))
 
     def normalisation_of(self, channel: str) -> str:

@@ -21,6 +21,7 @@ from pom_common.modelmeta import ModelInfo
 from .predict import DEFAULT_BATCH, SlicePredictor
 from .preprocess import prepare_inputs
 from .session import Model
+from .zsmooth import smooth_slabs
 
 #: Slices segmented at once by default (bounds the memory of predictions).
 SLAB = 16
@@ -55,18 +56,24 @@ def predict_slabs(model: Model, inputs: np.ndarray, *, tta: int = TTA, batch: in
     Yields
     ------
     (z0, probabilities) with probabilities (n, ny', nx', K) float32 for slices z0..z0+n
-    (the bits of :func:`pom_inference.predict.predict_slices`).
+    (the bits of :func:`pom_inference.predict.predict_slices`, averaged over the model's
+    ``z_smooth`` slices, :mod:`pom_inference.zsmooth`; with smoothing the slabs need not be
+    ``slab`` slices each, but they come in order and cover the volume).
     """
     nz, ny, nx, c = inputs.shape
     k = len(model.info.classes)
     predictor = SlicePredictor(model, (ny, nx, c), model.info.size_multiple, k, tta, batch)
-    for z0 in range(0, nz, slab):
-        n = min(slab, nz - z0)
-        out = np.empty((n, ny, nx, k), dtype=np.float32)
-        for i in range(0, n, predictor.batch):
-            planes = predictor(inputs[z0 + i : z0 + min(n, i + predictor.batch)])  # (K, m, ny, nx)
-            out[i : i + planes.shape[1]] = np.moveaxis(planes, 0, -1)
-        yield z0, out
+
+    def raw() -> Iterator[tuple[int, np.ndarray]]:
+        for z0 in range(0, nz, slab):
+            n = min(slab, nz - z0)
+            out = np.empty((n, ny, nx, k), dtype=np.float32)
+            for i in range(0, n, predictor.batch):
+                planes = predictor(inputs[z0 + i : z0 + min(n, i + predictor.batch)])  # (K, m, ny, nx)
+                out[i : i + planes.shape[1]] = np.moveaxis(planes, 0, -1)
+            yield z0, out
+
+    yield from smooth_slabs(raw(), model.info.z_smooth, nz)
 
 
 def iter_slabs(model: Model, volumes: Volumes, *, tta: int = TTA, batch: int = DEFAULT_BATCH,

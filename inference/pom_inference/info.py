@@ -27,6 +27,9 @@ def info_lines(path: str | Path, info: ModelInfo) -> list[str]:
              f"(z_sum {info.z_sum}), binned {info.bin_factor}x, padded to a multiple of {info.size_multiple} pixels)",
              "  scaling     " + "; ".join(f"{c}: {_normalisation(info, c)}" for c in info.channels),
              f"  trained at  {voxel}"]
+    if info.z_smooth > 1:
+        lines.append(f"  outputs     each slice the mean of {info.z_smooth} neighbouring binned slices' probabilities "
+                     "(z_smooth)")
     trained = [f"label_method {t['label_method']}" if t.get("label_method") else None,
                _count(t.get("epochs"), "epoch"), f"batch {t['batch_size']}" if "batch_size" in t else None,
                f"learning rate {t['learning_rate']:g}" if isinstance(t.get("learning_rate"), (int, float)) else None,

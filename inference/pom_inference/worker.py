@@ -51,6 +51,7 @@ from .predict import SlicePredictor
 from .prefetch import Preparation
 from .session import Model, announce, load_model
 from .wrapper import GraphPredictor
+from .zsmooth import SmoothedSink
 
 logger = logging.getLogger(__name__)
 
@@ -417,7 +418,10 @@ class Worker:
                               generation=claim.generation) as sink:
             if on_tomogram:
                 sink = OnTomogramGrid(sink, b, shape)
-            with in_background(sink) if overlap else contextlib.nullcontext(Inline(sink)) as out:
+            # z-consistency (the model's z_smooth) runs in the writing thread, on planes already averaged
+            smoothed = SmoothedSink(sink, self.model.info.z_smooth, nz) if self.model.info.z_smooth > 1 else None
+            target = smoothed or sink
+            with in_background(target) if overlap else contextlib.nullcontext(Inline(target)) as out:
                 for z0 in range(0, nz, step):
                     if claim.lost.is_set():
                         raise ClaimLost(claim.stem)
@@ -426,9 +430,11 @@ class Worker:
                     # averaged and written while the next slab is computed
                     out.write(z0, predictor(prepared.inputs[z0 : z0 + step], deferred=overlap))
                     self.store.progress()
-                if preparation is not None:
-                    preparation.wait_finished()
-                check_unchanged(prepared.files, prepared.identity)  # written to while we read it: publish nothing
+            if smoothed is not None:  # every slab written: the last slices are final now
+                smoothed.finish()
+            if preparation is not None:
+                preparation.wait_finished()
+            check_unchanged(prepared.files, prepared.identity)  # written to while we read it: publish nothing
             if not self.store.still_owner(claim):
                 raise ClaimLost(claim.stem)
 

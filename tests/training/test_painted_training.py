@@ -114,10 +114,11 @@ def test_direct_phase2_is_the_paint_and_training_is_reproducible(sampled, tmp_pa
     phase2 = project / "training_datasets" / "phase2"
     classes = (*config.ontologies, "Unknown")
     out = np.stack([tifffile.imread(phase2 / f"out_{c}.tif") for c in classes], -1)
-    assert set(np.unique(out)) == {-1.0, 0.0, 1.0} and not out[..., -1].any()  # Unknown is never a target
+    w = config.shared_model_negative_weight  # "not X" carries its weight in the loss
+    assert set(np.unique(out)) == {-w, 0.0, 1.0} and not out[..., -1].any()  # Unknown is never a target
     painted = (out == 1).any(-1)
-    assert set(np.unique((out == 1).sum(-1))) == {0, 1} and not (out[painted] == -1).any()
-    assert (out == -1).any(-1)[~painted].any()  # unpainted pixels in a box of another class: "not that class"
+    assert set(np.unique((out == 1).sum(-1))) == {0, 1} and not (out[painted] < 0).any()
+    assert (out == -w).any(-1)[~painted].any()  # unpainted pixels in a box of another class: "not that class"
     info = read_phase2_info(config)
     assert info["label_method"] == "direct" and info["base_images"] == 33 and info["images"] == summary["images"]
     result = train_shared_stable(config, gpus=[], tc=TrainConfig.shared(config))
@@ -136,6 +137,7 @@ def test_direct_phase2_is_the_paint_and_training_is_reproducible(sampled, tmp_pa
 
     model = load_model(project / "models" / "phase2" / "shared.onnx")
     assert model.info.classes == classes and model.info.training["label_method"] == "direct"
+    assert model.info.z_smooth == config.shared_model_z_smooth and model.info.training["negative_weight"] == w
 
 
 def test_painted_phase2_overrides_the_joint_labels(sampled):

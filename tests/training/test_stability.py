@@ -36,6 +36,36 @@ def test_partial_cross_entropy_counts_paint_and_exclusions():
     y2 = np.array([[[[0, 0, 0], [-1, -1, 0], [0, 0, 0]]]], np.float32)  # not A nor B: must be C
     loss2 = float(partial_categorical_crossentropy(tf.constant(y2), tf.constant(p)))
     assert loss2 == pytest.approx(-np.log(0.3), rel=1e-5)
+    y3 = np.array([[[[1, 0, 0], [-2, 0, 0], [0, 0, 0]]]], np.float32)  # a negative of weight 2
+    loss3 = float(partial_categorical_crossentropy(tf.constant(y3), tf.constant(p)))
+    assert loss3 == pytest.approx((-np.log(0.5) - 2 * np.log(1 - 0.1)) / 3, rel=1e-5)
+    y4 = np.array([[[[1, 0, 0], [-0.5, 0, 0], [0, 0, 0]]]], np.float32)  # weight 0.5: the same p, half the say
+    loss4 = float(partial_categorical_crossentropy(tf.constant(y4), tf.constant(p)))
+    assert loss4 == pytest.approx((-np.log(0.5) - 0.5 * np.log(1 - 0.1)) / 1.5, rel=1e-5)
+
+
+def test_direct_targets_carry_the_negative_weight():
+    from pom_training.data.phase1 import Phase1Data
+    from pom_training.labels.direct import direct_shared_dataset
+
+    codes = np.zeros((1, 8, 8), np.uint8)
+    codes[0, :, :2] = 1  # painted A on the left of A's box
+    data = Phase1Data(("A", "B"), {"A": np.zeros((1, 8, 8, 1), np.float32)}, {"A": np.zeros((1, 8, 8))},
+                      {"A": codes})
+    info = {"crops": {"A": [["TS_001", 5, 20, 20]]}}
+    for weight in (1.0, 3.0):
+        _, t, _, _ = direct_shared_dataset(data, info, 16, negative_weight=weight)
+        np.testing.assert_array_equal(t[0, :, :2, 0], 1)  # paint
+        np.testing.assert_array_equal(t[0, :, 2:, 0], -weight)  # not A, with its weight
+        assert not t[..., 1:].any()  # B has no box: nothing known of it
+
+
+def test_negative_weight_must_be_positive():
+    from pom_common.config import validate_config
+
+    assert validate_config({"shared_model_negative_weight": 3}) == []
+    problems = validate_config({"shared_model_negative_weight": 0})
+    assert problems and "shared_model_negative_weight" in problems[0]
 
 
 def test_augmentation_changes_inputs_only_and_keeps_the_draws():
@@ -92,3 +122,17 @@ def test_ensemble_is_one_model_whose_onnx_is_the_members_mean(tmp_path):
     info = ModelInfo(kind="shared", classes=("A", "B", "Unknown"), channels=("Density",), z_sum=1, size_multiple=4)
     export_onnx(model, tmp_path / "e.onnx", info)
     np.testing.assert_allclose(load_model(tmp_path / "e.onnx", quiet=True).run(x), mean, atol=1e-5)
+
+
+def test_z_smooth_goes_into_shared_models_but_not_pom_s():
+    from pom_common.config import ProjectConfig
+    from pom_training.export.metadata import model_metadata
+    from pom_training.fitting.config import TrainConfig
+    from pom_training.labels.registry import METHODS
+
+    tc = TrainConfig(1, 8, 4, 2)
+    config = ProjectConfig(ontologies=("A",))
+    assert model_metadata(config, "shared", ("A", "Unknown"), tc, 10.0, z_smooth=5).z_smooth == 5
+    assert model_metadata(config, "single", ("A",), tc, 10.0).z_smooth == 1
+    assert {name: m.smooths_z for name, m in METHODS.items()} == {"pom": False, "painted": True, "direct": True}
+    assert config.shared_model_z_smooth == 3 and config.shared_model_negative_weight == 3.0

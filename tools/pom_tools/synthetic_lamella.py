@@ -62,6 +62,9 @@ class Lamella:
     cell: Cell
     inside: np.ndarray  # (nz, ny, nx) bool, the lamella
     top: np.ndarray  # (nz, ny, nx) bool, the lamella's top third (curtained, never annotated)
+    gold: np.ndarray | None = None  # (nz, ny, nx) bool, the fiducial beads (None: no beads)
+    debris: np.ndarray | None = None  # (nz, ny, nx) bool, the debris and ice lumps (None: none)
+    beads: tuple[tuple[int, int, int, float], ...] = ()  # (z, y, x, radius) of each bead: its streaks' centre
 
 
 def wedge_filter(volume: np.ndarray, half_angle: float = 60.0, residual: float = 0.15) -> np.ndarray:
@@ -136,7 +139,9 @@ def make_lamella(seed: int, shape: tuple[int, int, int] = (40, 160, 160),
     bottom_z = np.where(present, np.argmax(ph.inside, axis=0), 0)
     top = ph.inside & (zs > (bottom_z + 2 * (top_z - bottom_z) / 3)[None])
     beads: list[tuple[int, int, int, float]] = []
-    if confounders.debris:
+    gold = np.zeros(shape, bool) if confounders.gold else None
+    debris = np.zeros(shape, bool) if confounders.debris else None
+    if debris is not None:
         for z0, y0, x0, _side in _surface_points(rng, ph.inside, confounders.debris, rng.uniform(3, 8), 0):
             r = rng.uniform(8, 18)
             zz, yy, xx = np.ogrid[:nz, :ny, :nx]
@@ -145,13 +150,15 @@ def make_lamella(seed: int, shape: tuple[int, int, int] = (40, 160, 160),
                     + 0.8 * shape_noise / max(float(shape_noise.std()), 1e-6) < 1.0) & ~ph.inside
             density[blob] = rng.uniform(0.6, 1.1) + 0.15 * shape_noise[blob]
             labels[blob] = VOID
-    if confounders.gold:
+            debris |= blob
+    if gold is not None:
         for z0, y0, x0, _side in _surface_points(rng, ph.inside, confounders.gold, 3.0, 8):
             r = rng.uniform(2.5, 4.0)
             zz, yy, xx = np.ogrid[:nz, :ny, :nx]
             bead = (zz - z0) ** 2 + (yy - y0) ** 2 + (xx - x0) ** 2 < r**2
             density[bead] = 6.0
             labels[bead] = VOID
+            gold |= bead
             beads.append((z0, y0, x0, r))
     if confounders.curtaining:  # stripes along y, varying in x, and less specimen contrast at the top
         stripes = np.sin(np.arange(nx) / rng.uniform(3, 6) + rng.uniform(0, 6))[None, None, :]
@@ -176,4 +183,4 @@ def make_lamella(seed: int, shape: tuple[int, int, int] = (40, 160, 160),
     cyto = labels == CYTOPLASM
     rib = gaussian_filter(ph.ribosomes + 0.3 * ph.proteins * cyto, 1.0) * 2.0 + 0.05 * smooth_noise(rng, shape, 1.0)
     cell = Cell(tomogram, labels, to_u8(np.clip(mem * 1.6, 0, 1)), to_u8(np.clip(rib, 0, 1)))
-    return Lamella(cell, ph.inside, top)
+    return Lamella(cell, ph.inside, top, gold, debris, tuple(beads))

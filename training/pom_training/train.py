@@ -78,7 +78,8 @@ def train_shared(config: ProjectConfig, gpus: list[int] | None = None, checkpoin
     tc = tc or TrainConfig.shared(config)
     data = load_phase2(config)
     check_made_by(config, data.info)
-    job = method_for(config).shared_job(config, data, tc)
+    method = method_for(config)
+    job = method.shared_job(config, data, tc)
     voxel_size = training_voxel_size(config)
     layout = ProjectLayout.of(config)
     n = 1 if checkpoint else max(1, tc.members)  # continuing: the one network given
@@ -94,7 +95,8 @@ def train_shared(config: ProjectConfig, gpus: list[int] | None = None, checkpoin
     losses = [float(v) for v in np.mean(member_losses, axis=0)]
     ensemble = {} if n == 1 else {"members": n, "member_seeds": seeds, "member_losses": member_losses}
     meta = model_metadata(config, kind="shared", classes=data.classes, tc=tc, voxel_size=voxel_size,
-                          extra={**job.metadata, "losses": losses, "continued_from": checkpoint, **ensemble})
+                          extra={**job.metadata, "losses": losses, "continued_from": checkpoint, **ensemble},
+                          z_smooth=config.shared_model_z_smooth if method.smooths_z else 1)
     onnx_path = save_and_export(model, layout.shared_model(".keras"), layout.shared_model(), layout.shared_checkpoint(),
                                 meta, "pom export shared")
     return {"losses": losses, "keras": layout.shared_model(".keras"), "onnx": onnx_path}

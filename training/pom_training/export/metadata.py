@@ -26,8 +26,12 @@ from ..fitting.config import TrainConfig
 
 
 def model_metadata(config: ProjectConfig, kind: str, classes: tuple[str, ...], tc: TrainConfig, voxel_size: float,
-                   extra: dict[str, Any] | None = None) -> ModelInfo:
-    """The metadata an exported network carries: what it expects and produces, and how it was trained."""
+                   extra: dict[str, Any] | None = None, z_smooth: int = 1) -> ModelInfo:
+    """The metadata an exported network carries: what it expects and produces, and how it was trained.
+
+    ``z_smooth``: its output is averaged over that many binned slices wherever it is applied
+    (:mod:`pom_inference.zsmooth`; 1: never).
+    """
     training = {"epochs": tc.epochs, "batch_size": tc.batch_size, "learning_rate": tc.learning_rate,
                 "base_filters": tc.base_filters, "depth": tc.depth,
                 "ontology_annotation_box_size": config.ontology_annotation_box_size}
@@ -37,7 +41,8 @@ def model_metadata(config: ProjectConfig, kind: str, classes: tuple[str, ...], t
                      normalisation={c: processing_normalisation(c, config.density_normalisation)
                                     for c in config.macromolecules},
                      normalisation_window=max(1, config.ontology_annotation_box_size // BIN_FACTOR),
-                     size_multiple=2**tc.depth, voxel_size=float(voxel_size), training=training, version=__version__)
+                     size_multiple=2**tc.depth, voxel_size=float(voxel_size), training=training,
+                     z_smooth=z_smooth, version=__version__)
 
 
 def write_metadata(keras_path: str | Path, info: ModelInfo) -> Path:

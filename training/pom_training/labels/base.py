@@ -21,6 +21,9 @@ class LabelMethod(ABC):
     description: ClassVar[str]
     #: Whether the single networks are part of its workflow (``pom shared initialize`` needs them).
     uses_single_networks: ClassVar[bool]
+    #: Whether its shared network carries the configuration's ``shared_model_z_smooth`` (a
+    #: reproduction of Pom does not: Pom's outputs are not smoothed).
+    smooths_z: ClassVar[bool] = True
 
     def workflow_note(self) -> str | None:
         """One line for ``pom single train`` and ``pom shared initialize`` where single networks are optional."""

@@ -1,9 +1,10 @@
 """``label_method`` "direct" (the default): the shared network learns the painted labels and what the boxes exclude.
 
 No single networks: ``pom shared initialize`` takes every crop and extra crop with a painted
-pixel or a box in it. Targets: one-hot on painted pixels; -1 for each class a pixel is known
+pixel or a box in it. Targets: one-hot on painted pixels; -w for each class a pixel is known
 not to be (inside a box of that class, not painted with it: Pom's rule that a box is complete
-for its feature, :mod:`.negatives`); 0 elsewhere (ignored by the loss). The shared network
+for its feature, :mod:`.negatives`; w the configuration's ``shared_model_negative_weight``,
+the weight of such a pixel in the loss); 0 elsewhere (ignored by the loss). The shared network
 learns them with the partial cross-entropy (the stable plan, as "painted"); single networks,
 if asked for, train as "painted" does (:mod:`.painted`).
 """
@@ -30,13 +31,15 @@ from .targets import one_hot
 BOX_NEGATIVES = True
 
 
-def direct_shared_dataset(data: Phase1Data, info: dict | None = None,
-                          box: int = 0) -> tuple[np.ndarray, np.ndarray, tuple[str, ...], int]:
+def direct_shared_dataset(data: Phase1Data, info: dict | None = None, box: int = 0,
+                          negative_weight: float = 1.0) -> tuple[np.ndarray, np.ndarray, tuple[str, ...], int]:
     """Inputs (N, h, w, C), targets (N, h, w, K + 1), the classes, and how many images are Pom's crops (first).
 
     Every crop with a painted pixel or (with ``info``, phase 1's record of the crops'
     positions, and the ``box`` size) a box's negative, the extra crops included; targets are
-    one-hot on painted pixels, -1 where a class is excluded by its box, 0 elsewhere. The
+    one-hot on painted pixels, ``-negative_weight`` where a class is excluded by its box (the
+    loss's weight of that pixel, :func:`~pom_training.models.losses.partial_categorical_crossentropy`),
+    0 elsewhere. The
     last class, Unknown, is never a target; it is kept so the network's classes are the
     usual ones.
 
@@ -57,7 +60,7 @@ def direct_shared_dataset(data: Phase1Data, info: dict | None = None,
         target = one_hot(codes, n)
         if boxes and positions is not None and len(positions) == len(codes):
             excluded = not_masks(positions, codes, boxes, n, box) & (codes == 0)[..., None]
-            target = np.where(excluded, np.float32(-1), target)
+            target = np.where(excluded, np.float32(-negative_weight), target)
         keep = (target != 0).reshape(len(target), -1).any(axis=1)
         xs.append(x[keep])
         ts.append(target[keep])
@@ -83,12 +86,16 @@ class DirectMethod(PaintedMethod):
         """Every crop with paint or a box's negative; no network involved (``selective`` and ``device`` unused)."""
         data = load_painted(config)
         info = phase1_info(config) if BOX_NEGATIVES else None
-        x, targets, _, n_base = direct_shared_dataset(data, info, config.ontology_annotation_box_size)
+        x, targets, _, n_base = direct_shared_dataset(data, info, config.ontology_annotation_box_size,
+                                                      config.shared_model_negative_weight)
         return Phase2Labels(x, targets, base_images=n_base)
 
     def shared_job(self, config: ProjectConfig, data: Phase2Data, tc: TrainConfig) -> Job:
-        """The phase-2 targets (1 painted, -1 excluded, 0 ignored), partial cross-entropy, the stable plan."""
+        """The phase-2 targets (1 painted, -w excluded, 0 ignored), partial cross-entropy, the stable plan."""
         base = data.info.get("base_images")
         base = int(base) if isinstance(base, int) and 0 < base <= len(data.x) else None
+        negatives = data.y[data.y < 0]  # the weight the targets hold (set at "pom shared initialize")
+        weight = float(-negatives.min()) if negatives.size else None
         return Job(self.name, data.x, data.y, len(data.classes), "softmax", PARTIAL_CCE, STABLE, base=base,
-                   metadata={**stable_metadata(self.name, tc, len(data.x)), "base_images": base})
+                   metadata={**stable_metadata(self.name, tc, len(data.x)), "base_images": base,
+                             "negative_weight": weight})

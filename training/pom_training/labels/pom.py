@@ -65,6 +65,7 @@ class PomMethod(LabelMethod):
     name = "pom"
     description = "Pom's algorithm: single networks with the counterexample rule, joint labels from their predictions"
     uses_single_networks = True
+    smooths_z = False  # Pom's outputs are not smoothed
 
     def check_config(self, config: ProjectConfig) -> None:
         """Nothing to refuse: Pom's method needs no paint, so a channel may have any name."""

@@ -31,16 +31,19 @@ def masked_categorical_crossentropy(y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.
 def partial_categorical_crossentropy(y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
     """Cross-entropy on labelled pixels, and on pixels known only *not* to be some classes.
 
-    y_true : (B, H, W, K): 1 for a pixel's class; -1 for each class it is known not to be
-        (inside a box of that class, not painted with it); 0 otherwise. A pixel with a 1
-        counts as -log p(class); one with only -1s as -log(1 - sum of their p), the
-        probability that it is something else; a pixel of zeros is ignored.
+    y_true : (B, H, W, K): 1 for a pixel's class; -w for each class it is known not to be
+        (inside a box of that class, not painted with it; w > 0 its weight, usually 1); 0
+        otherwise. A pixel with a 1 counts as -log p(class); one with only negative
+        entries as w * -log(1 - sum of their p), the probability that it is something else
+        (w the largest weight among them); a pixel of zeros is ignored. The sum is divided
+        by the pixels' total weight.
     y_pred : (B, H, W, K) softmax output.
     """
     positive = tf.nn.relu(y_true)
-    negative = tf.nn.relu(-y_true)
+    weighted = tf.nn.relu(-y_true)
+    negative = tf.sign(weighted)  # 1 where a class is excluded, whatever the weight
     labelled = tf.reduce_max(positive, axis=-1)  # (B, H, W)
-    excluded = tf.reduce_max(negative, axis=-1) * (1.0 - labelled)
+    excluded = tf.reduce_max(weighted, axis=-1) * (1.0 - labelled)
     ce = -tf.reduce_sum(positive * tf.math.log(tf.clip_by_value(y_pred, 1e-7, 1.0)), axis=-1)
     rest = 1.0 - tf.reduce_sum(negative * y_pred, axis=-1)
     ce_not = -tf.math.log(tf.clip_by_value(rest, 1e-7, 1.0))
