@@ -234,6 +234,9 @@ class SlabFile:
         self.total = StreamSum(self.size, np.float32, buffered=self.dtype != np.float32)
         self.spread = StreamStd()
         self._stats: tuple[Any, Any, Any, Any] | None = None
+        # the sums' kernels compiled (or loaded) in the caller's thread, not in a writing thread a stop waits for
+        StreamSum(1, np.float32, buffered=self.dtype != np.float32).feed(np.zeros(1, self.dtype))
+        StreamStd().feed(np.zeros(1, self.dtype))
 
     def write(self, z0: int, block: np.ndarray) -> None:
         """Store ``block`` (n, ny, nx) at slices z0..z0 + n (cast to the file's dtype if needed)."""

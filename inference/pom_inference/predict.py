@@ -109,6 +109,18 @@ class SlicePredictor:
                         for _ in range(2)]
         self.planes = [np.empty((len(self.classes), self.batch, h, w), dtype=dtype) for _ in range(2)]
         self.calls = 0
+        self._compile()
+
+    def _compile(self) -> None:
+        """Compile (or load from numba's cache) the average's kernel here, in the caller's thread.
+
+        A deferred average runs in another thread, and a worker that is stopped waits for that
+        thread: it must never be in the middle of a first compilation (tens of seconds on a busy
+        machine). A full batch and a partial one are different array layouts to numba.
+        """
+        for n in sorted({self.batch, 1}):
+            d4.combine(self.outputs[0], self.padded, self.transforms, self.n_classes, self.classes, self.kind,
+                       self.planes[0][:, :n])
 
     def frame(self, transform: tuple[int, bool]) -> tuple[int, int]:
         """(Ht, Wt): the padded size after ``transform``."""

@@ -156,6 +156,8 @@ class SmoothedSink:
     def __init__(self, sink: Sink, window: int, nz: int) -> None:
         self.sink = sink
         self.smoother = ZSmoother(window, nz, axis=1)
+        # compiled (or loaded) here, in the caller's thread: a stopping worker waits for the writing thread
+        _kernel()(np.zeros((1, 1), np.float32), 0, 0, 1, 0, 0, np.zeros((1, 1), np.float32))
 
     def write(self, z0: int, planes: np.ndarray) -> None:
         """Take planes of binned slices z0..z0+n; store those now final."""
