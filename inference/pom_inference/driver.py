@@ -28,9 +28,11 @@ from pom_common.workqueue import check_lease
 from .checks import check_options, check_output_folder, check_tomograms
 from .eligibility import DONE, FAILED, FOREIGN, describe, foreign_owner, recorded_outputs
 from .gpu import _ort
+from .options import ProcessOptions, Stop, WorkerResult, open_store
 from .outputs import make_writer
 from .progress import DatasetProgress
-from .worker import ProcessOptions, Stop, WorkerResult, current_inputs, judge, open_store, run_worker
+from .records import current_inputs, judge
+from .worker import run_worker
 
 logger = logging.getLogger(__name__)
 

@@ -22,9 +22,10 @@ from typing import Any, Protocol
 import numpy as np
 
 from pom_common.atomic import TMP_MARK, no_replace
-from pom_common.mrcio import SlabFile, expected_size, new_volume
+from pom_common.mrcio import expected_size, new_volume
 from pom_common.naming import feature_filename
 from pom_common.normalise import SIGNED_BYTE_SCALE as BYTE_FULL_SCALE
+from pom_common.slabfile import SlabFile
 
 
 class SlabSink(Protocol):

@@ -10,7 +10,7 @@ from typing import Any
 
 from pom_common.naming import tomogram_stem
 
-from .worker import ProcessOptions, open_store
+from .options import ProcessOptions, open_store
 
 logger = logging.getLogger(__name__)
 

@@ -19,39 +19,29 @@ import time
 import traceback
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from pom_common.claims import OVERWRITE, RETRY, Claim, ClaimLost, ClaimStore, StoreError, TomogramState
-from pom_common.defaults import LEASE_SECONDS, STALL_SECONDS, TTA
-from pom_common.errors import InputError, PomError, one_line
+from pom_common.claims import OVERWRITE, RETRY, Claim, ClaimLost, ClaimStore, StoreError
+from pom_common.errors import one_line
 from pom_common.naming import tomogram_stem
-from pom_common.workqueue import FileClaimStore, check_lease
+from pom_common.workqueue import check_lease
 
 from .arrays import SLAB
 from .checks import check_channels, check_output_folder, check_outputs_are_not_inputs, select_classes
-from .eligibility import (
-    TRY,
-    Decision,
-    classify_outputs,
-    decide,
-    fingerprint,
-    recorded_outputs,
-    recorded_recipes,
-    superseded,
-)
-from .forms import OutputForm
-from .inputs import Identity, NotReady, Prepared, check_unchanged, identity, input_files
-from .keeper import ROLE, keeper_store
-from .outputs import Inline, OnTomogramGrid, OutputWriter, in_background, make_writer
-from .predict import SlicePredictor
+from .eligibility import TRY, Decision, fingerprint
+from .inputs import Identity, NotReady, Prepared
+from .keeper import KeeperWatch
+from .options import ProcessOptions, Stop, WorkerResult, open_store
+from .outputs import OutputWriter, make_writer
 from .prefetch import Preparation
+from .records import current_inputs, judge, outcome, superseded_here
+from .segmenter import Predictor, choose_precision, make_predictor, segment_slabs
 from .session import Model, announce, load_model
-from .wrapper import GraphPredictor
-from .zsmooth import SmoothedSink
+
+__all__ = ["ProcessOptions", "Stop", "Worker", "WorkerResult", "run_worker"]
 
 logger = logging.getLogger(__name__)
 
@@ -60,93 +50,6 @@ POLL_SECONDS = 0.25
 #: A keeper's claim whose mtime moved by this much (s) since first seen has been refreshed (beyond
 #: 1 s timestamps and clock reading jitter; its heartbeats move it by the keeper lease / 4).
 HEARTBEAT_SEEN = 1.0
-
-
-class Stop(BaseException):
-    """Raised by the signal handlers; not an ``Exception``, so no error boundary swallows it."""
-
-
-@dataclass(frozen=True)
-class ProcessOptions:
-    """Everything a worker needs; passed by value to each worker process."""
-
-    model: str
-    tomograms: tuple[str, ...]
-    output_dir: str
-    channel_dirs: tuple[str, ...] = ()  # where <stem>__<channel>.mrc are looked for (before the tomogram's folder)
-    classes: tuple[str, ...] | None = None  # subset of the model's classes to write
-    tta: int = TTA
-    dtype: str = "float32"  # output writer: "float32" or "uint8" (0..127 in one signed byte, as Pom 1.2 writes)
-    grid: str = "binned"  # outputs on the network's binned grid, or "tomogram": upsampled to the tomogram's
-    overwrite: bool = False  # redo every tomogram once for this run (also those of other runs' outputs)
-    retry_failed: bool = False  # try recorded failures once more
-    lease_seconds: float = LEASE_SECONDS
-    stall_seconds: float = STALL_SECONDS  # no progress this long: let the claims expire
-    fallback_voxel_size: float | None = None  # used when a header says 0 or 1
-    batch: int | None = None  # slices per ONNX Runtime call (None: chosen from free GPU memory, else 8)
-    poll_seconds: float | None = None  # wait between looks at claims held by others
-    threads: int | None = None
-    expect_channels: tuple[str, ...] | None = None  # refuse a model whose inputs differ (project runs)
-    overlap: bool | None = None  # write slab n while slab n + 1 is predicted (None: yes)
-    allow_voxel_size_mismatch: bool = False  # segment tomograms whose voxel size differs from the model's
-    precision: str = "fp32"  # fp32, fp16, int8 or auto (pom_inference.precision), checked against fp32 first
-    workers_per_device: int = 1  # workers sharing each device (they share its free memory)
-    tta_graph: bool | None = None  # TTA and post-processing in an ONNX graph around the network (None: on a GPU)
-    form: OutputForm = OutputForm()  # label map and/or OME-Zarr (pom_inference.forms); default: MRC per class
-
-    def conditions(self) -> dict[str, Any]:
-        """The settings that decide whether a tomogram is refused (recorded with failures)."""
-        return {"allow_voxel_size_mismatch": self.allow_voxel_size_mismatch}
-
-
-@dataclass
-class WorkerResult:
-    """What one worker did; returned to the driver."""
-
-    name: str
-    classes: tuple[str, ...] = ()
-    fingerprint: str = ""
-    channels: tuple[str, ...] = ()  # the model's input channels
-    model: tuple[str, str] = ("", "")  # the model's path and the sha256 of the bytes loaded
-    done: list[str] = field(default_factory=list)
-    failed: list[tuple[str, str]] = field(default_factory=list)
-    skipped: list[tuple[str, str]] = field(default_factory=list)  # inputs still being written: not tried
-    fatal: PomError | None = None  # the worker could not start, or its state folder failed
-    stopped: str = ""  # the signal that stopped it
-    unreleased: list[str] = field(default_factory=list)  # claims it could not give up (they expire)
-    left: list[str] = field(default_factory=list)  # held by other workers when it ended: left to them and the keeper
-    keeper: str = ""  # who keeps the folder, when it left tomograms to others ("host pid N")
-    seconds: float = 0.0  # from the model loaded to the end of the loop
-    network_seconds: float = 0.0  # of which the network was running
-    input_bytes: int = 0  # of the tomograms (and channels) it completed
-
-
-def open_store(opts: ProcessOptions) -> FileClaimStore:
-    """The claim store of ``opts.output_dir`` (one per output folder, whatever the model)."""
-    return FileClaimStore(opts.output_dir, opts.lease_seconds, stall_seconds=opts.stall_seconds)
-
-
-def current_inputs(tomogram: Path, channels: tuple[str, ...], channel_dirs: tuple[str, ...]) -> Identity | None:
-    """The identity of a tomogram's input files now; None when one cannot be found or looked at."""
-    try:
-        return identity(input_files(tomogram, channels, channel_dirs))
-    except InputError:
-        return None
-
-
-def judge(state: TomogramState, writer: OutputWriter, fingerprint_: str, inputs: Identity | None,
-          conditions: dict[str, Any], overwrite_since: float | None = None,
-          retry_since: float | None = None, model: tuple[str, str] | None = None) -> Decision:
-    """:func:`pom_inference.eligibility.decide`, after looking at the output files the newest record lists.
-
-    ``model``: this run's (model path, sha256 of its bytes): outputs of an earlier version
-    of that file are superseded, not protected.
-    """
-    names = [p.name for p in writer.paths(state.stem)]
-    intact = writer.intact(recorded_outputs(state.record))
-    outputs = classify_outputs(state.record, names, fingerprint_, intact, *(model or (None, None)))
-    return decide(state, outputs, fingerprint_, inputs=inputs, conditions=conditions,
-                  overwrite_since=overwrite_since, retry_since=retry_since)
 
 
 class Worker:
@@ -188,10 +91,8 @@ class Worker:
         self.looked: dict[str, tuple[Any, Identity | None]] = {}  # stem -> (newest record, inputs) when claimed
         self.result = WorkerResult(name, classes, self.fingerprint, tuple(model.info.channels),
                                    (self.model_path, self.recipe["model_sha256"]))
-        self.keeper_store: FileClaimStore | None = None  # opened when it first runs out of work
-        self.keeper: Claim | None = None  # held while this worker is the folder's keeper
-        self.keeper_seen: tuple[int, float] | None = None  # another keeper's (generation, last heartbeat)
-        self.predictor: SlicePredictor | GraphPredictor | None = None  # kept while the slice size stays
+        self.keeper = KeeperWatch(name, opts.output_dir, opts.lease_seconds, opts.stall_seconds, HEARTBEAT_SEEN)
+        self.predictor: Predictor | None = None  # kept while the slice size stays
 
     def decision(self, tomogram: Path) -> tuple[Decision, int, bool]:
         """What to do with ``tomogram`` now, the generation decided on, and whether it redoes an outcome."""
@@ -201,7 +102,8 @@ class Worker:
         decision = judge(state, self.writer, self.fingerprint, inputs, self.conditions, self.overwrite_since,
                          self.retry_since, (self.model_path, self.recipe["model_sha256"]))
         self.looked[stem] = (state.record, inputs)
-        if decision == TRY and self._superseded(state.record, stem):
+        if decision == TRY and superseded_here(state.record, stem, self.writer,
+                                               (self.model_path, self.recipe["model_sha256"])):
             logger.info("%s: its outputs were made by an earlier version of %s (trained again since): segmented again",
                         stem, self.model_path)
         return decision, state.generation, state.done is not None or state.failure is not None
@@ -264,9 +166,7 @@ class Worker:
                 preparation.cancel()
             pool.shutdown(wait=True, cancel_futures=True)
             self.result.unreleased = self.store.close()
-            # Give the keeper role up (else it passes on after the lease); also removes the clock
-            # file of the keepers' folder, which a killed keeper on this host may have left.
-            (self.keeper_store or keeper_store(self.opts.output_dir, self.opts.lease_seconds)).close()
+            self.keeper.close()
             self.result.seconds = time.perf_counter() - started
             self.result.network_seconds = self.model.busy_seconds - busy
         if finished:
@@ -277,50 +177,17 @@ class Worker:
         return self.result
 
     def _keep_waiting(self) -> bool:
-        """Whether to wait for the tomograms other workers hold: only as the output folder's keeper.
+        """Whether to wait for the tomograms other workers hold: only as the output folder's keeper (:class:`KeeperWatch`).
 
-        The first worker to run out of work claims the keeper role and waits, taking over
-        the claims that expire, until every tomogram is finished. Any other ends (False), its
-        ``left`` and ``keeper`` saying what it left to whom, once it has seen the keeper alive:
-        a heartbeat of the keeper's claim after it ran out of work (within a keeper heartbeat,
-        :data:`~pom_inference.keeper.LEASE` / 4), so nobody leaves work to a keeper that died;
-        a keeper that does not refresh its claim within its lease is replaced by this worker.
-        A keeper that was paused past its lease and replaced meanwhile ends the same way.
+        Otherwise the worker ends, its ``left`` and ``keeper`` saying what it left to whom.
         """
-        if self.keeper is None or self.keeper.lost.is_set():
-            if self.keeper_store is None:
-                self.keeper_store = keeper_store(self.opts.output_dir, self.opts.lease_seconds, self.opts.stall_seconds)
-            self.keeper = self.keeper_store.claim(ROLE)
-            if self.keeper is None:
-                state = self.keeper_store.state(ROLE)
-                holder = state.claim
-                if holder is None or holder.stale:  # the keeper changed just now: look again after a poll
-                    return True
-                beat = (state.generation, time.time() - holder.age)  # which keeper, and when it last refreshed
-                if self.keeper_seen is None or self.keeper_seen[0] != beat[0]:
-                    self.keeper_seen = beat
-                    return True  # wait for its next heartbeat: proof that it lives
-                if beat[1] < self.keeper_seen[1] + HEARTBEAT_SEEN:
-                    return True
-                self.result.keeper = f"{holder.host} pid {holder.pid}"
-                self.result.left = sorted(tomogram_stem(t) for t in self.waiting)
-                logger.info("%s: the %d tomograms left are held by other workers; leaving them to them and to "
-                            "this folder's keeper (%s)", self.name, len(self.result.left), self.result.keeper)
-                return False
-            logger.info("%s: the tomograms left are held by other workers; waiting for them as this folder's "
-                        "keeper (claims not refreshed within their lease are taken over)", self.name)
-        assert self.keeper_store is not None
-        self.keeper_store.progress()
-        return True
-
-    def _superseded(self, record: Any, stem: str) -> bool:
-        """Whether an output of ``stem`` this run writes is an intact one of an earlier version of its model."""
-        recorded = recorded_outputs(record)
-        recipes = recorded_recipes(record)
-        names = [p.name for p in self.writer.paths(stem) if p.name in recorded]
-        intact = self.writer.intact({n: recorded[n] for n in names})
-        return any(intact[n] and superseded(recipes.get(str(recorded[n].get("fingerprint")), {}), self.model_path,
-                                            self.recipe["model_sha256"]) for n in names)
+        if self.keeper.keep_waiting():
+            return True
+        self.result.keeper = self.keeper.holder
+        self.result.left = sorted(tomogram_stem(t) for t in self.waiting)
+        logger.info("%s: the %d tomograms left are held by other workers; leaving them to them and to "
+                    "this folder's keeper (%s)", self.name, len(self.result.left), self.result.keeper)
+        return False
 
     def _prefetch(self, pool: ThreadPoolExecutor, tomogram: Path) -> Preparation:
         preparation = Preparation(tomogram, self.model.info, self.opts.channel_dirs, self.opts.fallback_voxel_size,
@@ -335,15 +202,11 @@ class Worker:
         """The filesystem's time (this host's clock, corrected by the offset measured at start)."""
         return time.time() + self.clock_offset
 
-    def _carried(self, stem: str, replaced: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
-        """The outputs (and their recipes) of the newest record that stay: intact, and not among ``replaced``."""
-        record, _ = self.looked.get(stem, (None, None))
-        recorded = {n: e for n, e in recorded_outputs(record).items() if n not in replaced}
-        intact = self.writer.intact(recorded)
-        outputs = {n: e for n, e in recorded.items() if intact.get(n)}
-        recipes = recorded_recipes(record)
-        kept = {str(e.get("fingerprint")) for e in outputs.values()}
-        return outputs, {fp: r for fp, r in recipes.items() if fp in kept}
+    def _outcome(self, stem: str, inputs: Identity | None, done: bool) -> dict[str, Any]:
+        """The record of ``stem`` done by this worker (or the details of its failure): :func:`.records.outcome`."""
+        run = {"fingerprint": self.fingerprint, "recipe": self.recipe, "model_path": self.model_path,
+               "conditions": self.conditions}
+        return outcome(self.looked.get(stem, (None, None))[0], self.writer, stem, run, inputs, done)
 
     def _process(self, tomogram: Path, claim: Claim, future: Preparation) -> None:
         """One tomogram's error boundary: done, failed (recorded), or abandoned (claim lost)."""
@@ -354,13 +217,7 @@ class Worker:
             started = time.perf_counter()
             self._segment(prepared, claim, future)
             self.spare = prepared.inputs
-            mine = {name: {**entry, "fingerprint": self.fingerprint} for name, entry in self.writer.describe(stem).items()}
-            outputs, recipes = self._carried(stem, list(mine))
-            recipes[self.fingerprint] = {"recipe": self.recipe, "model_path": self.model_path, "inputs": prepared.identity}
-            record = {"fingerprint": self.fingerprint, "recipe": self.recipe, "model_path": self.model_path,
-                      "inputs": prepared.identity, "conditions": self.conditions, "outputs": {**outputs, **mine},
-                      "recipes": recipes}
-            self.store.record_done(claim, record)
+            self.store.record_done(claim, self._outcome(stem, prepared.identity, done=True))
             self.result.done.append(stem)
             self.result.input_bytes += prepared.input_bytes
             seconds = time.perf_counter() - started
@@ -378,12 +235,9 @@ class Worker:
         except Exception as exc:
             message = one_line(exc)
             logger.debug("%s: %s", stem, traceback.format_exc())
-            outputs, recipes = self._carried(stem, [])
-            details = {"fingerprint": self.fingerprint, "model_path": self.model_path,
-                       "inputs": self.looked.get(stem, (None, None))[1], "conditions": self.conditions,
-                       "outputs": outputs, "recipes": recipes}
             try:
-                self.store.record_failed(claim, message, details)
+                self.store.record_failed(claim, message, self._outcome(stem, self.looked.get(stem, (None, None))[1],
+                                                                       done=False))
             except ClaimLost:
                 logger.warning("%s: %s: claim taken over by another worker (here it ended in: %s); left to it",
                                self.name, stem, message)
@@ -397,64 +251,18 @@ class Worker:
                 self.store.release(claim)
 
     def _segment(self, prepared: Prepared, claim: Claim, preparation: Preparation | None = None) -> None:
-        """Segment slab by slab into the writer; the outputs appear only if we still own the claim.
-
-        With ``preparation``, each slab is segmented as soon as its inputs are prepared.
-        """
+        """Segment slab by slab into the writer (:func:`~pom_inference.segmenter.segment_slabs`)."""
         nz, ny, nx, c = prepared.inputs.shape
-        predictor = self._predictor((ny, nx, c))
-        step = min(predictor.batch, SLAB)
-        overlap = self.opts.overlap if self.opts.overlap is not None else True
+        segment_slabs(prepared, self._predictor((ny, nx, c)), self.writer, claim, self.store.still_owner,
+                      self.store.progress, slab=SLAB, overlap=self.opts.overlap is not False, grid=self.opts.grid,
+                      bin_factor=self.model.info.bin_factor, z_smooth=self.model.info.z_smooth,
+                      preparation=preparation)
 
-        def still_ours() -> None:  # asked before replacing a different file already in place
-            if not self.store.still_owner(claim):
-                raise ClaimLost(claim.stem)
-
-        b = self.model.info.bin_factor
-        on_tomogram = self.opts.grid == "tomogram"
-        shape, voxel_size = (prepared.tomogram_shape, prepared.voxel_size / b) if on_tomogram else ((nz, ny, nx),
-                                                                                                   prepared.voxel_size)
-        with self.writer.open(claim.stem, shape, voxel_size, before_replace=still_ours,
-                              generation=claim.generation) as sink:
-            if on_tomogram:
-                sink = OnTomogramGrid(sink, b, shape)
-            # z-consistency (the model's z_smooth) runs in the writing thread, on planes already averaged
-            smoothed = SmoothedSink(sink, self.model.info.z_smooth, nz) if self.model.info.z_smooth > 1 else None
-            target = smoothed or sink
-            with in_background(target) if overlap else contextlib.nullcontext(Inline(target)) as out:
-                for z0 in range(0, nz, step):
-                    if claim.lost.is_set():
-                        raise ClaimLost(claim.stem)
-                    if preparation is not None:
-                        preparation.wait(min(nz, z0 + step))
-                    # averaged and written while the next slab is computed
-                    out.write(z0, predictor(prepared.inputs[z0 : z0 + step], deferred=overlap))
-                    self.store.progress()
-            if smoothed is not None:  # every slab written: the last slices are final now
-                smoothed.finish()
-            if preparation is not None:
-                preparation.wait_finished()
-            check_unchanged(prepared.files, prepared.identity)  # written to while we read it: publish nothing
-            if not self.store.still_owner(claim):
-                raise ClaimLost(claim.stem)
-
-    def _predictor(self, shape: tuple[int, int, int]) -> SlicePredictor | GraphPredictor:
-        """The predictor for slices of ``shape`` (reused while tomograms keep that size: no new buffers).
-
-        On a GPU the TTA runs in the wrapper graph beside the network (only the final planes
-        come back); on the CPU the kernels of :mod:`pom_inference.tta` are faster.
-        """
+    def _predictor(self, shape: tuple[int, int, int]) -> Predictor:
+        """The predictor for slices of ``shape`` (reused while tomograms keep that size: no new buffers)."""
         if self.predictor is None or self.predictor.shape != shape:
             self.predictor = None  # free the old buffers first
-            info = self.model.info
-            batch = self.opts.batch or self.model.batch_for(shape[0], shape[1], self.opts.workers_per_device)
-            graph = self.opts.tta_graph if self.opts.tta_graph is not None else self.model.provider == "cuda"
-            if graph and self.model.backend is None:
-                self.predictor = GraphPredictor(self.model, shape, self.opts.tta, batch, self.writer.class_index,
-                                                self.writer.kind)
-            else:
-                self.predictor = SlicePredictor(self.model, shape, info.size_multiple, len(info.classes),
-                                                self.opts.tta, batch, self.writer.class_index, self.writer.kind)
+            self.predictor = make_predictor(self.opts, self.model, self.writer, shape)
         return self.predictor
 
 
@@ -467,26 +275,3 @@ def run_worker(opts: ProcessOptions, device: int | None, name: str) -> WorkerRes
     worker = Worker(opts, model, name)
     announce(model)
     return worker.run()
-
-
-def choose_precision(opts: ProcessOptions, model: Model) -> Model:
-    """The model in ``opts.precision``, if it agrees with float32 on the first tomogram (else float32), said in one line."""
-    from .precision import SAMPLE_SLICES, choose, resolve
-    from .prefetch import sample_inputs
-
-    if resolve(opts.precision, model.device) == "fp32":
-        return model
-    first = Path(opts.tomograms[0])
-    try:
-        sample = sample_inputs(first, model.info, opts.channel_dirs, opts.fallback_voxel_size, SAMPLE_SLICES)
-        from .preprocess import pad_to_multiple
-
-        sample = np.ascontiguousarray(pad_to_multiple(sample, model.info.size_multiple)[0])
-    except PomError as exc:
-        logger.warning("precision %s: cannot read a slab of %s to check it (%s); using fp32", opts.precision,
-                       first.name, exc)
-        return model
-    chosen, line = choose(model, opts.precision, sample, first.name)
-    if line:
-        (logger.info if chosen is not model else logger.warning)("%s", line)
-    return chosen
