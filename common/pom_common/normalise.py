@@ -24,16 +24,14 @@ Functions take and return arrays; none reads or writes files.
 from __future__ import annotations
 
 import functools
-import logging
 from typing import Any
 
 import numpy as np
 
 from .constants import CHANNEL_SCALE, DENSITY
 from .errors import InputError
+from .jit import compiled
 from .sums import numpy_mean_std
-
-logger = logging.getLogger(__name__)
 
 LOCAL = "local"
 VOLUME = "volume"
@@ -218,11 +216,7 @@ def _local_kernel() -> Any:
 
         return kernel
 
-    try:
-        return build(cache=True)
-    except Exception as exc:  # numba raises RuntimeError when no cache locator is writable
-        logger.debug("numba on-disk cache unavailable (%s); compiling in memory", exc)
-        return build(cache=False)
+    return compiled(build)
 
 
 def standardise_local(binned: np.ndarray, window: int) -> np.ndarray:

@@ -18,13 +18,12 @@ elements between pieces.
 from __future__ import annotations
 
 import functools
-import logging
 import math
 from typing import Any
 
 import numpy as np
 
-logger = logging.getLogger(__name__)
+from .jit import compiled
 
 #: NumPy's ufunc buffer size (``np.getbufsize()``): a sum with a dtype cast goes this many elements at a time.
 NUMPY_BUFFER = 8192
@@ -139,11 +138,7 @@ def _kernels() -> dict[tuple[type, bool], Any]:
     def build(cache: bool) -> dict[tuple[type, bool], Any]:
         return {(t, sq): make(t, sq, cache) for t in (np.float32, np.float64) for sq in (False, True)}
 
-    try:
-        return build(cache=True)
-    except Exception as exc:  # numba raises RuntimeError when no cache locator is writable
-        logger.debug("numba on-disk cache unavailable (%s); compiling in memory", exc)
-        return build(cache=False)
+    return compiled(build)
 
 
 def pairwise_sum(a: np.ndarray, acc: type = np.float32, center: float = 0.0, square: bool = False) -> Any:
@@ -323,11 +318,7 @@ def _moment_kernel() -> Any:
 
         return moments_into
 
-    try:
-        return build(cache=True)
-    except Exception as exc:  # numba raises RuntimeError when no cache locator is writable
-        logger.debug("numba on-disk cache unavailable (%s); compiling in memory", exc)
-        return build(cache=False)
+    return compiled(build)
 
 
 class StreamStd:

@@ -10,12 +10,11 @@ with per-slice weights (the nearest-edge rule folded into the weights).
 from __future__ import annotations
 
 import functools
-import logging
 from typing import Any
 
 import numpy as np
 
-logger = logging.getLogger(__name__)
+from .jit import compiled
 
 #: Input slices handed to the kernel at once (bounds the float32 copy of float16 input).
 _CHUNK = 16
@@ -148,11 +147,7 @@ def _kernels() -> tuple[Any, Any, Any]:
 
         return bin_xy, combine_z, fused
 
-    try:
-        return build(cache=True)
-    except Exception as exc:  # numba raises RuntimeError when no cache locator is writable
-        logger.debug("numba on-disk cache unavailable (%s); compiling in memory", exc)
-        return build(cache=False)
+    return compiled(build)
 
 
 def z_weights(nz: int, z_sum: int, bin_factor: int) -> tuple[np.ndarray, np.ndarray]:

@@ -18,14 +18,12 @@ image by an integer affine map, ``y' = a0 + a1 y + a2 x``, ``x' = a3 + a4 y + a5
 from __future__ import annotations
 
 import functools
-import logging
 from typing import Any
 
 import numpy as np
 
 from pom_common.d4 import rotations_for
-
-logger = logging.getLogger(__name__)
+from pom_common.jit import compiled
 
 Transform = tuple[int, bool]  # (quarter turns in (H, W), flip H afterwards)
 #: Output conversions of :func:`combine`: probabilities as float32, or 0..127 signed bytes (uint8 writer).
@@ -140,11 +138,7 @@ def _kernels() -> Any:
 
         return combine_kernel
 
-    try:
-        return build(cache=True)
-    except Exception as exc:  # numba raises RuntimeError when no cache locator is writable
-        logger.debug("numba on-disk cache unavailable (%s); compiling in memory", exc)
-        return build(cache=False)
+    return compiled(build)
 
 
 def pad_into(images: np.ndarray, out: np.ndarray) -> np.ndarray:

@@ -18,6 +18,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from pom_common.jit import compiled
+
 
 @functools.cache
 def _kernel() -> Any:
@@ -44,10 +46,7 @@ def _kernel() -> Any:
 
         return window_means
 
-    try:
-        return build(cache=True)
-    except Exception:  # numba raises RuntimeError when no cache locator is writable
-        return build(cache=False)
+    return compiled(build)
 
 
 class ZSmoother:
