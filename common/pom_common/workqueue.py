@@ -5,15 +5,8 @@ it relies only on exclusive create (``O_EXCL``), hard links, rename and mtime, a
 which NFS (v3 and v4) performs on the server; no flock, no directory listing in the
 workers' path, every record written complete before it becomes visible.
 
-State lives in ``<output>/.pom/<namespace>/``::
-
-    tomograms/<bucket>/<stem>.gen.<g>        generation g of the claims on <stem>; exclusive create
-    tomograms/<bucket>/<stem>.done.<g>       written by g's owner: outputs in place (fingerprint, sizes)
-    tomograms/<bucket>/<stem>.failed.<g>     written by g's owner: the error
-    tomograms/<bucket>/<stem>.released.<g>   written by g's owner: gave the claim up without an outcome
-    campaigns/<kind>-<fingerprint>.<n>       an --overwrite / --retry-failed run all workers join
-    journal/<host>-<pid>-<id>.jsonl          one file per worker: what it did
-    .clock-<host>                            touched to read the filesystem's clock
+State lives in ``<output>/.pom/<namespace>/`` (:mod:`pom_common.claimfiles` lists the files
+and reads them back; :mod:`pom_common.statefolder` writes them complete or not at all).
 
 Generations only grow, and no generation file is ever deleted, so a generation number
 names one claim for ever (no ABA). The current generation of a tomogram is the highest g
@@ -32,40 +25,22 @@ whose clocks disagree judge alike. The lease must exceed the NFS attribute-cache
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
-import re
 import secrets
 import threading
 import time
-from collections.abc import Iterable, Mapping
-from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
-from .claims import Claim, ClaimInfo, ClaimLost, StoreError, TomogramState
+from .claimfiles import DEFAULT_NAMESPACE, STATE_DIR, ClaimFiles, bucket_of
+from .claims import Claim, ClaimLost, StoreError
 from .defaults import LEASE_SECONDS, STALL_SECONDS
 from .errors import ConfigError
-from .statefolder import StateFolder
+
+__all__ = ["DEFAULT_NAMESPACE", "STATE_DIR", "FileClaimStore", "bucket_of", "check_lease"]
 
 logger = logging.getLogger(__name__)
-
-STATE_DIR = ".pom"
-DEFAULT_NAMESPACE = "tomograms"
-_RECORD_RE = re.compile(r"^(?!\.tmp-)(?P<stem>.+)\.(?P<kind>gen|done|failed|released)\.(?P<gen>\d+)$")
-
-
-def bucket_of(stem: str) -> str:
-    """The subfolder of a tomogram's state files (256 of them: folders stay small)."""
-    return hashlib.sha1(stem.encode("utf-8", "surrogateescape")).hexdigest()[:2]
-
-
-def _lease_of(doc: Mapping[str, Any], default: float) -> float:
-    """The lease a claim was made with (recorded in its generation file; older files: ``default``)."""
-    lease = doc.get("lease")
-    if isinstance(lease, (int, float)) and not isinstance(lease, bool) and 0 < lease < float("inf"):
-        return float(lease)
-    return default
 
 
 def check_lease(seconds: float, granularity: float = 0.0, key: str = "lease") -> float:
@@ -84,173 +59,26 @@ def check_lease(seconds: float, granularity: float = 0.0, key: str = "lease") ->
     return float(seconds)
 
 
-class FileClaimStore(StateFolder):
+class FileClaimStore(ClaimFiles):
     """The :class:`~pom_common.claims.ClaimStore` kept in files under ``<output>/.pom/<namespace>/``.
 
     The files themselves (records written complete, the clock, campaigns, the journal) are
-    :class:`~pom_common.statefolder.StateFolder`'s; this class gives them the claims' meaning.
+    :class:`~pom_common.statefolder.StateFolder`'s, read back as tomogram states by
+    :class:`~pom_common.claimfiles.ClaimFiles`; this class claims, records, releases and
+    keeps the claims it holds fresh (the heartbeat).
     """
 
     def __init__(self, output_dir: str | os.PathLike, lease_seconds: float = LEASE_SECONDS,
                  namespace: str = DEFAULT_NAMESPACE, stall_seconds: float = STALL_SECONDS) -> None:
-        self.root = Path(output_dir) / STATE_DIR
-        self.namespace = namespace
-        super().__init__(self.root / namespace, lease_seconds)
+        super().__init__(output_dir, lease_seconds, namespace)
         self.stall = float(stall_seconds)
         self._held: dict[str, Claim] = {}
-        self._top: dict[str, int] = {}  # lowest possible current generation per stem (they only grow)
         self._lock = threading.Lock()
         self._heartbeat: threading.Thread | None = None
         self._stop = threading.Event()
         self._last_progress = time.monotonic()
         self._stalled = False
         self._beat_errors: set[str] = set()
-
-    # ------------------------------------------------------------------ state
-
-    def _dir(self, stem: str) -> Path:
-        return self.state_dir / "tomograms" / bucket_of(stem)
-
-    def _path(self, stem: str, kind: str, generation: int) -> Path:
-        return self._dir(stem) / f"{stem}.{kind}.{generation}"
-
-
-    def _generation(self, stem: str) -> int:
-        """The current generation of ``stem`` (-1: never claimed): probe upwards from the last known."""
-        g = self._top.get(stem, -1)
-        while self._exists(self._path(stem, "gen", g + 1)):
-            g += 1
-        if g >= 0:
-            self._top[stem] = g
-        return g
-
-    def _state_at(self, stem: str, g: int, now: float, present: set[str] | None = None,
-                  history: dict[int, set[str]] | None = None) -> TomogramState:
-        """The state at generation ``g``; ``present``: the record kinds a listing found (skips lookups).
-
-        ``history``: generation -> record kinds for this stem, from the same listing; without
-        it, earlier generations are probed (only when ``g`` has no outcome).
-        """
-        if g < 0:
-            return TomogramState(stem)
-        done, done_at = (None, None)
-        if present is None or "done" in present:
-            done, done_at = self._read(self._path(stem, "done", g))
-        if not done:  # absent, or still being written where hard links are missing
-            done, done_at = None, None
-        failure, failed_at = (None, None)
-        if done is None and (present is None or "failed" in present):
-            failure, failed_at = self._read(self._path(stem, "failed", g))
-        if not failure:
-            failure, failed_at = None, None
-        released = ("released" in present) if present is not None else None
-        claim = None
-        if done is None and failure is None and not (
-                released if released is not None else self._exists(self._path(stem, "released", g))):
-            doc, mtime = self._read(self._path(stem, "gen", g))
-            if mtime is not None:
-                doc = doc or {}
-                age, lease = now - mtime, _lease_of(doc, self.lease)
-                claim = ClaimInfo(str(doc.get("host", "?")), int(doc.get("pid", -1) or -1), age, age > lease, lease)
-        record, record_at = (done, done_at) if done is not None else (failure, failed_at)
-        if record is None:
-            record, record_at = self._earlier_outcome(stem, g, history)
-        return TomogramState(stem, g, done, done_at, failure, failed_at, claim, record, record_at)
-
-    def _earlier_outcome(self, stem: str, g: int, history: dict[int, set[str]] | None) -> tuple[dict | None, float | None]:
-        """The newest done or failed record below generation ``g`` (what the files were made by)."""
-        for earlier in range(g - 1, -1, -1):
-            for kind in ("done", "failed"):
-                if history is not None and kind not in history.get(earlier, ()):
-                    continue
-                if history is None and not self._exists(self._path(stem, kind, earlier)):
-                    continue
-                doc, at = self._read(self._path(stem, kind, earlier))
-                if doc:
-                    return doc, at
-        return None, None
-
-    def state(self, stem: str) -> TomogramState:
-        """What is stored about ``stem``'s current generation (a constant number of file operations).
-
-        The age of a claim is judged by this machine's clock here (for display); whether a
-        claim is stale enough to take over is judged by :meth:`claim`, by the filesystem's.
-        """
-        g = self._generation(stem)
-        while True:
-            state = self._state_at(stem, g, time.time())
-            # An outcome read at g while a taker already began g + 1 (it may be redoing the
-            # tomogram, or about to carry the outcome forward): the newer generation decides.
-            if (state.done is None and state.failure is None) or not self._exists(self._path(stem, "gen", g + 1)):
-                return state
-            g = self._generation(stem)
-
-    def states(self, stems: Iterable[str] | None = None, sweep: bool = False) -> dict[str, TomogramState]:
-        """The state of each of ``stems`` (default: every tomogram with state here); read-only unless ``sweep``.
-
-        One listing of the state folders, not one probe per tomogram; ages are judged by
-        this machine's clock (nothing is written, so a read-only folder is fine). With
-        ``sweep`` (a worker's final tally), records that killed workers left half-written
-        are removed on the way (see :meth:`_sweep`).
-        """
-        swept_at = time.time()
-        wanted = None if stems is None else list(stems)
-        tops: dict[str, int] = {}
-        kinds: dict[str, dict[int, set[str]]] = {}  # stem -> generation -> record kinds
-        tomograms = self.state_dir / "tomograms"
-        try:
-            buckets = [e.path for e in os.scandir(tomograms) if e.is_dir()]
-        except FileNotFoundError:
-            buckets = []
-        for bucket in buckets:
-            with os.scandir(bucket) as entries:
-                for entry in entries:
-                    m = _RECORD_RE.match(entry.name)
-                    if not m:
-                        if sweep:
-                            self._sweep(entry, swept_at)
-                        continue
-                    stem, kind, g = m.group("stem"), m.group("kind"), int(m.group("gen"))
-                    kinds.setdefault(stem, {}).setdefault(g, set()).add(kind)
-                    if kind == "gen":
-                        tops[stem] = max(tops.get(stem, -1), g)
-        now = time.time()
-        out = {}
-        for stem in (sorted(tops) if wanted is None else wanted):
-            top = tops.get(stem, -1)
-            if top >= 0:
-                self._top[stem] = max(self._top.get(stem, -1), top)
-            history = kinds.get(stem, {})
-            out[stem] = self._state_at(stem, top, now, history.get(top, set()), history)
-        return out
-
-    def finished_stems(self) -> set[str]:
-        """Stems whose current generation has an outcome (done or failed): one listing, no reads."""
-        tops: dict[str, int] = {}
-        outcomes: set[tuple[str, int]] = set()
-        try:
-            buckets = [e.path for e in os.scandir(self.state_dir / "tomograms") if e.is_dir()]
-        except FileNotFoundError:
-            return set()
-        for bucket in buckets:
-            with os.scandir(bucket) as entries:
-                for entry in entries:
-                    m = _RECORD_RE.match(entry.name)
-                    if not m:
-                        continue
-                    stem, kind, g = m.group("stem"), m.group("kind"), int(m.group("gen"))
-                    if kind == "gen":
-                        tops[stem] = max(tops.get(stem, -1), g)
-                    elif kind in ("done", "failed"):
-                        outcomes.add((stem, g))
-        return {stem for stem, g in tops.items() if (stem, g) in outcomes}
-
-    def namespaces(self) -> list[str]:
-        """Every namespace with state in this output folder."""
-        try:
-            return sorted(p.name for p in self.root.iterdir() if p.is_dir())
-        except FileNotFoundError:
-            return []
 
     # ------------------------------------------------------------------ claims
 
