@@ -9,7 +9,7 @@ import pytest
 
 from pom_common.errors import NoGpuError
 from pom_inference import cli as infer_cli
-from pom_inference import nvidia, session
+from pom_inference import nvidia, process_cli, session
 from pom_training import commands
 from pom_training.cli import main as pom_main
 
@@ -61,8 +61,8 @@ def test_pom_infer_without_gpus_runs_on_the_cpu_saying_so(tmp_path, no_driver, c
 
 def test_pom_infer_without_gpus_means_gpu_0_where_there_is_a_driver(monkeypatch):
     monkeypatch.setattr(nvidia, "has_driver", lambda load=None: True)
-    assert infer_cli._process_gpus(None) == [0]
-    assert infer_cli._process_gpus("cpu") is None and infer_cli._process_gpus("1,2") == [1, 2]
+    assert process_cli._process_gpus(None) == [0]
+    assert process_cli._process_gpus("cpu") is None and process_cli._process_gpus("1,2") == [1, 2]
 
 
 @pytest.mark.parametrize("driver, expected", [(False, "cpu"), (True, "0")])
