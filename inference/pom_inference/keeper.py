@@ -37,6 +37,9 @@ ROLE = DEFAULT_NAMESPACE
 
 #: The keeper role's lease (s), or the workers' when shorter: a keeper heartbeat every LEASE / 4.
 LEASE = 10.0
+#: A keeper's claim whose mtime moved by this much (s) since first seen has been refreshed (beyond
+#: 1 s timestamps and clock reading jitter; its heartbeats move it by the keeper lease / 4).
+HEARTBEAT_SEEN = 1.0
 
 
 def keeper_store(output_dir: str | os.PathLike, lease_seconds: float = 120.0,
@@ -62,7 +65,7 @@ class KeeperWatch:
     """
 
     def __init__(self, name: str, output_dir: str | os.PathLike, lease_seconds: float,
-                 stall_seconds: float = STALL_SECONDS, heartbeat_seen: float = 1.0) -> None:
+                 stall_seconds: float = STALL_SECONDS, heartbeat_seen: float = HEARTBEAT_SEEN) -> None:
         self.name = name  # the worker's, for the log
         self.output_dir, self.lease_seconds, self.stall_seconds = output_dir, lease_seconds, stall_seconds
         self.heartbeat_seen = heartbeat_seen  # a claim mtime moved by this much (s) was refreshed

@@ -47,9 +47,6 @@ logger = logging.getLogger(__name__)
 
 #: Longest wait between looks at tomograms held by other workers.
 POLL_SECONDS = 0.25
-#: A keeper's claim whose mtime moved by this much (s) since first seen has been refreshed (beyond
-#: 1 s timestamps and clock reading jitter; its heartbeats move it by the keeper lease / 4).
-HEARTBEAT_SEEN = 1.0
 
 
 class Worker:
@@ -91,7 +88,7 @@ class Worker:
         self.looked: dict[str, tuple[Any, Identity | None]] = {}  # stem -> (newest record, inputs) when claimed
         self.result = WorkerResult(name, classes, self.fingerprint, tuple(model.info.channels),
                                    (self.model_path, self.recipe["model_sha256"]))
-        self.keeper = KeeperWatch(name, opts.output_dir, opts.lease_seconds, opts.stall_seconds, HEARTBEAT_SEEN)
+        self.keeper = KeeperWatch(name, opts.output_dir, opts.lease_seconds, opts.stall_seconds)
         self.predictor: Predictor | None = None  # kept while the slice size stays
 
     def decision(self, tomogram: Path) -> tuple[Decision, int, bool]:
@@ -99,11 +96,11 @@ class Worker:
         stem = tomogram_stem(tomogram)
         state = self.store.state(stem)
         inputs = current_inputs(tomogram, self.model.info.channels, self.opts.channel_dirs)
+        model = (self.model_path, self.recipe["model_sha256"])
         decision = judge(state, self.writer, self.fingerprint, inputs, self.conditions, self.overwrite_since,
-                         self.retry_since, (self.model_path, self.recipe["model_sha256"]))
+                         self.retry_since, model)
         self.looked[stem] = (state.record, inputs)
-        if decision == TRY and superseded_here(state.record, stem, self.writer,
-                                               (self.model_path, self.recipe["model_sha256"])):
+        if decision == TRY and superseded_here(state.record, stem, self.writer, model):
             logger.info("%s: its outputs were made by an earlier version of %s (trained again since): segmented again",
                         stem, self.model_path)
         return decision, state.generation, state.done is not None or state.failure is not None
