@@ -74,6 +74,8 @@ PROJECTS = {
                       "tomograms of 40 x 160 x 160 (`pom_tools.synthetic_lamella`)"),
 }
 DEFAULT_PROJECTS = ("cell", "confounders")
+#: The project's configuration as generated, kept beside the one each run rewrites with its settings.
+GENERATED = "generated_configuration.json"
 #: Classes that are organelles (the precision target of issue 24 is for these).
 ORGANELLES = tuple(c for c in CELL_CLASSES if c not in ("Void", "Cytoplasm"))
 #: The upper bound: this label method on the same boxes with every class painted on the whole annotated slices.
@@ -216,6 +218,17 @@ def run(folder: Path, seeds: list[int], methods: list[str], again: bool = False,
     return results
 
 
+def run_settings(project: Path, settings: dict) -> ProjectConfig:
+    """A project's configuration for this run: as generated (:data:`GENERATED`), then ``settings``.
+
+    Not the configuration the previous run wrote: a ``--set`` left out this time must not stay
+    in force. Projects generated before :data:`GENERATED` existed start from their configuration.
+    """
+    generated = project / GENERATED
+    base = load_config(generated if generated.is_file() else project / CONFIG_FILENAME)
+    return config_from_dict({**base.to_dict(), **settings}, base_dir=project)
+
+
 def run_project(name: str, folder: Path, project_seed: int, seeds: list[int], methods: list[str], settings: dict,
                 state: dict, again: bool, save: Callable[[], None]) -> None:
     """One project: generate it (once), phase 1, the threshold baseline, every method x seed not in ``state``.
@@ -227,8 +240,8 @@ def run_project(name: str, folder: Path, project_seed: int, seeds: list[int], me
         if project.exists():
             shutil.rmtree(project)
         write_project(name, project, project_seed, settings)
-    base = load_config(project / CONFIG_FILENAME)
-    base = config_from_dict({**base.to_dict(), **settings}, base_dir=project)  # this run's settings
+        atomic_write_text(project / GENERATED, (project / CONFIG_FILENAME).read_text())
+    base = run_settings(project, settings)
     write_config(base, project / CONFIG_FILENAME)
     stems = sorted(source_stem(p) for p in (project / "ground_truth").glob(feature_filename("*", LABELS))
                    if (project / "test" / f"{source_stem(p)}.mrc").is_file())
