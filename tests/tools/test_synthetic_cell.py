@@ -80,3 +80,43 @@ def test_quality_report_table():
     assert "| direct | 0.85 / 0.80 |" in text and text.count("| 0.80 |") == 1  # lowest organelle precision of a seed
     assert "| threshold | 0.200 |" in text and "| threshold | 0.10 / 0.50 |" in text
     assert "10.0 min" in text and "2 cores" in text
+
+
+def test_quality_report_of_a_project_scored_on_itself():
+    """The ``feature`` project: its own classes as columns, the feature's Dice per seed, no held-out annotations."""
+    from pom_tools.quality import FEATURE, markdown
+
+    classes = (FEATURE, "Background")
+
+    def run(dice):
+        return {"dense": {FEATURE: dice, "Background": 0.9}, "mean": (dice + 0.9) / 2, "seconds": 5.0,
+                "precision": {c: 0.7 for c in classes}, "recall": {c: 0.9 for c in classes}}
+
+    state = {"project_seed": 5, "phase1": {"images": {FEATURE: 7, "Background": 3}, "extra": 20},
+             "threshold": {"dense": {c: 0.3 for c in classes}, "mean": 0.3, "precision": {c: 0.2 for c in classes},
+                           "recall": {c: 0.6 for c in classes}},
+             "runs": {"direct/0": run(0.7), "direct/1": run(0.6), "direct/2": run(0.8)}}
+    results = {"settings": {"model_base_filters": 8, "model_depth": 3, "single_model_epochs": 6,
+                            "shared_model_epochs": 30, "shared_model_batch_size": 32, "shared_model_runs_per_volume": 4},
+               "projects": {"feature": state}}
+    text = markdown(results, ["direct"], [0, 1, 2], ("feature",))
+    assert f"| method | {FEATURE} | Background | mean Dice |" in text
+    assert "| direct | 0.700 ± 0.082 | 0.900 ± 0.000 | **0.800 ± 0.041** | 0.100 |" in text
+    assert f"{FEATURE} Dice per seed: 0.700, 0.600, 0.800; mean 0.700, lowest 0.600" in text
+    assert "away from the annotated slices" in text and "own Ais-style annotations" not in text
+
+
+def test_quality_scores_a_real_like_project_away_from_its_annotated_slices(tmp_path):
+    from pom_common.config import ProjectConfig
+    from pom_common.mrcio import write_volume
+    from pom_tools.quality import away_from_annotations
+
+    label = tmp_path / "ground_truth" / "TS_001__labels.mrc"
+    label.parent.mkdir()
+    write_volume(label, np.zeros((40, 8, 8), np.int8), 10.0)
+    config = ProjectConfig(z_sum=2)
+    assert away_from_annotations(config, tmp_path, [label]) is None  # a held-out project: every slice
+    (tmp_path / "ground_truth" / "annotated_slices.json").write_text("[20]")
+    (keep,) = away_from_annotations(config, tmp_path, [label])
+    # binned slices whose z window (z_sum 2 around 2z, 2z + 1) may reach slice 20 are left out (8..12)
+    assert keep.shape == (20,) and not keep[8:13].any() and keep[:8].all() and keep[13:].all()
